@@ -1,0 +1,71 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Layout (see README "Code map"):
+//   CURing     thin C shim over liburing (static inlines, macros, newer uapi constants)
+//   PileLoop   the ring, buffer ring, timing wheel, cross-thread inbox: no MQTT in here
+//   MQTTCodec  MQTT 3.1.1 packets as pure functions over bytes: no I/O
+//   Gateway    the broker: shards, connections, one handler per packet type, sessions
+//   pilegate   the executable
+//   pileload   the load-test harness (LoadTest/), on the same loop and codec
+let package = Package(
+    name: "pilegate",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "pilegate", targets: ["pilegate"]),
+        .executable(name: "pileload", targets: ["pileload"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        .target(
+            name: "CURing",
+            path: "Sources/CURing",
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .target(
+            name: "PileLoop",
+            dependencies: [
+                "CURing",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        .target(name: "MQTTCodec"),
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "PileLoop", "MQTTCodec",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
+        ),
+        .executableTarget(
+            name: "pilegate",
+            dependencies: [
+                "Gateway",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "pileload",
+            dependencies: [
+                "PileLoop", "MQTTCodec",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "LoadTest"
+        ),
+        .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
+        .testTarget(name: "PileLoopTests", dependencies: ["PileLoop"]),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: ["Gateway", "MQTTCodec", "pilegate"],
+            resources: [.copy("interop")]
+        ),
+    ]
+)

@@ -1,0 +1,277 @@
+import MQTTCodec
+import PileLoop
+
+/// Where a live connection is: shard, slab slot and that slot's generation.
+struct Owner: Equatable, Sendable {
+    var shard: Int
+    var slot: UInt32
+    var generation: UInt32
+}
+
+/// One subscription in the index: which client (by registry handle) at which QoS.
+struct Subscriber {
+    var handle: UInt32
+    var qos: QoS
+}
+
+/// A message bound for one connection on one shard.
+struct Delivery: Sendable {
+    var slot: UInt32
+    var generation: UInt32
+    var qos: QoS
+    var retain: Bool
+    var message: Message
+}
+
+enum ConnectOutcome {
+    /// Go ahead: the session to use, and whether it existed before (CONNACK flag).
+    case ready(Session, present: Bool)
+    /// Another connection holds the client id; it has been told to go. The shard
+    /// gets `.resumeConnect` when it has.
+    case waitForTakeover
+}
+
+/// The state every shard shares: who is connected where, the subscription index,
+/// sessions of absent clients and retained messages. One lock; each critical
+/// section is a map lookup or a tree walk, never I/O.
+///
+/// Subscriptions are indexed by client handle, not by connection, so a persistent
+/// session keeps receiving (queued) while its client is away and after it moves
+/// to another shard.
+final class Broker: @unchecked Sendable {
+    private struct Client {
+        var clientID: String
+        var owner: Owner?
+        /// A CONNECT with this id waiting for the current owner to leave.
+        var waiting: Owner?
+        /// The session of a clean-session-0 client that is away.
+        var parked: Session?
+        /// Stamp of the last routing pass that matched this client (dedupe).
+        var stamp: UInt32 = 0
+        var stampQoS: QoS = .atMostOnce
+    }
+
+    private let lock = Lock()
+    private var clients: [Client?] = []
+    private var freeHandles: [UInt32] = []
+    private var byID: [String: UInt32] = [:]
+    /// Filters without wildcards (a pile's own command topic): one hash lookup.
+    private var exact: [String: [Subscriber]] = [:]
+    /// Filters with `+` or `#` (operators): a level tree.
+    private let wildcard = TopicTree<Subscriber>()
+    private let retained = TopicTree<Message>()
+    private var stamp: UInt32 = 0
+    private var matched: [UInt32] = []
+    private let limits: Config.MQTT
+    let inboxes: [Inbox<ShardMessage>]
+    let counters: Counters
+
+    init(limits: Config.MQTT, inboxes: [Inbox<ShardMessage>], counters: Counters) {
+        self.limits = limits
+        self.inboxes = inboxes
+        self.counters = counters
+    }
+
+    // MARK: Connect, takeover, leave
+
+    func beginConnect(clientID: String, owner: Owner, cleanSession: Bool) -> ConnectOutcome {
+        lock.withLock {
+            guard let h = byID[clientID] else {
+                let h = allocateHandle(Client(clientID: clientID, owner: owner))
+                return .ready(Session(clientID: clientID, handle: h, persistent: !cleanSession), present: false)
+            }
+            var c = clients[Int(h)]!
+            if let previous = c.waiting, previous != owner {
+                // A third connection overtakes one still waiting: that one goes.
+                inboxes[previous.shard].post(.kick(slot: previous.slot, generation: previous.generation,
+                                                   reason: .takeover))
+            }
+            if let current = c.owner {
+                c.waiting = owner
+                clients[Int(h)] = c
+                inboxes[current.shard].post(.kick(slot: current.slot, generation: current.generation,
+                                                  reason: .takeover))
+                return .waitForTakeover
+            }
+            c.waiting = nil
+            c.owner = owner
+            let parked = c.parked
+            c.parked = nil
+            clients[Int(h)] = c
+            if let s = parked, !cleanSession {
+                return .ready(s, present: true)
+            }
+            if let s = parked { dropSubscriptions(s) }
+            return .ready(Session(clientID: clientID, handle: h, persistent: !cleanSession), present: false)
+        }
+    }
+
+    /// The connection holding `session` is gone. A persistent session is parked
+    /// (and keeps collecting QoS 1/2 messages); a clean one is discarded.
+    func detach(_ session: Session, owner: Owner) {
+        lock.withLock {
+            guard var c = clients[Int(session.handle)], c.owner == owner else { return }
+            c.owner = nil
+            if session.persistent {
+                c.parked = session
+            } else {
+                dropSubscriptions(session)
+            }
+            if let w = c.waiting {
+                clients[Int(session.handle)] = c
+                inboxes[w.shard].post(.resumeConnect(slot: w.slot, generation: w.generation))
+            } else if c.parked == nil {
+                freeHandle(session.handle, clientID: c.clientID)
+            } else {
+                clients[Int(session.handle)] = c
+            }
+        }
+    }
+
+    /// A connection that was waiting for a takeover closed before it finished.
+    func abandonConnect(clientID: String, owner: Owner) {
+        lock.withLock {
+            guard let h = byID[clientID], var c = clients[Int(h)], c.waiting == owner else { return }
+            c.waiting = nil
+            if c.owner == nil && c.parked == nil {
+                freeHandle(h, clientID: clientID)
+            } else {
+                clients[Int(h)] = c
+            }
+        }
+    }
+
+    private func allocateHandle(_ c: Client) -> UInt32 {
+        let h: UInt32
+        if let f = freeHandles.popLast() {
+            h = f
+            clients[Int(h)] = c
+        } else {
+            h = UInt32(clients.count)
+            clients.append(c)
+        }
+        byID[c.clientID] = h
+        return h
+    }
+
+    private func freeHandle(_ h: UInt32, clientID: String) {
+        clients[Int(h)] = nil
+        byID[clientID] = nil
+        freeHandles.append(h)
+    }
+
+    // MARK: Subscriptions
+
+    /// Add or replace (3.8.4-3) a subscription.
+    func subscribe(_ session: Session, _ request: TopicRequest) {
+        let sub = Subscriber(handle: session.handle, qos: request.qos)
+        lock.withLock {
+            if Topic.hasWildcard(request.filter.utf8) {
+                wildcard.node(for: request.filter).values.upsert(sub)
+            } else {
+                exact[request.filter, default: []].upsert(sub)
+            }
+        }
+        if let i = session.subscriptionIndex(request.filter) {
+            session.subscriptions[i] = request
+        } else {
+            session.subscriptions.append(request)
+        }
+    }
+
+    func unsubscribe(_ session: Session, _ filter: String) {
+        guard let i = session.subscriptionIndex(filter) else { return }
+        session.subscriptions.remove(at: i)
+        lock.withLock { removeIndex(filter, session.handle) }
+    }
+
+    private func dropSubscriptions(_ session: Session) {
+        for s in session.subscriptions { removeIndex(s.filter, session.handle) }
+        session.subscriptions = []
+    }
+
+    private func removeIndex(_ filter: String, _ handle: UInt32) {
+        if Topic.hasWildcard(filter.utf8) {
+            wildcard.edit(filter) { $0.removeAll { $0.handle == handle } }
+        } else if var list = exact[filter] {
+            list.removeAll { $0.handle == handle }
+            exact[filter] = list.isEmpty ? nil : list
+        }
+    }
+
+    // MARK: Routing
+
+    /// Find every client subscribed to `message.topic`, once each at the highest
+    /// matching QoS (3.3.5), capped by the message's QoS. Live clients' deliveries
+    /// are appended to `out[shard]`; absent persistent clients get it queued.
+    func route(_ message: Message, into out: inout [[Delivery]]) {
+        lock.withLock {
+            stamp &+= 1
+            matched.removeAll(keepingCapacity: true)
+            let visit = { (s: Subscriber) in self.mark(s) }
+            exact[message.topic]?.forEach(visit)
+            wildcard.match(topic: message.topic, visit)
+            for h in matched {
+                let c = clients[Int(h)]!
+                let qos = min(c.stampQoS, message.qos)
+                if let o = c.owner {
+                    out[o.shard].append(Delivery(slot: o.slot, generation: o.generation, qos: qos,
+                                                 retain: false, message: message))
+                } else if let s = c.parked, qos != .atMostOnce {
+                    if !s.enqueue(Queued(message: message, qos: qos, retain: false), limit: limits.maxQueuedMessages) {
+                        counters.add(.queueDrops)
+                    }
+                }
+            }
+        }
+    }
+
+    private func mark(_ s: Subscriber) {
+        guard var c = clients[Int(s.handle)] else { return }
+        if c.stamp != stamp {
+            c.stamp = stamp
+            c.stampQoS = s.qos
+            matched.append(s.handle)
+        } else if s.qos > c.stampQoS {
+            c.stampQoS = s.qos
+        }
+        clients[Int(s.handle)] = c
+    }
+
+    // MARK: Retained messages
+
+    /// Store (or with an empty payload, delete: 3.3.1-10/11) the retained message.
+    func retain(_ message: Message) {
+        lock.withLock {
+            if message.payload.isEmpty {
+                retained.edit(message.topic) { $0.removeAll() }
+            } else {
+                retained.node(for: message.topic).values = [message]
+            }
+        }
+    }
+
+    func retainedMessages(matching filter: String) -> [Message] {
+        var found: [Message] = []
+        lock.withLock { retained.collect(filter: filter) { found.append($0) } }
+        return found
+    }
+
+    // MARK: Figures
+
+    var clientCount: Int { lock.withLock { byID.count } }
+    var retainedCount: Int {
+        lock.withLock {
+            var n = 0
+            retained.collect(filter: "#") { _ in n += 1 }
+            retained.collect(filter: "$SYS/#") { _ in n += 1 }
+            return n
+        }
+    }
+}
+
+private extension Array where Element == Subscriber {
+    mutating func upsert(_ s: Subscriber) {
+        if let i = firstIndex(where: { $0.handle == s.handle }) { self[i] = s } else { append(s) }
+    }
+}

@@ -1,0 +1,162 @@
+import Glibc
+import TOMLKit
+
+/// Everything the gateway can be told, with embedded defaults. The TOML file
+/// (ops/pilegate.example.toml documents every key) overrides them; unknown keys
+/// are an error so a typo never silently keeps a default.
+public struct Config: Sendable {
+    public struct Listener: Sendable {
+        public var bind = "0.0.0.0:1883"
+        public var backlog = 4096
+    }
+
+    public struct Server: Sendable {
+        /// Node name: in logs, and later in Redis presence and stream entries.
+        public var node = Config.hostname()
+        /// 0 = max(cores, ceil(max_connections / fixed-file table size)).
+        public var shards = 0
+        public var maxConnections = 200_000
+        /// Submission queue entries per ring.
+        public var ringEntries = 4096
+        /// Provided receive buffers per shard, and their size.
+        public var recvBuffers = 512
+        public var recvBufferSize = 4096
+        /// Seconds between $SYS/broker/... statistics publishes; 0 turns them off.
+        public var sysInterval = 10
+    }
+
+    public struct MQTT: Sendable {
+        /// Whole-packet limit; a larger packet closes the connection.
+        public var maxPacketSize = 1 << 20
+        /// Seconds from accept to a CONNECT before the connection is closed.
+        public var connectTimeout = 10
+        /// QoS 1/2 messages in flight to one client before the rest queue.
+        public var maxInflight = 32
+        /// Messages queued per client (past the in-flight window, or while a
+        /// persistent session is away); past it, new messages are dropped and counted.
+        public var maxQueuedMessages = 1000
+        public var maxSubscriptionsPerClient = 64
+        /// Bytes waiting to be sent to one client past which QoS 0 messages to it are
+        /// dropped and counted (a subscriber that stops reading).
+        public var maxSendBuffer = 4 << 20
+        public var maxClientIDLength = 128
+        /// Clean-session clients with an empty client id get a generated one (3.1.3-6).
+        public var allowZeroLengthClientID = true
+        public var retainAvailable = true
+    }
+
+    public struct Log: Sendable {
+        public var level = "info"
+    }
+
+    public var listener = Listener()
+    public var server = Server()
+    public var mqtt = MQTT()
+    public var log = Log()
+
+    public init() {}
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Parse a TOML document over the defaults.
+    public init(toml text: String) throws {
+        let root: TOMLTable
+        do { root = try TOMLTable(string: text) } catch let e as TOMLParseError {
+            throw Invalid(description: "config: \(e.description) at line \(e.source.begin.line)")
+        }
+        var r = TableReader(root, path: "")
+        try r.table("listener") { t in
+            try t.string("bind", &listener.bind)
+            try t.int("backlog", &listener.backlog, 1...65535)
+        }
+        try r.table("server") { t in
+            try t.string("node", &server.node)
+            try t.int("shards", &server.shards, 0...256)
+            try t.int("max_connections", &server.maxConnections, 1...10_000_000)
+            try t.int("ring_entries", &server.ringEntries, 64...32768)
+            try t.int("recv_buffers", &server.recvBuffers, 16...32768)
+            try t.int("recv_buffer_size", &server.recvBufferSize, 256...1 << 20)
+            try t.int("sys_interval", &server.sysInterval, 0...86400)
+        }
+        try r.table("mqtt") { t in
+            try t.int("max_packet_size", &mqtt.maxPacketSize, 64...268_435_460)
+            try t.int("connect_timeout", &mqtt.connectTimeout, 1...3600)
+            try t.int("max_inflight", &mqtt.maxInflight, 1...65535)
+            try t.int("max_queued_messages", &mqtt.maxQueuedMessages, 0...10_000_000)
+            try t.int("max_subscriptions_per_client", &mqtt.maxSubscriptionsPerClient, 1...100_000)
+            try t.int("max_send_buffer", &mqtt.maxSendBuffer, 4096...1 << 30)
+            try t.int("max_client_id_length", &mqtt.maxClientIDLength, 23...65535)
+            try t.bool("allow_zero_length_client_id", &mqtt.allowZeroLengthClientID)
+            try t.bool("retain_available", &mqtt.retainAvailable)
+        }
+        try r.table("log") { t in
+            try t.string("level", &log.level)
+            guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(log.level) else {
+                throw Invalid(description: "config: log.level \"\(log.level)\" is not a log level")
+            }
+        }
+        try r.finish()
+        guard recvBufferCountIsPowerOfTwo else {
+            throw Invalid(description: "config: server.recv_buffers must be a power of two")
+        }
+    }
+
+    var recvBufferCountIsPowerOfTwo: Bool { server.recvBuffers.nonzeroBitCount == 1 }
+
+    static func hostname() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, 255)
+        return String(cString: buf)
+    }
+}
+
+/// Reads typed keys from one TOML table and remembers which it saw.
+private struct TableReader {
+    let table: TOMLTable
+    let path: String
+    var seen: Set<String> = []
+
+    init(_ table: TOMLTable, path: String) { self.table = table; self.path = path }
+
+    func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    mutating func table(_ key: String, _ body: (inout TableReader) throws -> Void) throws {
+        seen.insert(key)
+        guard let v = table[key] else { return }
+        guard let t = v.table else { throw Config.Invalid(description: "config: \(name(key)) must be a table") }
+        var sub = TableReader(t, path: name(key))
+        try body(&sub)
+        try sub.finish()
+    }
+
+    mutating func string(_ key: String, _ into: inout String) throws {
+        seen.insert(key)
+        guard let v = table[key] else { return }
+        guard let s = v.string else { throw Config.Invalid(description: "config: \(name(key)) must be a string") }
+        into = s
+    }
+
+    mutating func int(_ key: String, _ into: inout Int, _ range: ClosedRange<Int>) throws {
+        seen.insert(key)
+        guard let v = table[key] else { return }
+        guard let i = v.int, range.contains(i) else {
+            throw Config.Invalid(description: "config: \(name(key)) must be an integer in \(range)")
+        }
+        into = i
+    }
+
+    mutating func bool(_ key: String, _ into: inout Bool) throws {
+        seen.insert(key)
+        guard let v = table[key] else { return }
+        guard let b = v.bool else { throw Config.Invalid(description: "config: \(name(key)) must be true or false") }
+        into = b
+    }
+
+    func finish() throws {
+        for k in table.keys where !seen.contains(k) {
+            throw Config.Invalid(description: "config: unknown key \(name(k))")
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import MQTTCodec
+import PileLoop
+
+/// Why a connection ended: logged, counted, and it decides whether the will is sent.
+enum CloseReason: String, Sendable {
+    case clientDisconnect = "client disconnect"
+    case peerClosed = "connection closed by peer"
+    case keepalive = "keepalive expired"
+    case connectTimeout = "no CONNECT in time"
+    case malformed = "malformed packet"
+    case protocolError = "protocol violation"
+    case refused = "CONNECT refused"
+    case takeover = "client id taken over"
+    case overLimit = "connection limit reached"
+    case ioError = "socket error"
+    case shutdown = "server shutdown"
+
+    /// The will is published unless the client said DISCONNECT (3.14.4-3) or the
+    /// server is stopping on purpose (or the client never got a session).
+    var publishesWill: Bool {
+        switch self {
+        case .clientDisconnect, .shutdown, .refused, .connectTimeout, .overLimit: false
+        default: true
+        }
+    }
+}
+
+/// One slab entry. Plain value, addressed by (slot, generation) in every SQE's
+/// user_data. An idle connected client owns: this struct, its Session, and no
+/// buffers (the three ByteBuffers are released whenever they drain).
+struct Connection {
+    enum State: UInt8 {
+        case free, awaitingConnect, awaitingTakeover, connected, closing
+    }
+
+    var state: State = .free
+    var generation: UInt32 = 0
+    /// Index in the ring's fixed-file table.
+    var file: Int32 = -1
+    var recvArmed = false
+    var sending = false
+    var dirty = false
+    var tornDown = false
+    /// Close once the send queue has drained (a refusing CONNACK must arrive).
+    var closeAfterFlush = false
+    /// Completions the kernel still owes for this slot; it is reused only at 0.
+    var pendingOps: UInt16 = 0
+    var keepAlive: UInt16 = 0
+    /// Wheel tick of the last packet received, and of the live wheel entry.
+    var lastSeen: UInt64 = 0
+    var timerDeadline: UInt64 = 0
+    /// Bytes of a packet that straddles receive buffers.
+    var inbound = ByteBuffer()
+    /// Encoded packets waiting for this turn's flush, and the bytes the kernel is sending.
+    var outbound = ByteBuffer()
+    var inFlight = ByteBuffer()
+    var session: Session?
+    var will: Will?
+    /// The CONNECT being processed while a takeover of its client id completes.
+    var pendingConnect: Connect?
+
+    var isOpen: Bool { state == .awaitingConnect || state == .awaitingTakeover || state == .connected }
+    var clientID: String { session?.clientID ?? pendingConnect?.clientID ?? "-" }
+}
+
+extension ByteBuffer: ByteSink {
+    @inlinable public mutating func append(byte: UInt8) {
+        write(max: 1) { $0[0] = byte; return 1 }
+    }
+    @inlinable public mutating func append(bytes: UnsafeRawBufferPointer) { append(bytes) }
+}

@@ -1,0 +1,51 @@
+import Atomics
+
+/// Every count the gateway keeps, in one place. One `Counters` per shard (plus one
+/// for the Broker), so the hot path bumps a counter nobody else writes; readers
+/// (the $SYS publisher, later /metrics) sum them.
+public enum Counter: Int, CaseIterable, Sendable {
+    case connectionsAccepted
+    case clientsConnected        // a gauge: up on CONNACK 0, down when that connection ends
+    case connectionsClosed
+    case connectsAccepted        // CONNACK 0 sent
+    case connectsRefused         // CONNACK != 0 sent
+    case acceptTableFull         // multishot accept ended with ENFILE
+    case malformedPackets        // decoder rejected the bytes
+    case protocolViolations      // well-formed packet that breaks a MUST
+    case keepaliveExpiries
+    case connectTimeouts
+    case takeovers
+    case willsPublished
+    case packetsIn
+    case packetsOut
+    case bytesIn
+    case bytesOut
+    case publishesIn
+    case publishesOut
+    case queueDrops              // message dropped: client queue at its bound
+    case publishDenied           // authorization refused a PUBLISH
+    case subscribeDenied         // authorization refused a filter (SUBACK 0x80)
+}
+
+public final class Counters: Sendable {
+    private let values: [ManagedAtomic<UInt64>]
+
+    public init() { values = Counter.allCases.map { _ in ManagedAtomic(0) } }
+
+    @inlinable public func add(_ c: Counter, _ n: UInt64 = 1) {
+        slot(c).wrappingIncrement(by: n, ordering: .relaxed)
+    }
+
+    @inlinable public func subtract(_ c: Counter, _ n: UInt64 = 1) {
+        slot(c).wrappingDecrement(by: n, ordering: .relaxed)
+    }
+
+    public func value(_ c: Counter) -> UInt64 { slot(c).load(ordering: .relaxed) }
+
+    @usableFromInline func slot(_ c: Counter) -> ManagedAtomic<UInt64> { values[c.rawValue] }
+
+    /// Sum of one counter over several sets.
+    public static func total(_ c: Counter, _ sets: [Counters]) -> UInt64 {
+        sets.reduce(0) { $0 + $1.value(c) }
+    }
+}

@@ -1,0 +1,59 @@
+import MQTTCodec
+
+/// Sending application messages to a subscriber: QoS 0 straight out; QoS 1/2
+/// through the in-flight window, then the session's bounded queue.
+extension Shard {
+    func deliver(_ slot: UInt32, _ m: Message, qos: QoS, retain: Bool) {
+        guard slab[Int(slot)].state == .connected, let s = slab[Int(slot)].session else { return }
+        if qos == .atMostOnce {
+            // A subscriber that does not read must not grow our memory without bound.
+            if slab[Int(slot)].outbound.count + slab[Int(slot)].inFlight.count > config.mqtt.maxSendBuffer {
+                counters.add(.queueDrops)
+                return
+            }
+            return writePublish(slot, m, qos: .atMostOnce, retain: retain, dup: false, id: 0)
+        }
+        if s.inflight.count < config.mqtt.maxInflight {
+            let id = s.nextPacketID()
+            s.inflight.append(Outgoing(packetID: id, message: m, qos: qos, retain: retain, released: false))
+            writePublish(slot, m, qos: qos, retain: retain, dup: false, id: id)
+        } else if !s.enqueue(Queued(message: m, qos: qos, retain: retain), limit: config.mqtt.maxQueuedMessages) {
+            counters.add(.queueDrops)
+        }
+    }
+
+    /// Move queued messages into the in-flight window as it opens.
+    func pump(_ slot: UInt32) {
+        guard let s = slab[Int(slot)].session else { return }
+        while s.inflight.count < config.mqtt.maxInflight, let q = s.dequeue() {
+            deliver(slot, q.message, qos: q.qos, retain: q.retain)
+        }
+    }
+
+    /// A persistent session came back (4.4): resend unacknowledged PUBLISHes with
+    /// DUP set and PUBRELs, in their original order and ids, then drain the queue.
+    func resumeSession(_ slot: UInt32) {
+        guard let s = slab[Int(slot)].session else { return }
+        for o in s.inflight {
+            if o.released {
+                send(slot, .pubrel(o.packetID))
+            } else {
+                writePublish(slot, o.message, qos: o.qos, retain: o.retain, dup: true, id: o.packetID)
+            }
+        }
+        pump(slot)
+    }
+
+    /// Encode a PUBLISH header and append the shared payload: no per-subscriber copy
+    /// of the message, one copy into the send buffer.
+    private func writePublish(_ slot: UInt32, _ m: Message, qos: QoS, retain: Bool, dup: Bool, id: UInt16) {
+        let size = Encoder.publishSize(topic: m.topic, payloadCount: m.payload.count, qos: qos)
+        slab[Int(slot)].outbound.reserve(size)
+        Encoder.publishHeader(topic: m.topic, payloadCount: m.payload.count, qos: qos, retain: retain,
+                              dup: dup, packetID: id, into: &slab[Int(slot)].outbound)
+        m.payload.withUnsafeBytes { slab[Int(slot)].outbound.append($0) }
+        counters.add(.publishesOut)
+        counters.add(.packetsOut)
+        markDirty(slot)
+    }
+}

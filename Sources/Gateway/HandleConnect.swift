@@ -1,0 +1,63 @@
+import MQTTCodec
+
+extension Shard {
+    /// CONNECT (3.1): check the client id, authorize, take over any connection that
+    /// holds the same id (possibly on another shard), then CONNACK.
+    func handleConnect(_ slot: UInt32, _ connect: Connect) {
+        var c = connect
+        if c.clientID.isEmpty {
+            // 3.1.3-7/8: only a clean session may omit its id, and then the server names it.
+            guard c.cleanSession, config.mqtt.allowZeroLengthClientID else {
+                return refuseConnect(slot, .identifierRejected, why: "empty client id")
+            }
+            c.clientID = generatedClientID(slot)
+        }
+        if let refusal = authorizeConnect(c) {
+            return refuseConnect(slot, refusal.code, why: refusal.why)
+        }
+        slab[Int(slot)].keepAlive = c.keepAlive
+        slab[Int(slot)].will = c.will
+        slab[Int(slot)].pendingConnect = c
+        attachSession(slot)
+    }
+
+    /// Claim the client id in the Broker; CONNACK once no other connection holds it.
+    func attachSession(_ slot: UInt32) {
+        guard let c = slab[Int(slot)].pendingConnect else { return }
+        let owner = Owner(shard: index, slot: slot, generation: slab[Int(slot)].generation)
+        switch broker.beginConnect(clientID: c.clientID, owner: owner, cleanSession: c.cleanSession) {
+        case .waitForTakeover:
+            slab[Int(slot)].state = .awaitingTakeover
+        case .ready(let session, let present):
+            session.persistent = !c.cleanSession
+            slab[Int(slot)].session = session
+            slab[Int(slot)].pendingConnect = nil
+            slab[Int(slot)].state = .connected
+            counters.add(.connectsAccepted)
+            counters.add(.clientsConnected)
+            send(slot, .connack(Connack(sessionPresent: present, returnCode: .accepted)))
+            if c.keepAlive > 0 {
+                schedule(slot, at: slab[Int(slot)].lastSeen + UInt64(c.keepAlive) * 1500 / Shard.tickMillis)
+            } else {
+                slab[Int(slot)].timerDeadline = 0   // the CONNECT timeout entry goes stale
+            }
+            logger.info("connected", metadata: [
+                "client": "\(c.clientID)", "clean": "\(c.cleanSession)", "keepalive": "\(c.keepAlive)",
+                "session_present": "\(present)",
+            ])
+            if present { resumeSession(slot) }
+        }
+    }
+
+    /// CONNACK with a refusal code, then close once it is sent (3.2.2.3).
+    func refuseConnect(_ slot: UInt32, _ code: ConnectReturnCode, why: String) {
+        counters.add(.connectsRefused)
+        logger.info("CONNECT refused (\(code)): \(why)", metadata: ["client": "\(slab[Int(slot)].clientID)"])
+        send(slot, .connack(Connack(sessionPresent: false, returnCode: code)))
+        close(slot, .refused, flush: true)
+    }
+
+    private func generatedClientID(_ slot: UInt32) -> String {
+        "pg-\(config.server.node)-\(index)-\(slot)-\(slab[Int(slot)].generation)-\(wheel.now)"
+    }
+}

@@ -1,0 +1,102 @@
+import Glibc
+import Logging
+import PileLoop
+
+public let pilegateVersion = "0.1.0"
+
+/// Starts the shards and runs until SIGINT/SIGTERM, then stops them cleanly.
+public final class Server {
+    public let config: Config
+    let logger: Logger
+
+    public init(config: Config, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+
+    /// Shards = max(cores, ceil(max_connections / table size)): every ring's
+    /// fixed-file table is capped by RLIMIT_NOFILE, so 200k connections need
+    /// more rings than cores (DESIGN.md, "Direct descriptors").
+    public static func layout(config: Config, cores: Int, fileLimit: Int) -> (shards: Int, tableSize: Int) {
+        let table = max(64, min(fileLimit - 256, 32768))
+        if config.server.shards > 0 { return (config.server.shards, table) }
+        let needed = (config.server.maxConnections + table - 1) / table
+        return (max(cores, needed), table)
+    }
+
+    /// Blocks until a stop signal; returns after every shard has closed its clients.
+    public func run() throws {
+        guard let address = SocketAddress(config.listener.bind) else {
+            throw Config.Invalid(description: "listener.bind \"\(config.listener.bind)\" is not HOST:PORT")
+        }
+        // Signals go to sigwait below, not to whichever thread the kernel picks.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGINT, SIGTERM, SIGPIPE] { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let listenFD = try makeListener(address, backlog: Int32(config.listener.backlog))
+        defer { Glibc.close(listenFD) }
+        let (shards, tableSize) = Server.layout(config: config, cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), fileLimit: fileLimit())
+        let inboxes = (0..<shards).map { _ in Inbox<ShardMessage>() }
+        let counters = (0...shards).map { _ in Counters() }
+        let broker = Broker(limits: config.mqtt, inboxes: inboxes, counters: counters[shards])
+        let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
+                                   listenFD: listenFD, fileTableSize: tableSize, live: LiveCount(),
+                                   startedAt: monotonicMillis())
+        let ready = Inbox<Int>()   // each shard reports its setup result here (0 = ok)
+        var threads: [PileLoop.Thread] = []
+        for i in 0..<shards {
+            let log = logger
+            threads.append(PileLoop.Thread(name: "shard-\(i)") {
+                Server.shardMain(index: i, context: context, logger: log, ready: ready)
+            })
+        }
+        var results: [Int] = []
+        var spare: [Int] = []
+        while results.count < shards {
+            var v: UInt64 = 0
+            _ = read(ready.eventFD, &v, 8)
+            ready.drain(into: &spare)
+            results += spare
+            spare.removeAll()
+        }
+        if results.contains(where: { $0 != 0 }) {
+            inboxes.forEach { $0.post(.shutdown) }
+            threads.forEach { $0.join() }
+            throw RingError("shard setup (see log)", Int32(results.first { $0 != 0 }!))
+        }
+        logger.info("listening on \(address.family == AF_INET6 ? "[\(address.description)]" : "")\(hostPort(address, listenFD))",
+                    metadata: ["shards": "\(shards)", "fixed_files_per_shard": "\(tableSize)",
+                               "node": "\(config.server.node)", "version": "\(pilegateVersion)"])
+
+        var sig: Int32 = 0
+        repeat { sigwait(&signals, &sig) } while sig == SIGPIPE
+        logger.info("stopping on signal \(sig): closing clients")
+        inboxes.forEach { $0.post(.shutdown) }
+        threads.forEach { $0.join() }
+        logger.info("stopped", metadata: [
+            "accepted": "\(Counters.total(.connectionsAccepted, counters))",
+            "publishes_in": "\(Counters.total(.publishesIn, counters))",
+            "malformed": "\(Counters.total(.malformedPackets, counters))",
+        ])
+    }
+
+    private func hostPort(_ a: SocketAddress, _ fd: Int32) -> String {
+        let host = a.description.split(separator: ":").dropLast().joined(separator: ":")
+        return a.family == AF_INET6 ? "\(host):\(boundPort(fd))" : "\(host):\(boundPort(fd))"
+    }
+
+    private static func shardMain(index: Int, context: ShardContext, logger: Logger, ready: Inbox<Int>) {
+        let shard: Shard
+        do {
+            shard = try Shard(index: index, context: context, logger: logger)
+        } catch {
+            logger.critical("shard \(index) setup failed: \(error)")
+            ready.post(Int((error as? RingError)?.errno ?? EINVAL))
+            return
+        }
+        ready.post(0)
+        shard.run()
+    }
+}

@@ -1,0 +1,89 @@
+import MQTTCodec
+
+/// An application message as routed: immutable, shared between shards by
+/// reference counting (String and Array storage), never copied per subscriber.
+public struct Message: Sendable {
+    public var topic: String
+    public var payload: [UInt8]
+    public var qos: QoS
+    public var retain: Bool
+    public init(topic: String, payload: [UInt8], qos: QoS, retain: Bool) {
+        self.topic = topic; self.payload = payload; self.qos = qos; self.retain = retain
+    }
+}
+
+/// A QoS 1/2 PUBLISH sent to the client and not yet fully acknowledged.
+struct Outgoing {
+    var packetID: UInt16
+    var message: Message
+    var qos: QoS
+    var retain: Bool
+    /// QoS 2: PUBREC came back and PUBREL went out; waiting for PUBCOMP.
+    var released: Bool
+}
+
+/// A message waiting for an in-flight slot (or for the client to come back).
+struct Queued {
+    var message: Message
+    var qos: QoS
+    var retain: Bool
+}
+
+/// What MQTT calls the session state (3.1.2.4): subscriptions, QoS 1/2 flows in both
+/// directions, messages queued while offline or past the in-flight window.
+///
+/// Ownership: exactly one holder at a time. The shard that holds the client's live
+/// connection, or, while the client is away (clean session 0), the Broker under its
+/// lock. Hand-over happens only through the Broker, hence @unchecked Sendable.
+final class Session: @unchecked Sendable {
+    let clientID: String
+    let handle: UInt32
+    var persistent: Bool
+    var subscriptions: [TopicRequest] = []
+    var inflight: [Outgoing] = []
+    /// Inbound QoS 2 packet ids received but not yet released (PUBREL), so a resent
+    /// PUBLISH is not routed twice (4.3.3).
+    var awaitingRelease: [UInt16] = []
+    private(set) var queue: [Queued] = []
+    private var queueHead = 0
+    private var lastPacketID: UInt16 = 0
+
+    init(clientID: String, handle: UInt32, persistent: Bool) {
+        self.clientID = clientID; self.handle = handle; self.persistent = persistent
+    }
+
+    var queuedCount: Int { queue.count - queueHead }
+
+    /// Queue a message; false when the bound is reached (the caller counts the drop).
+    func enqueue(_ q: Queued, limit: Int) -> Bool {
+        if queuedCount >= limit { return false }
+        queue.append(q)
+        return true
+    }
+
+    func dequeue() -> Queued? {
+        guard queueHead < queue.count else { return nil }
+        let q = queue[queueHead]
+        queueHead += 1
+        if queueHead == queue.count {
+            queue.removeAll()
+            queueHead = 0
+        } else if queueHead >= 64 && queueHead * 2 >= queue.count {
+            queue.removeFirst(queueHead)
+            queueHead = 0
+        }
+        return q
+    }
+
+    /// Next packet identifier not in use by an in-flight message (1...65535).
+    func nextPacketID() -> UInt16 {
+        repeat {
+            lastPacketID = lastPacketID == UInt16.max ? 1 : lastPacketID + 1
+        } while inflight.contains(where: { $0.packetID == lastPacketID })
+        return lastPacketID
+    }
+
+    func subscriptionIndex(_ filter: String) -> Int? {
+        subscriptions.firstIndex { $0.filter == filter }
+    }
+}

@@ -1,0 +1,542 @@
+import Atomics
+import CURing
+import Glibc
+import Logging
+import MQTTCodec
+import PileLoop
+
+/// Messages between shards (and from the main thread), through each shard's inbox.
+enum ShardMessage: Sendable {
+    case deliver(Delivery)
+    /// Close this connection (its client id was taken over, or a newer CONNECT won).
+    case kick(slot: UInt32, generation: UInt32, reason: CloseReason)
+    /// The previous holder of this connection's client id is gone: finish CONNECT.
+    case resumeConnect(slot: UInt32, generation: UInt32)
+    case shutdown
+}
+
+/// Operation codes in the user_data tag.
+enum Op {
+    static let accept: UInt8 = 1
+    static let recv: UInt8 = 2
+    static let send: UInt8 = 3
+    static let cancel: UInt8 = 4
+    static let close: UInt8 = 5
+    static let timer: UInt8 = 6
+    static let inbox: UInt8 = 7
+}
+
+/// What every shard shares, handed to each shard thread.
+struct ShardContext: Sendable {
+    let config: Config
+    let broker: Broker
+    let inboxes: [Inbox<ShardMessage>]
+    let counters: [Counters]
+    let listenFD: Int32
+    let fileTableSize: Int
+    /// Live connections over all shards, for the max_connections limit.
+    let live: LiveCount
+    let startedAt: UInt64
+}
+
+/// One event loop: one thread, one io_uring, its own slab of connections. Shares
+/// nothing with other shards except the Broker and the inboxes.
+///
+/// A loop turn: wait for completions, handle each (which queues replies into
+/// connection send buffers), then `endTurn` re-arms receives, flushes every send
+/// buffer touched this turn, returns receive buffers and posts cross-shard
+/// deliveries. Packet handlers live in Handle*.swift, one file per packet type.
+final class Shard {
+    let index: Int
+    let ctx: ShardContext
+    let config: Config
+    let broker: Broker
+    let counters: Counters
+    var logger: Logger
+    let ring: Ring
+    let buffers: BufferRing
+    var wheel: TimingWheel
+    var slab: [Connection] = []
+    private var freeSlots: [UInt32] = []
+    private var dirty: [UInt32] = []
+    private var rearm: [UInt32] = []
+    /// Deliveries gathered this turn for other shards, posted at the end of the turn.
+    var remote: [[Delivery]]
+    private var acceptArmed = false
+    private var stopping = false
+    private var openSlots = 0
+    private var inboxValue: UInt64 = 0
+    private var inboxScratch: [ShardMessage] = []
+    private var timeout = __kernel_timespec(tv_sec: 0, tv_nsec: Int64(Shard.tickMillis) * 1_000_000)
+    private var nextSys: UInt64 = 0
+    static let tickMillis: UInt64 = 100
+    static let recvGroup: UInt16 = 1
+
+    init(index: Int, context: ShardContext, logger: Logger) throws {
+        self.index = index
+        ctx = context
+        config = context.config
+        broker = context.broker
+        counters = context.counters[index]
+        self.logger = logger
+        self.logger[metadataKey: "shard"] = "\(index)"
+        ring = try Ring(entries: UInt32(config.server.ringEntries))
+        try ring.registerSparseFiles(UInt32(context.fileTableSize))
+        buffers = try BufferRing(ring: ring, group: Shard.recvGroup, count: UInt32(config.server.recvBuffers),
+                                 size: config.server.recvBufferSize)
+        wheel = TimingWheel(buckets: 4096, startTick: 0)
+        remote = Array(repeating: [], count: context.inboxes.count)
+        wheel.advance(to: currentTick) { _ in }
+    }
+
+    var currentTick: UInt64 { (monotonicMillis() - ctx.startedAt) / Shard.tickMillis }
+    func ticks(seconds: Int) -> UInt64 { UInt64(seconds) * 1000 / Shard.tickMillis }
+
+    // MARK: The loop
+
+    func run() {
+        armAccept()
+        armInbox()
+        ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
+        while !(stopping && openSlots == 0) {
+            ring.submitAndWait(1)
+            _ = ring.drainCompletions { c in self.complete(c) }
+            endTurn()
+        }
+        logger.debug("shard stopped")
+    }
+
+    private func complete(_ c: Completion) {
+        let tag = Tag(c.userData)
+        switch tag.op {
+        case Op.accept: onAccept(c)
+        case Op.recv: if valid(tag) { onRecv(tag.slot, c) }
+        case Op.send: if valid(tag) { onSend(tag.slot, c) }
+        case Op.cancel, Op.close:
+            if valid(tag) {
+                slab[Int(tag.slot)].pendingOps -= 1
+                opDone(tag.slot)
+            }
+        case Op.timer: onTimer()
+        case Op.inbox: onInbox(c)
+        default: logger.error("completion with unknown op \(tag.op)")
+        }
+    }
+
+    private func valid(_ tag: Tag) -> Bool {
+        Int(tag.slot) < slab.count && slab[Int(tag.slot)].generation & 0xFF_FFFF == tag.generation
+    }
+
+    func tag(_ op: UInt8, _ slot: UInt32) -> UInt64 {
+        Tag(op: op, slot: slot, generation: slab[Int(slot)].generation).raw
+    }
+
+    private func endTurn() {
+        for slot in rearm where slab[Int(slot)].isOpen && !slab[Int(slot)].recvArmed {
+            armRecv(slot)
+        }
+        rearm.removeAll(keepingCapacity: true)
+        for slot in dirty {
+            slab[Int(slot)].dirty = false
+            if !slab[Int(slot)].sending && !slab[Int(slot)].outbound.isEmpty && !slab[Int(slot)].tornDown {
+                startSend(slot)
+            }
+        }
+        dirty.removeAll(keepingCapacity: true)
+        buffers.publish()
+        for s in remote.indices where !remote[s].isEmpty {
+            ctx.inboxes[s].post(contentsOf: remote[s].lazy.map { ShardMessage.deliver($0) })
+            remote[s].removeAll(keepingCapacity: true)
+        }
+    }
+
+    // MARK: Accept
+
+    private func armAccept() {
+        guard !acceptArmed, !stopping else { return }
+        ring.multishotAcceptDirect(listenFD: ctx.listenFD, tag: Tag(op: Op.accept, slot: 0, generation: 0).raw)
+        acceptArmed = true
+    }
+
+    private func onAccept(_ c: Completion) {
+        if !c.more { acceptArmed = false }
+        if c.res >= 0 {
+            let slot = allocate(file: c.res)
+            counters.add(.connectionsAccepted)
+            if stopping || ctx.live.add() > config.server.maxConnections {
+                close(slot, .overLimit)
+                return
+            }
+            armRecv(slot)
+            schedule(slot, at: wheel.now + ticks(seconds: config.mqtt.connectTimeout))
+        } else if c.res == -ENFILE {
+            // This ring's fixed-file table is full: other shards take new connections;
+            // accept is re-armed when a slot here frees (see `release`).
+            counters.add(.acceptTableFull)
+            logger.debug("fixed-file table full; accept paused on this shard")
+            return
+        } else if c.res != -ECANCELED {
+            logger.warning("accept failed: \(String(cString: strerror(-c.res)))")
+        }
+        if !acceptArmed && c.res != -ECANCELED { armAccept() }
+    }
+
+    private func allocate(file: Int32) -> UInt32 {
+        let slot: UInt32
+        if let s = freeSlots.popLast() { slot = s } else {
+            slot = UInt32(slab.count)
+            slab.append(Connection())
+        }
+        let gen = slab[Int(slot)].generation
+        slab[Int(slot)] = Connection()
+        slab[Int(slot)].generation = gen
+        slab[Int(slot)].state = .awaitingConnect
+        slab[Int(slot)].file = file
+        slab[Int(slot)].lastSeen = wheel.now
+        openSlots += 1
+        return slot
+    }
+
+    // MARK: Receive
+
+    private func armRecv(_ slot: UInt32) {
+        ring.recvMultishot(fixed: slab[Int(slot)].file, bufferGroup: Shard.recvGroup, tag: tag(Op.recv, slot))
+        slab[Int(slot)].recvArmed = true
+        slab[Int(slot)].pendingOps += 1
+    }
+
+    private func onRecv(_ slot: UInt32, _ c: Completion) {
+        if !c.more {
+            slab[Int(slot)].recvArmed = false
+            slab[Int(slot)].pendingOps -= 1
+        }
+        if c.res > 0, let id = c.bufferID {
+            counters.add(.bytesIn, UInt64(c.res))
+            if slab[Int(slot)].isOpen { received(slot, buffers.bytes(id, Int(c.res))) }
+            buffers.recycle(id)
+            if !c.more && slab[Int(slot)].isOpen { rearm.append(slot) }
+        } else if c.res == 0 {
+            close(slot, .peerClosed)
+        } else if c.res == -ENOBUFS {
+            // Buffer ring ran dry; buffers come back this turn, so re-arm then.
+            if slab[Int(slot)].isOpen { rearm.append(slot) }
+        } else if c.res != -ECANCELED {
+            close(slot, .ioError)
+        }
+        opDone(slot)
+    }
+
+    /// Feed received bytes to the decoder. A packet that straddles buffers is the
+    /// only thing copied, into the connection's reassembly buffer.
+    private func received(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
+        if slab[Int(slot)].state == .awaitingTakeover || !slab[Int(slot)].inbound.isEmpty {
+            slab[Int(slot)].inbound.append(bytes)
+            if slab[Int(slot)].inbound.count > config.mqtt.maxPacketSize + config.server.recvBufferSize {
+                protocolViolation(slot, "too many bytes before CONNACK")
+                return
+            }
+            if slab[Int(slot)].state != .awaitingTakeover { drainInbound(slot) }
+            return
+        }
+        let used = consume(slot, bytes)
+        if used < bytes.count && slab[Int(slot)].isOpen {
+            slab[Int(slot)].inbound.append(UnsafeRawBufferPointer(rebasing: bytes[used...]))
+        }
+    }
+
+    /// Parse what the reassembly buffer holds (after more bytes or a resumed CONNECT).
+    func drainInbound(_ slot: UInt32) {
+        let pending = slab[Int(slot)].inbound.bytes
+        let used = consume(slot, pending)
+        if !slab[Int(slot)].isOpen {
+            return
+        }
+        slab[Int(slot)].inbound.consume(used)
+        if slab[Int(slot)].inbound.isEmpty { slab[Int(slot)].inbound.release() }
+    }
+
+    /// Decode and handle packets until the bytes run out or the connection stops
+    /// taking packets; returns how many bytes were used.
+    private func consume(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) -> Int {
+        var offset = 0
+        while offset < bytes.count {
+            let state = slab[Int(slot)].state
+            guard state == .awaitingConnect || state == .connected else { break }
+            switch Decoder.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...]),
+                                  maxPacketSize: config.mqtt.maxPacketSize) {
+            case .packet(let packet, let n):
+                offset += n
+                counters.add(.packetsIn)
+                slab[Int(slot)].lastSeen = wheel.now
+                handle(slot, packet)
+            case .incomplete:
+                return offset
+            case .failure(let error):
+                if case .unacceptableProtocolLevel = error, state == .awaitingConnect {
+                    refuseConnect(slot, .unacceptableProtocolVersion, why: error.description)
+                } else {
+                    malformed(slot, error)
+                }
+                return bytes.count
+            }
+        }
+        return offset
+    }
+
+    /// One switch over packet types; each handler is in its own file.
+    private func handle(_ slot: UInt32, _ packet: Packet) {
+        if slab[Int(slot)].state == .awaitingConnect {
+            guard case .connect(let c) = packet else {
+                return protocolViolation(slot, "first packet is \(packet.type), not CONNECT")   // 3.1.0-1
+            }
+            return handleConnect(slot, c)
+        }
+        switch packet {
+        case .connect: protocolViolation(slot, "second CONNECT")                 // 3.1.0-2
+        case .publish(let p): handlePublish(slot, p)
+        case .puback(let id): handlePuback(slot, id)
+        case .pubrec(let id): handlePubrec(slot, id)
+        case .pubrel(let id): handlePubrel(slot, id)
+        case .pubcomp(let id): handlePubcomp(slot, id)
+        case .subscribe(let s): handleSubscribe(slot, s)
+        case .unsubscribe(let u): handleUnsubscribe(slot, u)
+        case .pingreq: handlePingreq(slot)
+        case .disconnect: handleDisconnect(slot)
+        case .connack, .suback, .unsuback, .pingresp:
+            protocolViolation(slot, "client sent \(packet.type), a server-to-client packet")
+        }
+    }
+
+    // MARK: Send
+
+    /// Encode a packet into the connection's send buffer; it goes out at the end
+    /// of this loop turn with everything else queued for the connection.
+    func send(_ slot: UInt32, _ packet: Packet) {
+        slab[Int(slot)].outbound.reserve(Encoder.size(of: packet))
+        Encoder.encode(packet, into: &slab[Int(slot)].outbound)
+        counters.add(.packetsOut)
+        markDirty(slot)
+    }
+
+    func markDirty(_ slot: UInt32) {
+        if !slab[Int(slot)].dirty {
+            slab[Int(slot)].dirty = true
+            dirty.append(slot)
+        }
+    }
+
+    private func startSend(_ slot: UInt32) {
+        let queued = slab[Int(slot)].outbound
+        slab[Int(slot)].outbound = slab[Int(slot)].inFlight
+        slab[Int(slot)].inFlight = queued
+        submitSend(slot)
+    }
+
+    private func submitSend(_ slot: UInt32) {
+        let b = slab[Int(slot)].inFlight
+        ring.send(fixed: slab[Int(slot)].file, b.base!, b.count, tag: tag(Op.send, slot))
+        slab[Int(slot)].sending = true
+        slab[Int(slot)].pendingOps += 1
+    }
+
+    private func onSend(_ slot: UInt32, _ c: Completion) {
+        slab[Int(slot)].sending = false
+        slab[Int(slot)].pendingOps -= 1
+        if slab[Int(slot)].tornDown || c.res == -ECANCELED {
+            return opDone(slot)
+        }
+        if c.res < 0 {
+            close(slot, .ioError)
+            return opDone(slot)
+        }
+        counters.add(.bytesOut, UInt64(c.res))
+        if Int(c.res) < slab[Int(slot)].inFlight.count {
+            slab[Int(slot)].inFlight.consume(Int(c.res))
+            submitSend(slot)
+            return
+        }
+        slab[Int(slot)].inFlight.clear()
+        if !slab[Int(slot)].outbound.isEmpty {
+            startSend(slot)
+        } else {
+            // Drained: an idle connection keeps no send memory.
+            slab[Int(slot)].inFlight.release()
+            slab[Int(slot)].outbound.release()
+            if slab[Int(slot)].closeAfterFlush { tearDown(slot) }
+        }
+    }
+
+    // MARK: Close
+
+    /// End a connection: will, session hand-back, counters and one log line happen
+    /// now; the socket is torn down now, or after the send queue drains when
+    /// `flush` is set (CONNACK refusals).
+    func close(_ slot: UInt32, _ reason: CloseReason, flush: Bool = false) {
+        guard slab[Int(slot)].isOpen else { return }
+        let was = slab[Int(slot)].state
+        slab[Int(slot)].state = .closing
+        ctx.live.remove()
+        counters.add(.connectionsClosed)
+        let owner = Owner(shard: index, slot: slot, generation: slab[Int(slot)].generation)
+        if was == .connected, let session = slab[Int(slot)].session {
+            counters.subtract(.clientsConnected)
+            if reason.publishesWill, let will = slab[Int(slot)].will {
+                counters.add(.willsPublished)
+                dispatch(Message(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain))
+            }
+            broker.detach(session, owner: owner)
+            logger.info("disconnected: \(reason.rawValue)", metadata: ["client": "\(session.clientID)"])
+        } else if was == .awaitingTakeover, let c = slab[Int(slot)].pendingConnect {
+            broker.abandonConnect(clientID: c.clientID, owner: owner)
+        }
+        slab[Int(slot)].session = nil
+        slab[Int(slot)].will = nil
+        slab[Int(slot)].pendingConnect = nil
+        if flush && (slab[Int(slot)].sending || !slab[Int(slot)].outbound.isEmpty) {
+            slab[Int(slot)].closeAfterFlush = true
+            markDirty(slot)
+        } else {
+            tearDown(slot)
+        }
+    }
+
+    /// Cancel what the kernel still has for this socket (the multishot recv), then
+    /// close the direct descriptor. Hard-linked: the close runs even when there was
+    /// nothing to cancel.
+    private func tearDown(_ slot: UInt32) {
+        guard !slab[Int(slot)].tornDown else { return }
+        slab[Int(slot)].tornDown = true
+        let file = slab[Int(slot)].file
+        ring.cancelAll(fixed: file, tag: tag(Op.cancel, slot), hardLink: true)
+        ring.closeDirect(UInt32(file), tag: tag(Op.close, slot))
+        slab[Int(slot)].pendingOps += 2
+    }
+
+    /// One of the slot's operations finished; free the slot when nothing is owed.
+    private func opDone(_ slot: UInt32) {
+        let c = slab[Int(slot)]
+
+        guard c.state == .closing, c.tornDown, c.pendingOps == 0 else { return }
+        slab[Int(slot)].inbound.release()
+        slab[Int(slot)].outbound.release()
+        slab[Int(slot)].inFlight.release()
+        slab[Int(slot)].state = .free
+        slab[Int(slot)].generation = (c.generation + 1) & 0xFF_FFFF
+        freeSlots.append(slot)
+        openSlots -= 1
+        if !acceptArmed { armAccept() }
+    }
+
+    func malformed(_ slot: UInt32, _ error: DecodeError) {
+        counters.add(.malformedPackets)
+        logger.warning("closing connection: malformed packet: \(error.description)",
+                       metadata: ["client": "\(slab[Int(slot)].clientID)"])
+        close(slot, .malformed)
+    }
+
+    func protocolViolation(_ slot: UInt32, _ why: String) {
+        counters.add(.protocolViolations)
+        logger.warning("closing connection: protocol violation: \(why)",
+                       metadata: ["client": "\(slab[Int(slot)].clientID)"])
+        close(slot, .protocolError)
+    }
+
+    // MARK: Timers
+
+    /// (Re)schedule the connection's one wheel entry.
+    func schedule(_ slot: UInt32, at tick: UInt64) {
+        let d = max(tick, wheel.now + 1)
+        slab[Int(slot)].timerDeadline = d
+        wheel.schedule(slot: slot, generation: slab[Int(slot)].generation, at: d)
+    }
+
+    private func onTimer() {
+        let now = currentTick
+        wheel.advance(to: now) { e in self.deadline(e) }
+        if !stopping {
+            ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
+        }
+        if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
+            nextSys = now + ticks(seconds: config.server.sysInterval)
+            publishSysStats()
+        }
+    }
+
+    private func deadline(_ e: TimingWheel.Entry) {
+        let s = Int(e.slot)
+        guard s < slab.count, slab[s].generation == e.generation, slab[s].timerDeadline == e.deadline else {
+            return   // stale: the connection is gone or has a newer entry
+        }
+        switch slab[s].state {
+        case .awaitingConnect, .awaitingTakeover:
+            counters.add(.connectTimeouts)
+            logger.info("closing connection: no CONNECT within \(config.mqtt.connectTimeout) s")
+            close(e.slot, .connectTimeout)
+        case .connected:
+            let ka = slab[s].keepAlive
+            guard ka > 0 else { return }
+            // 1.5 x keepalive without any packet (3.1.2.10)
+            let due = slab[s].lastSeen + UInt64(ka) * 1500 / Shard.tickMillis
+            if wheel.now >= due {
+                counters.add(.keepaliveExpiries)
+                close(e.slot, .keepalive)
+            } else {
+                schedule(e.slot, at: due)
+            }
+        case .free, .closing:
+            return
+        }
+    }
+
+    // MARK: Inbox
+
+    private func armInbox() {
+        ring.read(fd: ctx.inboxes[index].eventFD, &inboxValue, 8, tag: Tag(op: Op.inbox, slot: 0, generation: 0).raw)
+    }
+
+    private func onInbox(_ c: Completion) {
+        ctx.inboxes[index].drain(into: &inboxScratch)
+        for m in inboxScratch { receive(m) }
+        inboxScratch.removeAll(keepingCapacity: true)
+        armInbox()
+    }
+
+    private func receive(_ m: ShardMessage) {
+        switch m {
+        case .deliver(let d):
+            if isCurrent(d.slot, d.generation) { deliver(d.slot, d.message, qos: d.qos, retain: d.retain) }
+        case .kick(let slot, let gen, let reason):
+            if isCurrent(slot, gen) {
+                if reason == .takeover { counters.add(.takeovers) }
+                close(slot, reason)
+            }
+        case .resumeConnect(let slot, let gen):
+            if isCurrent(slot, gen) && slab[Int(slot)].state == .awaitingTakeover {
+                attachSession(slot)
+                if slab[Int(slot)].state == .connected && !slab[Int(slot)].inbound.isEmpty {
+                    drainInbound(slot)
+                }
+            }
+        case .shutdown:
+            stopping = true
+            if acceptArmed {
+                ring.cancel(tag: Tag(op: Op.accept, slot: 0, generation: 0).raw,
+                            tag: Tag(op: Op.cancel, slot: UInt32.max, generation: 0).raw)
+            }
+            for i in slab.indices where slab[i].isOpen { close(UInt32(i), .shutdown) }
+        }
+    }
+
+    func isCurrent(_ slot: UInt32, _ generation: UInt32) -> Bool {
+        Int(slot) < slab.count && slab[Int(slot)].generation == generation
+    }
+}
+
+/// Live connections over all shards.
+final class LiveCount: Sendable {
+    private let value = ManagedAtomic<Int>(0)
+    /// Count one more; returns the new total.
+    func add() -> Int { value.wrappingIncrementThenLoad(ordering: .relaxed) }
+    func remove() { value.wrappingDecrement(ordering: .relaxed) }
+    var current: Int { value.load(ordering: .relaxed) }
+}

@@ -1,0 +1,45 @@
+import CURing
+import Glibc
+import Synchronization
+
+/// A many-writers, one-reader mailbox between threads: a locked array plus an
+/// eventfd that the owning shard keeps a ring read armed on. Only the post that
+/// finds the box empty writes the eventfd, so a burst costs one wake-up.
+public final class Inbox<Message: Sendable>: @unchecked Sendable {
+    private let box = Mutex<[Message]>([])
+    public let eventFD: Int32
+
+    public init() {
+        eventFD = cur_eventfd()
+        precondition(eventFD >= 0, "eventfd failed: \(errno)")
+    }
+
+    deinit { close(eventFD) }
+
+    public func post(_ message: Message) {
+        let wake = box.withLock { box -> Bool in
+            box.append(message)
+            return box.count == 1
+        }
+        if wake { signal() }
+    }
+
+    public func post<S: Sequence>(contentsOf messages: S) where S.Element == Message {
+        let wake = box.withLock { box -> Bool in
+            let was = box.count
+            box.append(contentsOf: messages)
+            return was == 0 && box.count > 0
+        }
+        if wake { signal() }
+    }
+
+    /// Swap the pending messages into `into` (which should be empty) and return them.
+    public func drain(into spare: inout [Message]) {
+        box.withLock { box in swap(&box, &spare) }
+    }
+
+    private func signal() {
+        var one: UInt64 = 1
+        _ = write(eventFD, &one, 8)
+    }
+}
