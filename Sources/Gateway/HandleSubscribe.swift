@@ -15,6 +15,7 @@ extension Shard {
             } else {
                 broker.subscribe(session, t)
                 codes.append(t.qos.rawValue)
+                logger.debug("subscribed", metadata: ["client": "\(session.clientID)", "filter": "\(t.filter)", "qos": "\(t.qos.rawValue)"])
             }
         }
         send(slot, .suback(Suback(packetID: sub.packetID, returnCodes: codes)))

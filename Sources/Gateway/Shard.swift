@@ -67,6 +67,7 @@ final class Shard {
     private var openSlots = 0
     private var inboxValue: UInt64 = 0
     private var inboxScratch: [ShardMessage] = []
+    private var expired: [TimingWheel.Entry] = []
     private var timeout = __kernel_timespec(tv_sec: 0, tv_nsec: Int64(Shard.tickMillis) * 1_000_000)
     private var nextSys: UInt64 = 0
     static let tickMillis: UInt64 = 100
@@ -84,9 +85,8 @@ final class Shard {
         try ring.registerSparseFiles(UInt32(context.fileTableSize))
         buffers = try BufferRing(ring: ring, group: Shard.recvGroup, count: UInt32(config.server.recvBuffers),
                                  size: config.server.recvBufferSize)
-        wheel = TimingWheel(buckets: 4096, startTick: 0)
+        wheel = TimingWheel(buckets: 4096, startTick: (monotonicMillis() - context.startedAt) / Shard.tickMillis)
         remote = Array(repeating: [], count: context.inboxes.count)
-        wheel.advance(to: currentTick) { _ in }
     }
 
     var currentTick: UInt64 { (monotonicMillis() - ctx.startedAt) / Shard.tickMillis }
@@ -452,7 +452,9 @@ final class Shard {
 
     private func onTimer() {
         let now = currentTick
-        wheel.advance(to: now) { e in self.deadline(e) }
+        wheel.advance(to: now, expired: &expired)
+        for e in expired { deadline(e) }
+        expired.removeAll(keepingCapacity: true)
         if !stopping {
             ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
         }

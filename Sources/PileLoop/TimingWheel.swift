@@ -31,9 +31,10 @@ public struct TimingWheel {
         count += 1
     }
 
-    /// Advance to `tick`, handing every entry whose deadline has come to `fire`.
+    /// Advance to `tick`, appending every entry whose deadline has come to `expired`
+    /// (handled by the caller afterwards, so handling may schedule again).
     /// Entries for later rounds stay in their bucket.
-    public mutating func advance(to tick: UInt64, _ fire: (Entry) -> Void) {
+    public mutating func advance(to tick: UInt64, expired: inout [Entry]) {
         guard tick > now else { return }
         // Past a full revolution every bucket is visited once.
         let steps = min(tick - now, UInt64(mask + 1))
@@ -41,23 +42,12 @@ public struct TimingWheel {
         while t <= tick {
             let b = Int(t & UInt64(mask))
             if !buckets[b].isEmpty {
-                var bucket = buckets[b]
-                buckets[b] = []
-                var kept = 0
-                for i in bucket.indices {
-                    let e = bucket[i]
-                    if e.deadline <= tick {
-                        count -= 1
-                        fire(e)
-                    } else {
-                        bucket[kept] = e
-                        kept += 1
-                    }
+                let before = buckets[b].count
+                buckets[b].removeAll { e in
+                    if e.deadline <= tick { expired.append(e); return true }
+                    return false
                 }
-                bucket.removeLast(bucket.count - kept)
-                // `fire` may have scheduled into this bucket meanwhile.
-                bucket.append(contentsOf: buckets[b])
-                buckets[b] = bucket
+                count -= before - buckets[b].count
             }
             t += 1
         }

@@ -1,0 +1,236 @@
+import Foundation
+import Glibc
+import MQTTCodec
+import XCTest
+
+/// The real pilegate binary, started on a free loopback port with a config written
+/// for the test, its log captured, stopped with SIGTERM.
+final class Gateway {
+    let process = Process()
+    let port: UInt16
+    private let log = LogCapture()
+    let configPath: String
+
+    static var binary: URL {
+        // The test binary sits next to the package's executables in .build/<triple>/<config>/.
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("pilegate")
+    }
+
+    init(config: String = "", file: StaticString = #filePath, line: UInt = #line) throws {
+        configPath = NSTemporaryDirectory() + "pilegate-test-\(UUID().uuidString).toml"
+        let base = """
+        [server]
+        shards = 4
+        sys_interval = 1
+        [log]
+        level = "debug"
+
+        """
+        try (base + config).write(toFile: configPath, atomically: true, encoding: .utf8)
+        process.executableURL = Gateway.binary
+        process.arguments = ["--listen", "127.0.0.1:0", "--config", configPath]
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = FileHandle.nullDevice
+        log.attach(pipe)
+        try process.run()
+        guard let line = log.waitFor("listening on 127.0.0.1:", timeout: 10),
+              let p = line.split(separator: ":").last.flatMap({ UInt16($0.trimmingCharacters(in: .whitespaces)) })
+        else {
+            process.terminate()
+            throw XCTSkip("pilegate did not start: \(log.text)")
+        }
+        port = p
+    }
+
+    /// SIGTERM, then wait; returns the exit status.
+    @discardableResult
+    func stop() -> Int32 {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(10)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: configPath)
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { stop() } }
+
+    var logText: String { log.text }
+
+    @discardableResult
+    func waitForLog(_ needle: String, timeout: TimeInterval = 5) -> String? { log.waitFor(needle, timeout: timeout) }
+
+    /// Wait for the debug log line of a SUBSCRIBE to `filter`.
+    @discardableResult
+    func waitSubscribed(_ filter: String, timeout: TimeInterval = 5) -> String? {
+        log.waitFor("filter=\(filter) ", timeout: timeout)
+    }
+
+    /// Read one $SYS counter through a real subscriber.
+    func counter(_ name: String) throws -> UInt64 {
+        let out = try shell("mosquitto_sub", ["-p", "\(port)", "-h", "127.0.0.1", "-t", "$SYS/broker/counters/\(name)", "-C", "1", "-W", "5"])
+        return UInt64(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? UInt64.max
+    }
+
+    /// Wait until a $SYS counter reaches `value` (it is published every second).
+    func waitForCounter(_ name: String, atLeast value: UInt64, timeout: TimeInterval = 8) throws -> UInt64 {
+        let deadline = Date().addingTimeInterval(timeout)
+        var v: UInt64 = 0
+        repeat {
+            v = try counter(name)
+            if v != UInt64.max && v >= value { return v }
+            usleep(300_000)
+        } while Date() < deadline
+        return v
+    }
+}
+
+/// Collects a pipe's output on a background queue.
+final class LogCapture: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+
+    func attach(_ pipe: Pipe) {
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
+            let d = h.availableData
+            guard let self, !d.isEmpty else { return }
+            self.lock.lock(); self.data.append(d); self.lock.unlock()
+        }
+    }
+
+    var text: String {
+        lock.lock(); defer { lock.unlock() }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func waitFor(_ needle: String, timeout: TimeInterval) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        repeat {
+            if let line = text.split(separator: "\n").first(where: { $0.contains(needle) }) { return String(line) }
+            usleep(20_000)
+        } while Date() < deadline
+        return nil
+    }
+}
+
+/// Run a command to completion (bounded), returning stdout; throws on non-zero exit.
+@discardableResult
+func shell(_ tool: String, _ args: [String], timeout: TimeInterval = 20) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = [tool] + args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    let o = LogCapture(), e = LogCapture()
+    o.attach(out); e.attach(err)
+    try p.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(10_000) }
+    if p.isRunning { p.terminate(); p.waitUntilExit(); throw Failure("\(tool) timed out: \(e.text)") }
+    p.waitUntilExit()
+    usleep(20_000)   // let the readability handlers drain
+    if p.terminationStatus != 0 {
+        throw Failure("\(tool) \(args.joined(separator: " ")) exited \(p.terminationStatus): \(o.text) \(e.text)")
+    }
+    return o.text
+}
+
+/// Start a command in the background (a subscriber); read its output later.
+final class Background {
+    let process = Process()
+    let out = LogCapture()
+    init(_ tool: String, _ args: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [tool] + args
+        let o = Pipe()
+        process.standardOutput = o
+        process.standardError = FileHandle.nullDevice
+        out.attach(o)
+        try process.run()
+    }
+    /// Wait for exit (bounded) and return the output.
+    func finish(timeout: TimeInterval = 10) -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        usleep(30_000)
+        return out.text
+    }
+}
+
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// A blocking MQTT client over a plain socket, for byte-exact tests: it can send
+/// anything, including what no real client library would.
+final class RawClient {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(port: UInt16, timeout: TimeInterval = 5) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if rc != 0 { Glibc.close(fd); throw Failure("connect: \(errno)") }
+    }
+
+    deinit { Glibc.close(fd) }
+
+    func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    func send(_ p: Packet) { send(Encoder.encode(p)) }
+
+    /// Next packet, or nil when the server closed the connection (or on timeout,
+    /// which `closed` tells apart).
+    func receive() -> Packet? {
+        while true {
+            let r = buffer.withUnsafeBytes { Decoder.decode($0) }
+            if case .packet(let p, let n) = r {
+                buffer.removeFirst(n)
+                return p
+            }
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            let n = recv(fd, &chunk, chunk.count, 0)
+            if n <= 0 { lastReadWasEOF = n == 0; return nil }
+            buffer += chunk[0..<n]
+        }
+    }
+
+    private(set) var lastReadWasEOF = false
+
+    /// True once the server has closed the socket (reads EOF within the timeout).
+    func waitClosed() -> Bool {
+        while let _ = receive() {}
+        return lastReadWasEOF
+    }
+
+    func connect(_ c: Connect) -> Connack? {
+        send(.connect(c))
+        if case .connack(let a) = receive() { return a }
+        return nil
+    }
+
+    func closeAbruptly() {
+        var l = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+}
