@@ -55,7 +55,8 @@ let package = Package(
         .executableTarget(
             name: "pileload",
             dependencies: [
-                "PileLoop", "MQTTCodec",
+                "PileLoop", "MQTTCodec", "CURing",
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "LoadTest"

@@ -74,6 +74,12 @@ public final class Ring {
         return s
     }
 
+    /// Make room for `n` SQEs that must go in one submission (a linked chain must
+    /// not be split across two submits).
+    public func reserve(_ n: UInt32) {
+        if io_uring_sq_space_left(raw) < n { _ = io_uring_submit(raw) }
+    }
+
     /// Submit queued SQEs and wait for at least `waitFor` completions.
     @discardableResult
     public func submitAndWait(_ waitFor: UInt32) -> Int32 {
@@ -161,10 +167,12 @@ public final class Ring {
         io_uring_sqe_set_data64(s, tag)
     }
 
-    // Client side (load generator): sockets created straight into the fixed-file table.
-    public func socketDirect(tag: UInt64) {
+    // Client side (load generator): a socket created straight into fixed-file slot
+    // `file`, so the setsockopt/bind/connect linked after it can name that slot.
+    public func socketDirect(file: UInt32, tag: UInt64, link: Bool) {
         let s = sqe()
-        io_uring_prep_socket_direct_alloc(s, AF_INET, Int32(SOCK_STREAM.rawValue), 0, 0)
+        io_uring_prep_socket_direct(s, AF_INET, Int32(SOCK_STREAM.rawValue), 0, file, 0)
+        if link { s.pointee.flags |= CUR_IOSQE_IO_LINK }
         io_uring_sqe_set_data64(s, tag)
     }
 

@@ -1,0 +1,371 @@
+import Atomics
+import CURing
+import Glibc
+import MQTTCodec
+import PileLoop
+
+/// What one worker (thread + ring) does: its share of the simulated piles.
+struct Plan: Sendable {
+    var target: SocketAddress
+    var sources: [SocketAddress]
+    var profile: Profile
+    var firstIndex: Int
+    var connections: Int
+    var keepAlive: UInt16
+    var connectRate: Int          // new connections per second, this worker
+    var maxPending: Int           // connects in flight at once
+    var payload: Int
+    var burst: Int                // PUBLISH packets per send
+    var qos: QoS
+    var rate: Int                 // messages per second from this worker; 0 = as fast as possible
+    var subscribeOwn: Bool        // piles subscribe to their own cmd topic
+    var hostsSubscriber: Bool     // fanin: this worker owns the wildcard subscriber (connection 0)
+    var fileTable: Int
+}
+
+/// Counters the main thread reads for progress and the report.
+final class Stats: Sendable {
+    let connected = ManagedAtomic<Int>(0)
+    let failed = ManagedAtomic<Int>(0)
+    let closedByServer = ManagedAtomic<Int>(0)
+    let published = ManagedAtomic<Int>(0)
+    let acked = ManagedAtomic<Int>(0)
+    let received = ManagedAtomic<Int>(0)
+    let subscribed = ManagedAtomic<Int>(0)
+    let finished = ManagedAtomic<Bool>(false)
+}
+
+/// Shared switches from the main thread.
+final class Control: Sendable {
+    let go = ManagedAtomic<Bool>(false)      // start publishing
+    let stop = ManagedAtomic<Bool>(false)    // end the run
+}
+
+/// pile id: 8 upper-case letters from an index (AAAAAAAA, AAAAAAAB, ...).
+func pileID(_ n: Int) -> String {
+    var x = n
+    var chars = [UInt8](repeating: UInt8(ascii: "A"), count: 8)
+    for i in (0..<8).reversed() {
+        chars[i] = UInt8(ascii: "A") + UInt8(x % 26)
+        x /= 26
+    }
+    return String(decoding: chars, as: UTF8.self)
+}
+
+private enum LOp {
+    static let socket: UInt8 = 1, sockopt: UInt8 = 2, bind: UInt8 = 3, connect: UInt8 = 4
+    static let recv: UInt8 = 5, send: UInt8 = 6, timer: UInt8 = 7, close: UInt8 = 8
+}
+
+/// One client connection's state; slot index = fixed-file index.
+private struct Client {
+    enum State { case unused, connecting, awaitingConnack, connected, failed }
+    var state = State.unused
+    var sending = false
+    var failedOnce = false
+    var out = ByteBuffer()        // control packets (CONNECT, SUBSCRIBE, PINGREQ)
+    var inFlight = ByteBuffer()
+    var burst = ByteBuffer()      // prebuilt PUBLISH packets (publishers)
+    var burstInFlight = false
+    var burstSent = 0             // bytes of the current burst already written
+    var rx: [UInt8] = []
+    var dirty = false
+    var nextID: UInt16 = 0
+}
+
+final class Worker {
+    private let plan: Plan
+    private let stats: Stats
+    private let control: Control
+    private let ring: Ring
+    private let buffers: BufferRing
+    private var clients: [Client]
+    private var started = 0
+    private var pending = 0
+    private var connectBudget = 0.0
+    private var msgBudget = 0.0
+    private var timeout = __kernel_timespec(tv_sec: 0, tv_nsec: 100_000_000)
+    private let sockaddrs: UnsafeMutablePointer<sockaddr_storage>
+    private let targetAddr: UnsafeMutablePointer<sockaddr_storage>
+    private let one: UnsafeMutablePointer<Int32>
+    private var pingCursor = 0
+    private var publishing = false
+    /// Clients with something to send this turn, and publishers waiting for rate budget.
+    private var dirty: [Int] = []
+    private var starved: [Int] = []
+
+    init(plan: Plan, stats: Stats, control: Control) throws {
+        self.plan = plan
+        self.stats = stats
+        self.control = control
+        ring = try Ring(entries: 4096)
+        try ring.registerSparseFiles(UInt32(plan.fileTable))
+        buffers = try BufferRing(ring: ring, group: 1, count: 1024, size: 16384)
+        clients = Array(repeating: Client(), count: plan.connections)
+        sockaddrs = .allocate(capacity: plan.sources.count)
+        for (i, s) in plan.sources.enumerated() { sockaddrs[i] = s.storage }
+        targetAddr = .allocate(capacity: 1)
+        targetAddr.pointee = plan.target.storage
+        one = .allocate(capacity: 1)
+        one.pointee = 1
+    }
+
+    func run() {
+        ring.timeout(&timeout, tag: Tag(op: LOp.timer, slot: 0, generation: 0).raw)
+        startConnections(initial: true)
+        while !(control.stop.load(ordering: .relaxed) && pending == 0) {
+            ring.submitAndWait(1)
+            _ = ring.drainCompletions { c in self.complete(c) }
+            buffers.publish()
+            flushAll()
+        }
+        stats.finished.store(true, ordering: .relaxed)
+    }
+
+    // MARK: connecting
+
+    private func startConnections(initial: Bool) {
+        if control.stop.load(ordering: .relaxed) { return }
+        while started < plan.connections && pending < plan.maxPending && (connectBudget >= 1 || initial && started == 0) {
+            connectBudget -= 1
+            let i = started
+            started += 1
+            pending += 1
+            clients[i].state = .connecting
+            let slot = UInt32(i)
+            ring.reserve(4)
+            let src = (plan.firstIndex + i) % plan.sources.count
+            ring.socketDirect(file: slot, tag: Tag(op: LOp.socket, slot: slot, generation: 0).raw, link: true)
+            ring.setsockopt(fixed: Int32(slot), level: Int32(IPPROTO_IP), name: IP_BIND_ADDRESS_NO_PORT,
+                            one, 4, tag: Tag(op: LOp.sockopt, slot: slot, generation: 0).raw, link: true)
+            sockaddrs.advanced(by: src).withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                ring.bind(fixed: Int32(slot), $0, socklen_t(MemoryLayout<sockaddr_in>.size),
+                          tag: Tag(op: LOp.bind, slot: slot, generation: 0).raw, link: true)
+            }
+            targetAddr.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                ring.connect(fixed: Int32(slot), $0, plan.target.length, tag: Tag(op: LOp.connect, slot: slot, generation: 0).raw)
+            }
+        }
+    }
+
+    private func fail(_ i: Int, _ why: Int32) {
+        guard !clients[i].failedOnce else { return }
+        clients[i].failedOnce = true
+        if clients[i].state == .connecting || clients[i].state == .awaitingConnack { pending -= 1 }
+        if clients[i].state == .connected { stats.connected.wrappingDecrement(ordering: .relaxed) }
+        clients[i].state = .failed
+        stats.failed.wrappingIncrement(ordering: .relaxed)
+        if stats.failed.load(ordering: .relaxed) <= 5 {
+            logError("pileload: connection \(plan.firstIndex + i) failed: \(String(cString: strerror(-why)))")
+        }
+    }
+
+    private func complete(_ c: Completion) {
+        let tag = Tag(c.userData)
+        let i = Int(tag.slot)
+        switch tag.op {
+        case LOp.socket, LOp.sockopt, LOp.bind:
+            if c.res < 0 && c.res != -ECANCELED { fail(i, c.res) }
+        case LOp.connect:
+            if c.res < 0 { fail(i, c.res); return }
+            clients[i].state = .awaitingConnack
+            let sub = plan.hostsSubscriber && i == 0
+            let id = sub ? "pileload-sub-\(plan.firstIndex)" : pileID(plan.firstIndex + i)
+            queue(i, .connect(Connect(cleanSession: true, keepAlive: plan.keepAlive, clientID: id)))
+            ring.recvMultishot(fixed: Int32(i), bufferGroup: 1, tag: Tag(op: LOp.recv, slot: tag.slot, generation: 0).raw)
+        case LOp.recv:
+            if c.res > 0, let id = c.bufferID {
+                received(i, buffers.bytes(id, Int(c.res)))
+                buffers.recycle(id)
+            } else if c.res == 0 || (c.res < 0 && c.res != -ENOBUFS) {
+                if clients[i].state == .connected { stats.closedByServer.wrappingIncrement(ordering: .relaxed) }
+                fail(i, c.res == 0 ? -ECONNRESET : c.res)
+                return
+            }
+            if !c.more && clients[i].state != .failed {
+                ring.recvMultishot(fixed: Int32(i), bufferGroup: 1, tag: c.userData)
+            }
+        case LOp.send:
+            onSend(i, c)
+        case LOp.timer:
+            onTick()
+        default: break
+        }
+    }
+
+    // MARK: receiving
+
+    private func received(_ i: Int, _ bytes: UnsafeRawBufferPointer) {
+        if clients[i].rx.isEmpty {
+            let used = scan(i, bytes)
+            if used < bytes.count { clients[i].rx.append(contentsOf: bytes[used...]) }
+        } else {
+            clients[i].rx.append(contentsOf: bytes)
+            let rx = clients[i].rx
+            let used = rx.withUnsafeBytes { scan(i, $0) }
+            clients[i].rx.removeFirst(used)
+        }
+    }
+
+    /// Walk packets by their fixed headers: counting needs no full decode.
+    private func scan(_ i: Int, _ bytes: UnsafeRawBufferPointer) -> Int {
+        var off = 0
+        var publishes = 0
+        while off < bytes.count {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[off...])
+            guard let (first, len, hdr) = try? Decoder.fixedHeader(rest), hdr + len <= rest.count else { break }
+            switch first >> 4 {
+            case PacketType.connack.rawValue:
+                if len == 2 && rest[hdr + 1] == 0 { connack(i) } else { fail(i, -ECONNREFUSED) }
+            case PacketType.publish.rawValue:
+                publishes += 1
+                let qos = (first >> 1) & 3
+                if qos > 0 {
+                    let tlen = Int(rest[hdr]) << 8 | Int(rest[hdr + 1])
+                    let id = UInt16(rest[hdr + 2 + tlen]) << 8 | UInt16(rest[hdr + 3 + tlen])
+                    queue(i, qos == 1 ? .puback(id) : .pubrec(id))
+                }
+            case PacketType.pubrel.rawValue:
+                queue(i, .pubcomp(UInt16(rest[hdr]) << 8 | UInt16(rest[hdr + 1])))
+            case PacketType.puback.rawValue, PacketType.pubcomp.rawValue:
+                stats.acked.wrappingIncrement(ordering: .relaxed)
+            case PacketType.pubrec.rawValue:
+                queue(i, .pubrel(UInt16(rest[hdr]) << 8 | UInt16(rest[hdr + 1])))
+            case PacketType.suback.rawValue:
+                stats.subscribed.wrappingIncrement(ordering: .relaxed)
+            default: break
+            }
+            off += hdr + len
+        }
+        if publishes > 0 { stats.received.wrappingIncrement(by: publishes, ordering: .relaxed) }
+        return off
+    }
+
+    private func connack(_ i: Int) {
+        guard clients[i].state == .awaitingConnack else { return }
+        clients[i].state = .connected
+        pending -= 1
+        stats.connected.wrappingIncrement(ordering: .relaxed)
+        if plan.hostsSubscriber && i == 0 {
+            queue(i, .subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/+/#", plan.qos)])))
+        } else if plan.subscribeOwn {
+            queue(i, .subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/\(pileID(plan.firstIndex + i))/cmd", .atLeastOnce)])))
+        }
+        if plan.profile == .fanin && !(plan.hostsSubscriber && i == 0) { buildBurst(i) }
+    }
+
+    // MARK: sending
+
+    private func queue(_ i: Int, _ p: Packet) {
+        clients[i].out.append(Encoder.encode(p))   // control packets: rare, an array copy is fine
+        markDirty(i)
+    }
+
+    private func markDirty(_ i: Int) {
+        if !clients[i].dirty {
+            clients[i].dirty = true
+            dirty.append(i)
+        }
+    }
+
+    private func buildBurst(_ i: Int) {
+        let topic = "/xjdy/ops/v1/TCU/\(pileID(plan.firstIndex + i))/msg"
+        // run-data shaped payload padded to the requested size
+        var payload = Array(#"{"命令":"运行数据","reqid":1,"数据分区":"1枪数据","状态数据":[{"名称":"电压_V","值":"239.977"}],"pad":""#.utf8)
+        while payload.count < plan.payload - 2 { payload.append(UInt8(ascii: "x")) }
+        payload += Array(#""}"#.utf8)
+        for _ in 0..<plan.burst {
+            clients[i].nextID = clients[i].nextID == UInt16.max ? 1 : clients[i].nextID + 1
+            let p = Packet.publish(Publish(topic: topic, payload: payload, qos: plan.qos,
+                                           packetID: plan.qos == .atMostOnce ? 0 : clients[i].nextID))
+            clients[i].burst.append(Encoder.encode(p))
+        }
+    }
+
+    private func flushAll() {
+        for i in dirty {
+            clients[i].dirty = false
+            guard clients[i].state == .connected || clients[i].state == .awaitingConnack, !clients[i].sending else { continue }
+            if !clients[i].out.isEmpty {
+                let q = clients[i].out
+                clients[i].out = clients[i].inFlight
+                clients[i].inFlight = q
+                sendNow(i, clients[i].inFlight)
+            } else if publishing && !clients[i].burst.isEmpty && clients[i].state == .connected {
+                if takeBudget() {
+                    clients[i].burstInFlight = true
+                    clients[i].burstSent = 0
+                    sendNow(i, clients[i].burst)
+                } else {
+                    starved.append(i)
+                }
+            }
+        }
+        dirty.removeAll(keepingCapacity: true)
+    }
+
+    private func takeBudget() -> Bool {
+        if plan.rate == 0 { return true }
+        if msgBudget >= Double(plan.burst) { msgBudget -= Double(plan.burst); return true }
+        return false
+    }
+
+    private func sendNow(_ i: Int, _ b: ByteBuffer, from offset: Int = 0) {
+        clients[i].sending = true
+        ring.send(fixed: Int32(i), b.base! + offset, b.count - offset, tag: Tag(op: LOp.send, slot: UInt32(i), generation: 0).raw)
+    }
+
+    private func onSend(_ i: Int, _ c: Completion) {
+        clients[i].sending = false
+        if c.res < 0 { fail(i, c.res); return }
+        if clients[i].burstInFlight {
+            clients[i].burstSent += Int(c.res)
+            if clients[i].burstSent < clients[i].burst.count {   // short write: send the rest
+                sendNow(i, clients[i].burst, from: clients[i].burstSent)
+                return
+            }
+            clients[i].burstInFlight = false
+            stats.published.wrappingIncrement(by: plan.burst, ordering: .relaxed)
+        } else {
+            if Int(c.res) < clients[i].inFlight.count {
+                clients[i].inFlight.consume(Int(c.res))
+                sendNow(i, clients[i].inFlight)
+                return
+            }
+            clients[i].inFlight.clear()
+        }
+        if !clients[i].out.isEmpty || (publishing && !clients[i].burst.isEmpty) { markDirty(i) }
+    }
+
+    // MARK: time
+
+    private func onTick() {
+        if !control.stop.load(ordering: .relaxed) {
+            ring.timeout(&timeout, tag: Tag(op: LOp.timer, slot: 0, generation: 0).raw)
+        }
+        connectBudget = min(connectBudget + Double(plan.connectRate) / 10, Double(plan.maxPending))
+        startConnections(initial: false)
+        let wasPublishing = publishing
+        publishing = control.go.load(ordering: .relaxed) && !control.stop.load(ordering: .relaxed)
+        if publishing && !wasPublishing {
+            for i in 0..<started where !clients[i].burst.isEmpty { markDirty(i) }
+        }
+        if plan.rate > 0 { msgBudget = min(msgBudget + Double(plan.rate) / 10, Double(plan.rate)) }
+        for i in starved { markDirty(i) }
+        starved.removeAll(keepingCapacity: true)
+        pings()
+        if control.stop.load(ordering: .relaxed) { pending = 0 }
+    }
+
+    /// PINGREQ so each connection is heard from twice per keepalive period; spread
+    /// over ticks so 200k piles do not ping in the same instant.
+    private func pings() {
+        guard plan.keepAlive > 0, started > 0 else { return }
+        let perTick = max(1, started * 2 / (Int(plan.keepAlive) * 10))
+        for _ in 0..<min(perTick, started) {
+            let i = pingCursor
+            pingCursor = (pingCursor + 1) % started
+            if clients[i].state == .connected { queue(i, .pingreq) }
+        }
+    }
+}

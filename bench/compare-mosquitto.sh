@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# pilegate vs Mosquitto (Debian 2.0.11), same machine, same load, one run.
+#   bench/compare-mosquitto.sh [IDLE_CMP=19900] [IDLE_BIG=60000] [PUBLISHERS=1000] [SECONDS=10]
+# Cases (each broker started fresh, loopback only, every run bounded):
+#   idle   N pile connections, each subscribed to its own cmd topic: user RSS per connection
+#          (broker RSS after connecting minus before, / N). Mosquitto cannot hold more than
+#          ~19,900 here (RLIMIT_NOFILE 20000), so the comparison is at that count and
+#          pilegate alone goes on to IDLE_BIG.
+#   fanin  PUBLISHERS piles publish QoS 0 as fast as TCP lets them; one subscriber on
+#          /xjdy/ops/v1/TCU/+/# counts deliveries: delivered msgs/s and broker CPU per message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IDLE_CMP=${1:-19900}; IDLE_BIG=${2:-60000}; PUBLISHERS=${3:-1000}; SECS=${4:-10}
+out=bench/results/$(date +%Y%m%d-%H%M%S); mkdir -p "$out"
+ops/loadtest-sysctl.sh
+swift build -c release --product pilegate >/dev/null
+swift build -c release --product pileload >/dev/null
+PORT=18883
+
+start_pilegate() {
+  .build/release/pilegate --listen 0.0.0.0:$PORT --log-level warning >"$out/pilegate-$1.log" 2>&1 &
+  echo $! >"$out/pid"; sleep 1
+}
+start_mosquitto() {
+  cat >"$out/mosquitto.conf" <<CONF
+listener $PORT 0.0.0.0
+allow_anonymous true
+max_connections -1
+persistence false
+log_type error
+user root
+CONF
+  mosquitto -c "$out/mosquitto.conf" >"$out/mosquitto-$1.log" 2>&1 &
+  echo $! >"$out/pid"; sleep 1
+}
+stop_broker() { kill -INT "$(cat "$out/pid")" 2>/dev/null || true; sleep 1; kill -9 "$(cat "$out/pid")" 2>/dev/null || true; wait 2>/dev/null || true; }
+
+run_case() {  # broker name profile connections extra...
+  local broker=$1 name=$2 profile=$3 n=$4; shift 4
+  start_$broker "$name"
+  timeout 600 .build/release/pileload --target 127.0.0.1:$PORT --profile "$profile" --connections "$n" \
+    --broker-pid "$(cat "$out/pid")" --json "$out/$broker-$name.json" "$@" >"$out/$broker-$name.txt" || true
+  stop_broker
+  echo "  $broker $name: $(tr -d '{}"' <"$out/$broker-$name.json" 2>/dev/null | tr ',' '\n' | grep -E 'connected:|failed|connect_rate|received_per_s|rss_per_connection|cpu_s_per_million' | tr -d ' ' | tr '\n' ' ')"
+}
+
+echo "== idle: $IDLE_CMP pile connections, subscribed, held ${SECS}s"
+run_case pilegate idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000
+run_case mosquitto idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000
+echo "== idle: $IDLE_BIG pile connections (pilegate alone; past one process's fd limit)"
+run_case pilegate idle-big idle "$IDLE_BIG" --subscribe --duration "$SECS" --connect-rate 100000 --sources 32
+echo "== fanin: $PUBLISHERS QoS 0 publishers -> 1 wildcard subscriber, ${SECS}s"
+run_case pilegate fanin fanin "$PUBLISHERS" --duration "$SECS"
+run_case mosquitto fanin fanin "$PUBLISHERS" --duration "$SECS"
+
+python3 - "$out" <<'PY'
+import json, sys, os
+d = sys.argv[1]
+def j(n):
+    p = os.path.join(d, n + ".json")
+    return json.load(open(p)) if os.path.exists(p) else {}
+rows = []
+pi, mi = j("pilegate-idle-cmp"), j("mosquitto-idle-cmp")
+pb = j("pilegate-idle-big")
+pf, mf = j("pilegate-fanin"), j("mosquitto-fanin")
+def ratio(a, b, inv=False):
+    try:
+        return f"{(b/a if inv else a/b):.2f}x"
+    except Exception:
+        return "-"
+print(f"\n{'measure':48} {'pilegate':>12} {'mosquitto':>12} {'ratio':>8}")
+def row(name, a, b, inv=False):
+    print(f"{name:48} {a if a is not None else '-':>12} {b if b is not None else '-':>12} {ratio(a, b, inv) if a and b else '-':>8}")
+row(f"idle conns held (of {pi.get('connections')})", pi.get("connected"), mi.get("connected"))
+row("user RSS per idle connection, bytes (lower wins)", pi.get("rss_per_connection_bytes"), mi.get("rss_per_connection_bytes"), inv=True)
+row("connect rate /s", pi.get("connect_rate"), mi.get("connect_rate"))
+row(f"idle conns held (of {pb.get('connections')}), pilegate alone", pb.get("connected"), None)
+row("  RSS per connection at that count, bytes", pb.get("rss_per_connection_bytes"), None)
+row(f"QoS 0 fan-in delivered msgs/s ({pf.get('connections')} conns)", pf.get("received_per_s"), mf.get("received_per_s"))
+row("broker CPU s per million delivered (lower wins)", pf.get("broker_cpu_s_per_million_delivered"), mf.get("broker_cpu_s_per_million_delivered"), inv=True)
+print(f"\nraw results: {d}")
+PY
