@@ -148,7 +148,7 @@ final class Worker {
         }
     }
 
-    private func fail(_ i: Int, _ why: Int32) {
+    private func fail(_ i: Int, _ why: Int32, _ op: String = "") {
         guard !clients[i].failedOnce else { return }
         clients[i].failedOnce = true
         if clients[i].state == .connecting || clients[i].state == .awaitingConnack { pending -= 1 }
@@ -156,7 +156,7 @@ final class Worker {
         clients[i].state = .failed
         stats.failed.wrappingIncrement(ordering: .relaxed)
         if stats.failed.load(ordering: .relaxed) <= 5 {
-            logError("pileload: connection \(plan.firstIndex + i) failed: \(String(cString: strerror(-why)))")
+            logError("pileload: connection \(plan.firstIndex + i) failed in \(op) (state \(clients[i].state)): \(why == 0 ? "closed by server" : String(cString: strerror(-why)))")
         }
     }
 
@@ -165,9 +165,9 @@ final class Worker {
         let i = Int(tag.slot)
         switch tag.op {
         case LOp.socket, LOp.sockopt, LOp.bind:
-            if c.res < 0 && c.res != -ECANCELED { fail(i, c.res) }
+            if c.res < 0 && c.res != -ECANCELED { fail(i, c.res, tag.op == LOp.socket ? "socket" : tag.op == LOp.bind ? "bind" : "setsockopt") }
         case LOp.connect:
-            if c.res < 0 { fail(i, c.res); return }
+            if c.res < 0 { fail(i, c.res, "connect"); return }
             clients[i].state = .awaitingConnack
             let sub = plan.hostsSubscriber && i == 0
             let id = sub ? "pileload-sub-\(plan.firstIndex)" : pileID(plan.firstIndex + i)
@@ -179,7 +179,7 @@ final class Worker {
                 buffers.recycle(id)
             } else if c.res == 0 || (c.res < 0 && c.res != -ENOBUFS) {
                 if clients[i].state == .connected { stats.closedByServer.wrappingIncrement(ordering: .relaxed) }
-                fail(i, c.res == 0 ? -ECONNRESET : c.res)
+                fail(i, c.res, "recv")
                 return
             }
             if !c.more && clients[i].state != .failed {
@@ -216,7 +216,7 @@ final class Worker {
             guard let (first, len, hdr) = try? Decoder.fixedHeader(rest), hdr + len <= rest.count else { break }
             switch first >> 4 {
             case PacketType.connack.rawValue:
-                if len == 2 && rest[hdr + 1] == 0 { connack(i) } else { fail(i, -ECONNREFUSED) }
+                if len == 2 && rest[hdr + 1] == 0 { connack(i) } else { fail(i, -ECONNREFUSED, "CONNACK") }
             case PacketType.publish.rawValue:
                 publishes += 1
                 let qos = (first >> 1) & 3
@@ -317,7 +317,7 @@ final class Worker {
 
     private func onSend(_ i: Int, _ c: Completion) {
         clients[i].sending = false
-        if c.res < 0 { fail(i, c.res); return }
+        if c.res < 0 { fail(i, c.res, "send"); return }
         if clients[i].burstInFlight {
             clients[i].burstSent += Int(c.res)
             if clients[i].burstSent < clients[i].burst.count {   // short write: send the rest

@@ -1,17 +1,51 @@
 import MQTTCodec
 import PileLoop
 
-/// Where a live connection is: shard, slab slot and that slot's generation.
+/// Where a live connection is: shard, slab slot and that slot's generation,
+/// packed in 64 bits (one per registered client, 200k of them).
 struct Owner: Equatable, Sendable {
-    var shard: Int
-    var slot: UInt32
-    var generation: UInt32
+    private let bits: UInt64
+    init(shard: Int, slot: UInt32, generation: UInt32) {
+        bits = UInt64(shard & 0xFF) << 56 | UInt64(generation & 0xFF_FFFF) << 32 | UInt64(slot)
+    }
+    var shard: Int { Int(bits >> 56) }
+    var slot: UInt32 { UInt32(truncatingIfNeeded: bits) }
+    var generation: UInt32 { UInt32(truncatingIfNeeded: bits >> 32) & 0xFF_FFFF }
 }
 
 /// One subscription in the index: which client (by registry handle) at which QoS.
 struct Subscriber {
     var handle: UInt32
     var qos: QoS
+}
+
+/// Subscribers of one exact topic. Nearly always one (a pile's own command topic),
+/// kept inline so that case costs no array allocation.
+struct Subscribers {
+    var first: Subscriber
+    var rest: [Subscriber] = []
+
+    init(_ s: Subscriber) { first = s }
+
+    func forEach(_ body: (Subscriber) -> Void) {
+        body(first)
+        rest.forEach(body)
+    }
+
+    mutating func upsert(_ s: Subscriber) {
+        if first.handle == s.handle { first = s } else { rest.upsert(s) }
+    }
+
+    /// Remove `handle`; false when no subscriber is left.
+    mutating func remove(_ handle: UInt32) -> Bool {
+        if first.handle == handle {
+            guard !rest.isEmpty else { return false }
+            first = rest.removeFirst()
+        } else {
+            rest.removeAll { $0.handle == handle }
+        }
+        return true
+    }
 }
 
 /// A message bound for one connection on one shard.
@@ -56,7 +90,7 @@ final class Broker: @unchecked Sendable {
     private var freeHandles: [UInt32] = []
     private var byID: [String: UInt32] = [:]
     /// Filters without wildcards (a pile's own command topic): one hash lookup.
-    private var exact: [String: [Subscriber]] = [:]
+    private var exact: [String: Subscribers] = [:]
     /// Filters with `+` or `#` (operators): a level tree.
     private let wildcard = TopicTree<Subscriber>()
     private let retained = TopicTree<Message>()
@@ -70,6 +104,14 @@ final class Broker: @unchecked Sendable {
         self.limits = limits
         self.inboxes = inboxes
         self.counters = counters
+    }
+
+    /// Size the handle table for the expected client count so it is never copied
+    /// while growing; it fills from the front, so unused capacity is never resident.
+    /// (The hash maps are left to grow: reserving them would make every page
+    /// resident at any client count.)
+    func reserve(clients n: Int) {
+        lock.withLock { clients.reserveCapacity(n) }
     }
 
     // MARK: Connect, takeover, leave
@@ -169,7 +211,7 @@ final class Broker: @unchecked Sendable {
             if Topic.hasWildcard(request.filter.utf8) {
                 wildcard.node(for: request.filter).values.upsert(sub)
             } else {
-                exact[request.filter, default: []].upsert(sub)
+                if exact[request.filter]?.upsert(sub) == nil { exact[request.filter] = Subscribers(sub) }
             }
         }
         if let i = session.subscriptionIndex(request.filter) {
@@ -193,9 +235,8 @@ final class Broker: @unchecked Sendable {
     private func removeIndex(_ filter: String, _ handle: UInt32) {
         if Topic.hasWildcard(filter.utf8) {
             wildcard.edit(filter) { $0.removeAll { $0.handle == handle } }
-        } else if var list = exact[filter] {
-            list.removeAll { $0.handle == handle }
-            exact[filter] = list.isEmpty ? nil : list
+        } else if exact[filter]?.remove(handle) == false {
+            exact[filter] = nil
         }
     }
 

@@ -7,7 +7,7 @@ import TOMLKit
 public struct Config: Sendable {
     public struct Listener: Sendable {
         public var bind = "0.0.0.0:1883"
-        public var backlog = 4096
+        public var backlog = 65535
     }
 
     public struct Server: Sendable {
@@ -19,7 +19,7 @@ public struct Config: Sendable {
         /// Submission queue entries per ring.
         public var ringEntries = 4096
         /// Provided receive buffers per shard, and their size.
-        public var recvBuffers = 512
+        public var recvBuffers = 128
         public var recvBufferSize = 4096
         /// Seconds between $SYS/broker/... statistics publishes; 0 turns them off.
         public var sysInterval = 10

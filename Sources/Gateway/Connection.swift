@@ -26,8 +26,10 @@ enum CloseReason: String, Sendable {
 }
 
 /// One slab entry. Plain value, addressed by (slot, generation) in every SQE's
-/// user_data. An idle connected client owns: this struct, its Session, and no
-/// buffers (the three ByteBuffers are released whenever they drain).
+/// user_data. An idle connected client owns: this struct (88 bytes), its Session,
+/// and no buffers (the three ByteBuffers are released whenever they drain).
+/// Rarely used state lives elsewhere: the will in the Session, a CONNECT waiting
+/// for a takeover in `Shard.waitingConnects`.
 struct Connection {
     enum State: UInt8 {
         case free, awaitingConnect, awaitingTakeover, connected, closing
@@ -46,21 +48,18 @@ struct Connection {
     /// Completions the kernel still owes for this slot; it is reused only at 0.
     var pendingOps: UInt16 = 0
     var keepAlive: UInt16 = 0
-    /// Wheel tick of the last packet received, and of the live wheel entry.
-    var lastSeen: UInt64 = 0
-    var timerDeadline: UInt64 = 0
+    /// Wheel tick (100 ms; 32 bits last 13 years) of the last packet received, and
+    /// of the live wheel entry.
+    var lastSeen: UInt32 = 0
+    var timerDeadline: UInt32 = 0
     /// Bytes of a packet that straddles receive buffers.
     var inbound = ByteBuffer()
     /// Encoded packets waiting for this turn's flush, and the bytes the kernel is sending.
     var outbound = ByteBuffer()
     var inFlight = ByteBuffer()
     var session: Session?
-    var will: Will?
-    /// The CONNECT being processed while a takeover of its client id completes.
-    var pendingConnect: Connect?
 
     var isOpen: Bool { state == .awaitingConnect || state == .awaitingTakeover || state == .connected }
-    var clientID: String { session?.clientID ?? pendingConnect?.clientID ?? "-" }
 }
 
 extension ByteBuffer: ByteSink {

@@ -9,7 +9,8 @@ public enum Counter: Int, CaseIterable, Sendable {
     case connectionsClosed
     case connectsAccepted        // CONNACK 0 sent
     case connectsRefused         // CONNACK != 0 sent
-    case acceptTableFull         // multishot accept ended with ENFILE
+    case acceptPauses            // a shard stopped accepting: its fixed-file table is full
+    case connectionsOverLimit    // closed at accept: max_connections reached
     case malformedPackets        // decoder rejected the bytes
     case protocolViolations      // well-formed packet that breaks a MUST
     case keepaliveExpiries

@@ -16,28 +16,26 @@ extension Shard {
             return refuseConnect(slot, refusal.code, why: refusal.why)
         }
         slab[Int(slot)].keepAlive = c.keepAlive
-        slab[Int(slot)].will = c.will
-        slab[Int(slot)].pendingConnect = c
-        attachSession(slot)
+        attachSession(slot, c)
     }
 
     /// Claim the client id in the Broker; CONNACK once no other connection holds it.
-    func attachSession(_ slot: UInt32) {
-        guard let c = slab[Int(slot)].pendingConnect else { return }
+    func attachSession(_ slot: UInt32, _ c: Connect) {
         let owner = Owner(shard: index, slot: slot, generation: slab[Int(slot)].generation)
         switch broker.beginConnect(clientID: c.clientID, owner: owner, cleanSession: c.cleanSession) {
         case .waitForTakeover:
+            waitingConnects[slot] = c
             slab[Int(slot)].state = .awaitingTakeover
         case .ready(let session, let present):
             session.persistent = !c.cleanSession
+            session.will = c.will
             slab[Int(slot)].session = session
-            slab[Int(slot)].pendingConnect = nil
             slab[Int(slot)].state = .connected
             counters.add(.connectsAccepted)
             counters.add(.clientsConnected)
             send(slot, .connack(Connack(sessionPresent: present, returnCode: .accepted)))
             if c.keepAlive > 0 {
-                schedule(slot, at: slab[Int(slot)].lastSeen + UInt64(c.keepAlive) * 1500 / Shard.tickMillis)
+                schedule(slot, at: keepaliveDue(Int(slot)))
             } else {
                 slab[Int(slot)].timerDeadline = 0   // the CONNECT timeout entry goes stale
             }
@@ -52,7 +50,7 @@ extension Shard {
     /// CONNACK with a refusal code, then close once it is sent (3.2.2.3).
     func refuseConnect(_ slot: UInt32, _ code: ConnectReturnCode, why: String) {
         counters.add(.connectsRefused)
-        logger.info("CONNECT refused (\(code)): \(why)", metadata: ["client": "\(slab[Int(slot)].clientID)"])
+        logger.info("CONNECT refused (\(code)): \(why)", metadata: ["client": "\(clientID(slot))"])
         send(slot, .connack(Connack(sessionPresent: false, returnCode: code)))
         close(slot, .refused, flush: true)
     }

@@ -41,6 +41,7 @@ public final class Server {
         let inboxes = (0..<shards).map { _ in Inbox<ShardMessage>() }
         let counters = (0...shards).map { _ in Counters() }
         let broker = Broker(limits: config.mqtt, inboxes: inboxes, counters: counters[shards])
+        broker.reserve(clients: config.server.maxConnections)
         let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
                                    listenFD: listenFD, fileTableSize: tableSize, live: LiveCount(),
                                    startedAt: monotonicMillis())

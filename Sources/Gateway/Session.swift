@@ -39,6 +39,8 @@ final class Session: @unchecked Sendable {
     let clientID: String
     let handle: UInt32
     var persistent: Bool
+    /// The live connection's will (3.1.2.5); cleared when that connection ends.
+    var will: Will?
     var subscriptions: [TopicRequest] = []
     var inflight: [Outgoing] = []
     /// Inbound QoS 2 packet ids received but not yet released (PUBREL), so a resent

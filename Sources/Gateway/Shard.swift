@@ -57,12 +57,18 @@ final class Shard {
     let buffers: BufferRing
     var wheel: TimingWheel
     var slab: [Connection] = []
+    /// CONNECTs waiting for the previous holder of their client id to leave.
+    var waitingConnects: [UInt32: Connect] = [:]
     private var freeSlots: [UInt32] = []
     private var dirty: [UInt32] = []
     private var rearm: [UInt32] = []
     /// Deliveries gathered this turn for other shards, posted at the end of the turn.
     var remote: [[Delivery]]
-    private var acceptArmed = false
+    /// Fixed-file slots with no socket in them; an accept is only ever armed for one.
+    private var freeFiles: [UInt32]
+    private var acceptsArmed = 0
+    /// Accepts kept waiting on the listening socket per shard.
+    static let acceptDepth = 32
     private var stopping = false
     private var openSlots = 0
     private var inboxValue: UInt64 = 0
@@ -87,15 +93,19 @@ final class Shard {
                                  size: config.server.recvBufferSize)
         wheel = TimingWheel(buckets: 4096, startTick: (monotonicMillis() - context.startedAt) / Shard.tickMillis)
         remote = Array(repeating: [], count: context.inboxes.count)
+        // Never regrown (a copy of every connection) and untouched pages cost no RSS.
+        slab.reserveCapacity(context.fileTableSize)
+        freeFiles = (0..<UInt32(context.fileTableSize)).reversed()
     }
 
     var currentTick: UInt64 { (monotonicMillis() - ctx.startedAt) / Shard.tickMillis }
+    var nowTick32: UInt32 { UInt32(truncatingIfNeeded: wheel.now) }
     func ticks(seconds: Int) -> UInt64 { UInt64(seconds) * 1000 / Shard.tickMillis }
 
     // MARK: The loop
 
     func run() {
-        armAccept()
+        armAccepts()
         armInbox()
         ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
         while !(stopping && openSlots == 0) {
@@ -152,33 +162,43 @@ final class Shard {
 
     // MARK: Accept
 
-    private func armAccept() {
-        guard !acceptArmed, !stopping else { return }
-        ring.multishotAcceptDirect(listenFD: ctx.listenFD, tag: Tag(op: Op.accept, slot: 0, generation: 0).raw)
-        acceptArmed = true
+    /// Keep `acceptDepth` single-shot accepts waiting, each naming a free slot of this
+    /// ring's fixed-file table. A multishot accept into an auto-allocated slot would
+    /// drain the whole listen queue in one pass and, once the table is full, could
+    /// only close what it had accepted; this way a full shard simply stops asking
+    /// and the other shards take the connections.
+    private func armAccepts() {
+        while acceptsArmed < Shard.acceptDepth && !stopping, let file = freeFiles.popLast() {
+            ring.acceptDirect(listenFD: ctx.listenFD, file: file, tag: Tag(op: Op.accept, slot: file, generation: 0).raw)
+            acceptsArmed += 1
+        }
     }
 
     private func onAccept(_ c: Completion) {
-        if !c.more { acceptArmed = false }
+        acceptsArmed -= 1
+        let file = Tag(c.userData).slot
         if c.res >= 0 {
-            let slot = allocate(file: c.res)
+            let slot = allocate(file: Int32(file))
             counters.add(.connectionsAccepted)
             if stopping || ctx.live.add() > config.server.maxConnections {
+                counters.add(.connectionsOverLimit)
+                logger.warning("closing connection: over max_connections (\(config.server.maxConnections))")
                 close(slot, .overLimit)
-                return
+            } else {
+                armRecv(slot)
+                schedule(slot, at: wheel.now + ticks(seconds: config.mqtt.connectTimeout))
             }
-            armRecv(slot)
-            schedule(slot, at: wheel.now + ticks(seconds: config.mqtt.connectTimeout))
-        } else if c.res == -ENFILE {
-            // This ring's fixed-file table is full: other shards take new connections;
-            // accept is re-armed when a slot here frees (see `release`).
-            counters.add(.acceptTableFull)
-            logger.debug("fixed-file table full; accept paused on this shard")
-            return
-        } else if c.res != -ECANCELED {
-            logger.warning("accept failed: \(String(cString: strerror(-c.res)))")
+        } else {
+            freeFiles.append(file)
+            if c.res != -ECANCELED {
+                logger.warning("accept failed: \(String(cString: strerror(-c.res)))")
+            }
         }
-        if !acceptArmed && c.res != -ECANCELED { armAccept() }
+        if freeFiles.isEmpty && acceptsArmed == 0 {
+            counters.add(.acceptPauses)
+            logger.debug("fixed-file table full (\(ctx.fileTableSize)): this shard stops accepting")
+        }
+        armAccepts()
     }
 
     private func allocate(file: Int32) -> UInt32 {
@@ -192,7 +212,7 @@ final class Shard {
         slab[Int(slot)].generation = gen
         slab[Int(slot)].state = .awaitingConnect
         slab[Int(slot)].file = file
-        slab[Int(slot)].lastSeen = wheel.now
+        slab[Int(slot)].lastSeen = nowTick32
         openSlots += 1
         return slot
     }
@@ -221,7 +241,7 @@ final class Shard {
             // Buffer ring ran dry; buffers come back this turn, so re-arm then.
             if slab[Int(slot)].isOpen { rearm.append(slot) }
         } else if c.res != -ECANCELED {
-            close(slot, .ioError)
+            socketError(slot, "recv", c.res)
         }
         opDone(slot)
     }
@@ -267,7 +287,7 @@ final class Shard {
             case .packet(let packet, let n):
                 offset += n
                 counters.add(.packetsIn)
-                slab[Int(slot)].lastSeen = wheel.now
+                slab[Int(slot)].lastSeen = nowTick32
                 handle(slot, packet)
             case .incomplete:
                 return offset
@@ -346,7 +366,7 @@ final class Shard {
             return opDone(slot)
         }
         if c.res < 0 {
-            close(slot, .ioError)
+            socketError(slot, "send", c.res)
             return opDone(slot)
         }
         counters.add(.bytesOut, UInt64(c.res))
@@ -380,18 +400,17 @@ final class Shard {
         let owner = Owner(shard: index, slot: slot, generation: slab[Int(slot)].generation)
         if was == .connected, let session = slab[Int(slot)].session {
             counters.subtract(.clientsConnected)
-            if reason.publishesWill, let will = slab[Int(slot)].will {
+            if reason.publishesWill, let will = session.will {
                 counters.add(.willsPublished)
                 dispatch(Message(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain))
             }
+            session.will = nil
             broker.detach(session, owner: owner)
             logger.info("disconnected: \(reason.rawValue)", metadata: ["client": "\(session.clientID)"])
-        } else if was == .awaitingTakeover, let c = slab[Int(slot)].pendingConnect {
+        } else if was == .awaitingTakeover, let c = waitingConnects.removeValue(forKey: slot) {
             broker.abandonConnect(clientID: c.clientID, owner: owner)
         }
         slab[Int(slot)].session = nil
-        slab[Int(slot)].will = nil
-        slab[Int(slot)].pendingConnect = nil
         if flush && (slab[Int(slot)].sending || !slab[Int(slot)].outbound.isEmpty) {
             slab[Int(slot)].closeAfterFlush = true
             markDirty(slot)
@@ -423,22 +442,34 @@ final class Shard {
         slab[Int(slot)].state = .free
         slab[Int(slot)].generation = (c.generation + 1) & 0xFF_FFFF
         freeSlots.append(slot)
+        freeFiles.append(UInt32(c.file))
         openSlots -= 1
-        if !acceptArmed { armAccept() }
+        armAccepts()
+    }
+
+    private func socketError(_ slot: UInt32, _ op: String, _ res: Int32) {
+        logger.info("closing connection: \(op) failed: \(String(cString: strerror(-res)))",
+                    metadata: ["client": "\(clientID(slot))"])
+        close(slot, .ioError)
     }
 
     func malformed(_ slot: UInt32, _ error: DecodeError) {
         counters.add(.malformedPackets)
         logger.warning("closing connection: malformed packet: \(error.description)",
-                       metadata: ["client": "\(slab[Int(slot)].clientID)"])
+                       metadata: ["client": "\(clientID(slot))"])
         close(slot, .malformed)
     }
 
     func protocolViolation(_ slot: UInt32, _ why: String) {
         counters.add(.protocolViolations)
         logger.warning("closing connection: protocol violation: \(why)",
-                       metadata: ["client": "\(slab[Int(slot)].clientID)"])
+                       metadata: ["client": "\(clientID(slot))"])
         close(slot, .protocolError)
+    }
+
+    /// For log lines: the client id once known.
+    func clientID(_ slot: UInt32) -> String {
+        slab[Int(slot)].session?.clientID ?? waitingConnects[slot]?.clientID ?? "-"
     }
 
     // MARK: Timers
@@ -446,7 +477,7 @@ final class Shard {
     /// (Re)schedule the connection's one wheel entry.
     func schedule(_ slot: UInt32, at tick: UInt64) {
         let d = max(tick, wheel.now + 1)
-        slab[Int(slot)].timerDeadline = d
+        slab[Int(slot)].timerDeadline = UInt32(truncatingIfNeeded: d)
         wheel.schedule(slot: slot, generation: slab[Int(slot)].generation, at: d)
     }
 
@@ -466,7 +497,8 @@ final class Shard {
 
     private func deadline(_ e: TimingWheel.Entry) {
         let s = Int(e.slot)
-        guard s < slab.count, slab[s].generation == e.generation, slab[s].timerDeadline == e.deadline else {
+        guard s < slab.count, slab[s].generation == e.generation,
+              slab[s].timerDeadline == UInt32(truncatingIfNeeded: e.deadline) else {
             return   // stale: the connection is gone or has a newer entry
         }
         switch slab[s].state {
@@ -478,7 +510,7 @@ final class Shard {
             let ka = slab[s].keepAlive
             guard ka > 0 else { return }
             // 1.5 x keepalive without any packet (3.1.2.10)
-            let due = slab[s].lastSeen + UInt64(ka) * 1500 / Shard.tickMillis
+            let due = keepaliveDue(s)
             if wheel.now >= due {
                 counters.add(.keepaliveExpiries)
                 close(e.slot, .keepalive)
@@ -513,20 +545,25 @@ final class Shard {
                 close(slot, reason)
             }
         case .resumeConnect(let slot, let gen):
-            if isCurrent(slot, gen) && slab[Int(slot)].state == .awaitingTakeover {
-                attachSession(slot)
+            if isCurrent(slot, gen) && slab[Int(slot)].state == .awaitingTakeover,
+               let c = waitingConnects.removeValue(forKey: slot) {
+                attachSession(slot, c)
                 if slab[Int(slot)].state == .connected && !slab[Int(slot)].inbound.isEmpty {
                     drainInbound(slot)
                 }
             }
         case .shutdown:
             stopping = true
-            if acceptArmed {
-                ring.cancel(tag: Tag(op: Op.accept, slot: 0, generation: 0).raw,
-                            tag: Tag(op: Op.cancel, slot: UInt32.max, generation: 0).raw)
-            }
+            ring.cancelAll(fd: ctx.listenFD, tag: Tag(op: Op.cancel, slot: UInt32.max, generation: 0).raw)
             for i in slab.indices where slab[i].isOpen { close(UInt32(i), .shutdown) }
         }
+    }
+
+    /// Tick at which 1.5 x keepalive without a packet has passed (3.1.2.10).
+    func keepaliveDue(_ s: Int) -> UInt64 {
+        // lastSeen is the low 32 bits of a tick at most 1.5 x 65535 s old: rebuild it.
+        let last = wheel.now - UInt64(nowTick32 &- slab[s].lastSeen)
+        return last + UInt64(slab[s].keepAlive) * 1500 / Shard.tickMillis
     }
 
     func isCurrent(_ slot: UInt32, _ generation: UInt32) -> Bool {

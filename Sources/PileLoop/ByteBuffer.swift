@@ -5,8 +5,13 @@ import Glibc
 /// the kernel reads it, and which idle connections must not keep.
 public struct ByteBuffer {
     public private(set) var base: UnsafeMutableRawPointer?
-    public private(set) var count: Int = 0
-    public private(set) var capacity: Int = 0
+    // 32-bit sizes keep the struct at 16 bytes: it sits in every connection's slab entry.
+    private var used: UInt32 = 0
+    private var allocated: UInt32 = 0
+
+    @inlinable public var count: Int { Int(usedCount) }
+    public var capacity: Int { Int(allocated) }
+    @usableFromInline var usedCount: UInt32 { used }
 
     public init() {}
 
@@ -17,16 +22,17 @@ public struct ByteBuffer {
         if need <= capacity { return }
         var cap = max(capacity * 2, 256)
         while cap < need { cap *= 2 }
+        precondition(cap <= Int(UInt32.max), "ByteBuffer over 4 GiB")
         base = realloc(base, cap)
         precondition(base != nil, "out of memory")
-        capacity = cap
+        allocated = UInt32(cap)
     }
 
     public mutating func append(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count > 0 else { return }
         reserve(bytes.count)
         (base! + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-        count += bytes.count
+        used += UInt32(bytes.count)
     }
 
     public mutating func append(_ bytes: [UInt8]) {
@@ -37,24 +43,24 @@ public struct ByteBuffer {
     public mutating func write(max: Int, _ body: (UnsafeMutableRawBufferPointer) -> Int) {
         reserve(max)
         let n = body(UnsafeMutableRawBufferPointer(start: base! + count, count: max))
-        count += n
+        used += UInt32(n)
     }
 
     /// Drop the first `n` bytes (after a partial send).
     public mutating func consume(_ n: Int) {
         precondition(n <= count)
-        if n == count { count = 0; return }
+        if n == count { used = 0; return }
         memmove(base!, base! + n, count - n)
-        count -= n
+        used -= UInt32(n)
     }
 
-    public mutating func clear() { count = 0 }
+    public mutating func clear() { used = 0 }
 
     public mutating func release() {
         free(base)
         base = nil
-        count = 0
-        capacity = 0
+        used = 0
+        allocated = 0
     }
 
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }

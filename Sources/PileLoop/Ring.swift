@@ -111,9 +111,17 @@ public final class Ring {
 
     // MARK: Operations
 
-    public func multishotAcceptDirect(listenFD: Int32, tag: UInt64) {
+    /// Accept one connection into fixed-file slot `file` (which must be empty).
+    public func acceptDirect(listenFD: Int32, file: UInt32, tag: UInt64) {
         let s = sqe()
-        io_uring_prep_multishot_accept_direct(s, listenFD, nil, nil, 0)
+        io_uring_prep_accept_direct(s, listenFD, nil, nil, 0, file)
+        io_uring_sqe_set_data64(s, tag)
+    }
+
+    /// Cancel every request this ring has on an ordinary fd (the listener, at shutdown).
+    public func cancelAll(fd: Int32, tag: UInt64) {
+        let s = sqe()
+        io_uring_prep_cancel_fd(s, fd, IORING_ASYNC_CANCEL_ALL)
         io_uring_sqe_set_data64(s, tag)
     }
 
