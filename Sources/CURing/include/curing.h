@@ -3,10 +3,16 @@
 #ifndef PILEGATE_CURING_H
 #define PILEGATE_CURING_H
 
-#include <liburing.h>
-#include <netinet/in.h>
+// System headers first: liburing.h defines _XOPEN_SOURCE before its own includes,
+// which would give fd_set a different shape here than in Swift's Glibc module.
+#include <sys/types.h>
+#include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <signal.h>
+#include <netinet/in.h>
 #include <stdint.h>
+#include <liburing.h>
 
 // IOSQE_* are macros over enum bit positions: Swift cannot see them.
 extern const uint8_t CUR_IOSQE_FIXED_FILE;
