@@ -2,7 +2,8 @@
 # pilegate vs Mosquitto (Debian 2.0.11), same machine, same load, one run.
 #   bench/compare-mosquitto.sh [IDLE_CMP=19900] [IDLE_BIG=60000] [PUBLISHERS=1000] [SECONDS=10]
 # Cases (each broker started fresh, loopback only, every run bounded):
-#   idle   N pile connections, each subscribed to its own cmd topic: user RSS per connection
+#   idle   N pile connections, each subscribed to its own cmd topic (at most 100 connects in
+#          flight: Mosquitto listens with a backlog of 100): user RSS per connection
 #          (broker RSS after connecting minus before, / N). Mosquitto cannot hold more than
 #          ~19,900 here (RLIMIT_NOFILE 20000), so the comparison is at that count and
 #          pilegate alone goes on to IDLE_BIG.
@@ -45,8 +46,8 @@ run_case() {  # broker name profile connections extra...
 }
 
 echo "== idle: $IDLE_CMP pile connections, subscribed, held ${SECS}s"
-run_case pilegate idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000
-run_case mosquitto idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000
+run_case pilegate idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000 --max-pending 100
+run_case mosquitto idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000 --max-pending 100
 echo "== idle: $IDLE_BIG pile connections (pilegate alone; past one process's fd limit)"
 run_case pilegate idle-big idle "$IDLE_BIG" --subscribe --duration "$SECS" --connect-rate 100000 --sources 32
 echo "== fanin: $PUBLISHERS QoS 0 publishers -> 1 wildcard subscriber, ${SECS}s"
