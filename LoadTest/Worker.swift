@@ -116,6 +116,7 @@ final class Worker {
         while !(control.stop.load(ordering: .relaxed) && pending == 0) {
             ring.submitAndWait(1)
             _ = ring.drainCompletions { c in self.complete(c) }
+            startConnections(initial: false)   // refill the connects that completed
             buffers.publish()
             flushAll()
         }
@@ -343,7 +344,9 @@ final class Worker {
         if !control.stop.load(ordering: .relaxed) {
             ring.timeout(&timeout, tag: Tag(op: LOp.timer, slot: 0, generation: 0).raw)
         }
-        connectBudget = min(connectBudget + Double(plan.connectRate) / 10, Double(plan.maxPending))
+        // Budget per 100 ms tick (at most two ticks' worth banked); `maxPending` bounds
+        // connects in flight separately.
+        connectBudget = min(connectBudget + Double(plan.connectRate) / 10, Double(plan.connectRate) / 5)
         startConnections(initial: false)
         let wasPublishing = publishing
         publishing = control.go.load(ordering: .relaxed) && !control.stop.load(ordering: .relaxed)

@@ -34,7 +34,14 @@ CONF
   mosquitto -c "$out/mosquitto.conf" >"$out/mosquitto-$1.log" 2>&1 &
   echo $! >"$out/pid"; sleep 1
 }
-stop_broker() { kill -INT "$(cat "$out/pid")" 2>/dev/null || true; sleep 1; kill -9 "$(cat "$out/pid")" 2>/dev/null || true; wait 2>/dev/null || true; }
+stop_broker() {  # graceful stop (up to 60 s), then wait until the port is free again
+  local pid; pid=$(cat "$out/pid")
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  for _ in $(seq 300); do ss -ltn | grep -q ":$PORT " || break; sleep 0.1; done
+}
 
 run_case() {  # broker name profile connections extra...
   local broker=$1 name=$2 profile=$3 n=$4; shift 4

@@ -37,14 +37,16 @@ public final class Server {
 
         let listenFD = try makeListener(address, backlog: Int32(config.listener.backlog))
         defer { Glibc.close(listenFD) }
-        let (shards, tableSize) = Server.layout(config: config, cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), fileLimit: fileLimit())
+        let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let (shards, tableSize) = Server.layout(config: config, cores: cores, fileLimit: fileLimit())
         let inboxes = (0..<shards).map { _ in Inbox<ShardMessage>() }
         let counters = (0...shards).map { _ in Counters() }
         let broker = Broker(limits: config.mqtt, inboxes: inboxes, counters: counters[shards])
         broker.reserve(clients: config.server.maxConnections)
         let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
                                    listenFD: listenFD, fileTableSize: tableSize, live: LiveCount(),
-                                   startedAt: monotonicMillis())
+                                   occupancy: (0..<shards).map { _ in LiveCount() },
+                                   primaryShards: min(shards, cores), startedAt: monotonicMillis())
         let ready = Inbox<Int>()   // each shard reports its setup result here (0 = ok)
         var threads: [PileLoop.Thread] = []
         for i in 0..<shards {

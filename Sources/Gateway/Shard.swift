@@ -36,6 +36,11 @@ struct ShardContext: Sendable {
     let fileTableSize: Int
     /// Live connections over all shards, for the max_connections limit.
     let live: LiveCount
+    /// Open connections per shard, for the spill rule in `Shard.wantsConnections`.
+    let occupancy: [LiveCount]
+    /// Shards that always accept: one per core. The rest exist only for fixed-file
+    /// capacity and take connections once the shards before them are full.
+    let primaryShards: Int
     let startedAt: UInt64
 }
 
@@ -67,6 +72,8 @@ final class Shard {
     /// Fixed-file slots with no socket in them; an accept is only ever armed for one.
     private var freeFiles: [UInt32]
     private var acceptsArmed = 0
+    /// Cancelling accepts (spill shard no longer needed, or shutdown): don't re-arm.
+    private var acceptsEnabled = true
     /// Accepts kept waiting on the listening socket per shard.
     static let acceptDepth = 32
     private var stopping = false
@@ -105,6 +112,7 @@ final class Shard {
     // MARK: The loop
 
     func run() {
+        acceptsEnabled = wantsConnections
         armAccepts()
         armInbox()
         ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
@@ -168,7 +176,7 @@ final class Shard {
     /// only close what it had accepted; this way a full shard simply stops asking
     /// and the other shards take the connections.
     private func armAccepts() {
-        while acceptsArmed < Shard.acceptDepth && !stopping, let file = freeFiles.popLast() {
+        while acceptsEnabled && acceptsArmed < Shard.acceptDepth && !stopping, let file = freeFiles.popLast() {
             ring.acceptDirect(listenFD: ctx.listenFD, file: file, tag: Tag(op: Op.accept, slot: file, generation: 0).raw)
             acceptsArmed += 1
         }
@@ -201,6 +209,31 @@ final class Shard {
         armAccepts()
     }
 
+    /// Should this shard take new connections? A primary shard always does. A spill
+    /// shard does once every shard before it is within two accept batches of full:
+    /// more threads than cores would only add lock convoys and cross-shard hops, so
+    /// extra rings are filled in order, as fixed-file capacity demands.
+    private var wantsConnections: Bool {
+        if index < ctx.primaryShards { return true }
+        let nearlyFull = ctx.fileTableSize - 2 * Shard.acceptDepth
+        return (0..<index).allSatisfy { ctx.occupancy[$0].current >= nearlyFull }
+    }
+
+    /// Re-evaluated every tick by spill shards.
+    private func reviewAccepting() {
+        let want = wantsConnections
+        if want && !acceptsEnabled {
+            acceptsEnabled = true
+            logger.debug("spill shard starts accepting")
+            armAccepts()
+        } else if !want && acceptsEnabled && acceptsArmed > 0 {
+            acceptsEnabled = false
+            ring.cancelAll(fd: ctx.listenFD, tag: Tag(op: Op.cancel, slot: UInt32.max, generation: 0).raw)
+        } else if !want {
+            acceptsEnabled = false
+        }
+    }
+
     private func allocate(file: Int32) -> UInt32 {
         let slot: UInt32
         if let s = freeSlots.popLast() { slot = s } else {
@@ -214,6 +247,7 @@ final class Shard {
         slab[Int(slot)].file = file
         slab[Int(slot)].lastSeen = nowTick32
         openSlots += 1
+        _ = ctx.occupancy[index].add()
         return slot
     }
 
@@ -444,6 +478,7 @@ final class Shard {
         freeSlots.append(slot)
         freeFiles.append(UInt32(c.file))
         openSlots -= 1
+        ctx.occupancy[index].remove()
         armAccepts()
     }
 
@@ -488,6 +523,7 @@ final class Shard {
         expired.removeAll(keepingCapacity: true)
         if !stopping {
             ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
+            if index >= ctx.primaryShards { reviewAccepting() }
         }
         if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
             nextSys = now + ticks(seconds: config.server.sysInterval)
