@@ -76,6 +76,11 @@ public final class Server {
         var sig: Int32 = 0
         repeat { sigwait(&signals, &sig) } while sig == SIGPIPE
         logger.info("stopping on signal \(sig): closing clients")
+        // Stop accepting now: shutdown(2) takes the socket out of LISTEN, so new piles
+        // are refused at once (and go to another node) instead of completing into a
+        // backlog nobody will accept, and the port is free for a restart whatever
+        // the rings' pending accepts still reference.
+        Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
         inboxes.forEach { $0.post(.shutdown) }
         threads.forEach { $0.join() }
         logger.info("stopped", metadata: [

@@ -198,7 +198,9 @@ final class Shard {
             }
         } else {
             freeFiles.append(file)
-            if c.res != -ECANCELED {
+            if c.res == -EINVAL {
+                acceptsEnabled = false   // the listener was shut down: the server is stopping
+            } else if c.res != -ECANCELED && !stopping {
                 logger.warning("accept failed: \(String(cString: strerror(-c.res)))")
             }
         }

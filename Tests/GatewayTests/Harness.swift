@@ -17,7 +17,7 @@ final class Gateway {
         return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("pilegate")
     }
 
-    init(config: String = "", file: StaticString = #filePath, line: UInt = #line) throws {
+    init(config: String = "", listen: String = "127.0.0.1:0") throws {
         configPath = NSTemporaryDirectory() + "pilegate-test-\(UUID().uuidString).toml"
         let base = """
         [server]
@@ -29,7 +29,7 @@ final class Gateway {
         """
         try (base + config).write(toFile: configPath, atomically: true, encoding: .utf8)
         process.executableURL = Gateway.binary
-        process.arguments = ["--listen", "127.0.0.1:0", "--config", configPath]
+        process.arguments = ["--listen", listen, "--config", configPath]
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = FileHandle.nullDevice

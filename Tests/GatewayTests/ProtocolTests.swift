@@ -232,6 +232,17 @@ final class ProtocolTests: XCTestCase {
         XCTAssertNotNil(gw.waitForLog("PUBLISH denied: topics starting with $ are reserved"))
     }
 
+    func testRestartRebindsThePortAtOnce() throws {
+        // Stop with clients connected, then start again on the same port at once (as
+        // systemd's Restart= would).
+        let port = gw.port
+        let clients = try (0..<50).map { try connected("r\($0)") }
+        XCTAssertEqual(gw.stop(), 0)
+        for c in clients { XCTAssertTrue(c.waitClosed()) }
+        gw = try Gateway(listen: "127.0.0.1:\(port)")
+        XCTAssertNotNil(try connected("after-restart"))
+    }
+
     func testPipelinedPacketsSplitAcrossWrites() throws {
         // CONNECT + SUBSCRIBE + PINGREQ in one write, then a PUBLISH dribbled byte by byte
         let c = try RawClient(port: gw.port)
