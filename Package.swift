@@ -3,6 +3,7 @@ import PackageDescription
 
 // Layout (see README "Code map"):
 //   CURing     thin C shim over liburing (static inlines, macros, newer uapi constants)
+//   CHiredis   thin C shim over hiredis (its RESP reply reader)
 //   PileLoop   the ring, buffer ring, timing wheel, cross-thread inbox: no MQTT in here
 //   MQTTCodec  MQTT 3.1.1 packets as pure functions over bytes: no I/O
 //   Gateway    the broker: shards, connections, one handler per packet type, sessions
@@ -28,6 +29,11 @@ let package = Package(
             linkerSettings: [.linkedLibrary("uring")]
         ),
         .target(
+            name: "CHiredis",
+            path: "Sources/CHiredis",
+            linkerSettings: [.linkedLibrary("hiredis")]
+        ),
+        .target(
             name: "PileLoop",
             dependencies: [
                 "CURing",
@@ -38,7 +44,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "PileLoop", "MQTTCodec",
+                "PileLoop", "MQTTCodec", "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "TOMLKit", package: "TOMLKit"),

@@ -1,4 +1,6 @@
 import Glibc
+import MQTTCodec
+import PileLoop
 import TOMLKit
 
 /// Everything the gateway can be told, with embedded defaults. The TOML file
@@ -49,10 +51,52 @@ public struct Config: Sendable {
         public var level = "info"
     }
 
+    /// The Redis Streams bridge (DESIGN.md, "Data flows").
+    public struct Redis: Sendable {
+        public var enabled = true
+        /// HOST:PORT of the platform's Redis. Empty: pilegate starts a local
+        /// redis-server on a free loopback port (`embedded_server`) and uses that.
+        public var address = ""
+        public var username = ""
+        public var password = ""
+        public var database = 0
+        public var connectTimeoutMs = 2000
+        /// Uplink XADDs waiting for Redis per shard; past it the shard stops reading
+        /// from publishing piles until Redis catches up.
+        public var maxInflight = 10_000
+        /// Approximate cap on every stream pilegate writes (XADD MAXLEN ~).
+        public var streamMaxlen = 1_000_000
+        /// QoS 0 under backpressure: "block" (stop reading, like QoS 1) or "drop" (count).
+        public var qos0Overload = "block"
+        public var defaultStream = "pilegate:up"
+        public var eventsStream = "pilegate:events"
+        public var presenceKey = "pilegate:presence"
+        /// Each node reads commands from `downlink_prefix` + node name.
+        public var downlinkPrefix = "pilegate:down:"
+        public var outcomeStream = "pilegate:down:outcome"
+        public var group = "pilegate"
+        public var embeddedServer = "redis-server"
+    }
+
+    /// An uplink routing rule: PUBLISHes whose topic matches `filter` (and, when
+    /// given, whose payload is a JSON object with top-level `json_key` equal to
+    /// `json_value`) go to `stream`. First match wins; no match: `default_stream`.
+    public struct Route: Sendable {
+        public var filter: String
+        public var jsonKey: String?
+        public var jsonValue: String?
+        public var stream: String
+        public init(filter: String, jsonKey: String? = nil, jsonValue: String? = nil, stream: String) {
+            self.filter = filter; self.jsonKey = jsonKey; self.jsonValue = jsonValue; self.stream = stream
+        }
+    }
+
     public var listener = Listener()
     public var server = Server()
     public var mqtt = MQTT()
     public var log = Log()
+    public var redis = Redis()
+    public var routes: [Route] = []
 
     public init() {}
 
@@ -97,6 +141,45 @@ public struct Config: Sendable {
                 throw Invalid(description: "config: log.level \"\(log.level)\" is not a log level")
             }
         }
+        try r.table("redis") { t in
+            try t.bool("enabled", &redis.enabled)
+            try t.string("address", &redis.address)
+            try t.string("username", &redis.username)
+            try t.string("password", &redis.password)
+            try t.int("database", &redis.database, 0...15)
+            try t.int("connect_timeout_ms", &redis.connectTimeoutMs, 10...600_000)
+            try t.int("max_inflight", &redis.maxInflight, 1...1_000_000)
+            try t.int("stream_maxlen", &redis.streamMaxlen, 1...1_000_000_000)
+            try t.string("qos0_overload", &redis.qos0Overload)
+            try t.string("default_stream", &redis.defaultStream)
+            try t.string("events_stream", &redis.eventsStream)
+            try t.string("presence_key", &redis.presenceKey)
+            try t.string("downlink_prefix", &redis.downlinkPrefix)
+            try t.string("outcome_stream", &redis.outcomeStream)
+            try t.string("group", &redis.group)
+            try t.string("embedded_server", &redis.embeddedServer)
+            guard ["block", "drop"].contains(redis.qos0Overload) else {
+                throw Invalid(description: "config: redis.qos0_overload must be \"block\" or \"drop\"")
+            }
+            if !redis.address.isEmpty && SocketAddress(redis.address) == nil {
+                throw Invalid(description: "config: redis.address \"\(redis.address)\" is not HOST:PORT")
+            }
+        }
+        try r.tables("route") { t in
+            var filter = "", stream = "", key = "", value = ""
+            try t.string("filter", &filter)
+            try t.string("stream", &stream)
+            try t.string("json_key", &key)
+            try t.string("json_value", &value)
+            guard Topic.isValidFilter(Array(filter.utf8)), !stream.isEmpty else {
+                throw Invalid(description: "config: every [[route]] needs a valid filter and a stream")
+            }
+            guard key.isEmpty == value.isEmpty else {
+                throw Invalid(description: "config: [[route]] json_key and json_value go together")
+            }
+            routes.append(Route(filter: filter, jsonKey: key.isEmpty ? nil : key,
+                                jsonValue: value.isEmpty ? nil : value, stream: stream))
+        }
         try r.finish()
         guard recvBufferCountIsPowerOfTwo else {
             throw Invalid(description: "config: server.recv_buffers must be a power of two")
@@ -129,6 +212,19 @@ private struct TableReader {
         var sub = TableReader(t, path: name(key))
         try body(&sub)
         try sub.finish()
+    }
+
+    /// An array of tables (`[[key]]`).
+    mutating func tables(_ key: String, _ body: (inout TableReader) throws -> Void) throws {
+        seen.insert(key)
+        guard let v = table[key] else { return }
+        guard let array = v.array else { throw Config.Invalid(description: "config: \(name(key)) must be [[\(key)]] tables") }
+        for (i, element) in array.enumerated() {
+            guard let t = element.table else { throw Config.Invalid(description: "config: \(name(key))[\(i)] must be a table") }
+            var sub = TableReader(t, path: "\(name(key))[\(i)]")
+            try body(&sub)
+            try sub.finish()
+        }
     }
 
     mutating func string(_ key: String, _ into: inout String) throws {

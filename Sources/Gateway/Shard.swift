@@ -24,6 +24,11 @@ enum Op {
     static let close: UInt8 = 5
     static let timer: UInt8 = 6
     static let inbox: UInt8 = 7
+    // Redis connections: the tag's slot is the connection id, its generation the
+    // connection attempt, so completions for an abandoned socket are ignored.
+    static let redisConnect: UInt8 = 8
+    static let redisSend: UInt8 = 9
+    static let redisRecv: UInt8 = 10
 }
 
 /// What every shard shares, handed to each shard thread.

@@ -36,21 +36,37 @@ public enum Topic {
     }
 
     /// Does `filter` match `topic`? Topics starting with `$` are not matched by a
-    /// filter starting with a wildcard (4.7.2).
+    /// filter starting with a wildcard (4.7.2). Walks both in place, no allocation.
     public static func matches(filter: String, topic: String) -> Bool {
-        var f = filter.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)[...]
-        var t = topic.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)[...]
         if topic.utf8.first == UInt8(ascii: "$"), let first = filter.utf8.first,
            first == UInt8(ascii: "+") || first == UInt8(ascii: "#") {
             return false
         }
-        while let fl = f.first {
+        var f = Levels(filter.utf8), t = Levels(topic.utf8)
+        while let fl = f.next() {
             if fl.elementsEqual("#".utf8) { return true }
-            guard let tl = t.first else { return false }
+            guard let tl = t.next() else { return false }
             if !fl.elementsEqual("+".utf8) && !fl.elementsEqual(tl) { return false }
-            f = f.dropFirst()
-            t = t.dropFirst()
         }
-        return t.isEmpty
+        return t.next() == nil
+    }
+
+    /// The `/`-separated levels of a topic or filter, empty ones included
+    /// ("a/" is "a" then "").
+    struct Levels {
+        let utf8: String.UTF8View
+        var position: String.Index?
+
+        init(_ utf8: String.UTF8View) { self.utf8 = utf8; position = utf8.startIndex }
+
+        mutating func next() -> Substring.UTF8View? {
+            guard let p = position else { return nil }
+            if let slash = utf8[p...].firstIndex(of: UInt8(ascii: "/")) {
+                position = utf8.index(after: slash)
+                return Substring(utf8[p..<slash]).utf8
+            }
+            position = nil
+            return Substring(utf8[p...]).utf8
+        }
     }
 }

@@ -175,6 +175,26 @@ public final class Ring {
         io_uring_sqe_set_data64(s, tag)
     }
 
+    // Ordinary fds (the Redis connections: a handful per process, not per pile).
+
+    public func connect(fd: Int32, _ addr: UnsafePointer<sockaddr>, _ len: socklen_t, tag: UInt64) {
+        let s = sqe()
+        io_uring_prep_connect(s, fd, addr, len)
+        io_uring_sqe_set_data64(s, tag)
+    }
+
+    public func send(fd: Int32, _ base: UnsafeRawPointer, _ count: Int, tag: UInt64) {
+        let s = sqe()
+        io_uring_prep_send(s, fd, base, count, Int32(MSG_NOSIGNAL))
+        io_uring_sqe_set_data64(s, tag)
+    }
+
+    public func recv(fd: Int32, _ base: UnsafeMutableRawPointer, _ count: Int, tag: UInt64) {
+        let s = sqe()
+        io_uring_prep_recv(s, fd, base, count, 0)
+        io_uring_sqe_set_data64(s, tag)
+    }
+
     // Client side (load generator): a socket created straight into fixed-file slot
     // `file`, so the setsockopt/bind/connect linked after it can name that slot.
     public func socketDirect(file: UInt32, tag: UInt64, link: Bool) {

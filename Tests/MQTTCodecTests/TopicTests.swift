@@ -32,6 +32,18 @@ final class TopicTests: XCTestCase {
             ("$SYS/monitor/+", "$SYS/monitor/Clients", true),
             ("a/b", "a/b", true),
             ("a/b", "a/B", false),
+            ("a/", "a/", true),
+            ("a/", "a", false),
+            ("a", "a/", false),
+            ("a/+", "a/", true),
+            ("/", "/", true),
+            ("+/+", "/", true),
+            ("+", "", true),
+            ("a//b", "a//b", true),
+            ("a/+/b", "a//b", true),
+            ("a/#", "a/", true),
+            ("a//", "a/", false),
+            ("a//", "a//", true),
         ]
         for (f, t, want) in cases {
             XCTAssertEqual(Topic.matches(filter: f, topic: t), want, "\(f) vs \(t)")
