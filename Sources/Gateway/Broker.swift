@@ -245,7 +245,10 @@ final class Broker: @unchecked Sendable {
     /// Find every client subscribed to `message.topic`, once each at the highest
     /// matching QoS (3.3.5), capped by the message's QoS. Live clients' deliveries
     /// are appended to `out[shard]`; absent persistent clients get it queued.
-    func route(_ message: Message, into out: inout [[Delivery]]) {
+    /// With a `target` client id (a downlink command), also say what became of it
+    /// for that client.
+    @discardableResult
+    func route(_ message: Message, into out: inout [[Delivery]], target: String? = nil) -> DownlinkOutcome? {
         lock.withLock {
             stamp &+= 1
             matched.removeAll(keepingCapacity: true)
@@ -264,6 +267,11 @@ final class Broker: @unchecked Sendable {
                     }
                 }
             }
+            guard let target else { return nil }
+            guard let h = byID[target], let c = clients[Int(h)] else { return .offline }
+            if c.stamp != stamp { return c.owner != nil || c.parked != nil ? .notSubscribed : .offline }
+            if c.owner != nil { return .delivered }
+            return min(c.stampQoS, message.qos) == .atMostOnce ? .offline : .queued
         }
     }
 

@@ -13,6 +13,7 @@ enum CloseReason: String, Sendable {
     case takeover = "client id taken over"
     case overLimit = "connection limit reached"
     case ioError = "socket error"
+    case storeFailed = "Redis refused to store a message"
     case shutdown = "server shutdown"
 
     /// The will is published unless the client said DISCONNECT (3.14.4-3) or the
@@ -45,6 +46,9 @@ struct Connection {
     var tornDown = false
     /// Close once the send queue has drained (a refusing CONNACK must arrive).
     var closeAfterFlush = false
+    /// Not being read: its next PUBLISH waits for room in the Redis pipeline
+    /// (backpressure). Bytes already received wait in `inbound`.
+    var paused = false
     /// Completions the kernel still owes for this slot; it is reused only at 0.
     var pendingOps: UInt16 = 0
     var keepAlive: UInt16 = 0

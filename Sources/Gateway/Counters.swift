@@ -24,6 +24,15 @@ public enum Counter: Int, CaseIterable, Sendable {
     case publishesIn
     case publishesOut
     case queueDrops              // message dropped: client queue at its bound
+    case uplinkStored            // XADD confirmed by Redis
+    case uplinkDropped           // QoS 0 dropped under backpressure (qos0_overload = "drop")
+    case redisErrors             // Redis answered a command with an error
+    case backpressurePauses      // a connection stopped being read: Redis busy or away
+    case bookkeepingDropped      // event/presence update dropped while Redis was away
+    case downlinkDelivered
+    case downlinkQueued
+    case downlinkOffline
+    case downlinkNotSubscribed
     case publishDenied           // authorization refused a PUBLISH
     case subscribeDenied         // authorization refused a filter (SUBACK 0x80)
 }

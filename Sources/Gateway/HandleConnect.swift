@@ -29,7 +29,13 @@ extension Shard {
         case .ready(let session, let present):
             session.persistent = !c.cleanSession
             session.will = c.will
+            session.connectedAtMs = wallMillis()
             slab[Int(slot)].session = session
+            if let redis {
+                redis.present(c.clientID, since: session.connectedAtMs)
+                redis.event("connect", device: c.clientID, [("clean", c.cleanSession ? "1" : "0"),
+                                                            ("keepalive", String(c.keepAlive))])
+            }
             slab[Int(slot)].state = .connected
             counters.add(.connectsAccepted)
             counters.add(.clientsConnected)

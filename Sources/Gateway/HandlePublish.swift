@@ -15,28 +15,74 @@ extension Shard {
             counters.add(.publishDenied)
             logger.info("PUBLISH denied: \(why)", metadata: ["client": "\(session.clientID)", "topic": "\(p.topic)"])
         } else {
-            dispatch(Message(topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain))
+            let m = Message(topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain)
+            dispatch(m)
+            if let redis {
+                // Stored before acked: a QoS 1/2 acknowledgement waits for Redis (redisReplied).
+                if p.qos == .atMostOnce {
+                    if redis.canAccept { redis.xadd(m, device: session.clientID, expect: .bookkeeping) }
+                    else { counters.add(.uplinkDropped) }   // qos0_overload = "drop"
+                } else {
+                    redis.xadd(m, device: session.clientID, expect: .uplink(
+                        slot: slot, generation: slab[Int(slot)].generation, packetID: p.packetID, qos: p.qos))
+                }
+                return
+            }
         }
-        switch p.qos {
+        acknowledge(slot, p.packetID, p.qos)
+    }
+
+    /// PUBACK, or PUBREC (remembering the id until PUBREL) once the message is stored.
+    func acknowledge(_ slot: UInt32, _ packetID: UInt16, _ qos: QoS) {
+        switch qos {
         case .atMostOnce: break
-        case .atLeastOnce: send(slot, .puback(p.packetID))
+        case .atLeastOnce: send(slot, .puback(packetID))
         case .exactlyOnce:
-            session.awaitingRelease.append(p.packetID)
-            send(slot, .pubrec(p.packetID))
+            slab[Int(slot)].session?.awaitingRelease.append(packetID)
+            send(slot, .pubrec(packetID))
         }
     }
 
     /// The one place an accepted message is handed on: retained store, then every
     /// matching subscriber (this shard now, other shards at the end of the turn).
-    func dispatch(_ m: Message) {
+    /// With a `target` client id (a downlink command) it also says what became of
+    /// the message for that client.
+    @discardableResult
+    func dispatch(_ m: Message, target: String? = nil) -> DownlinkOutcome? {
         if m.retain && config.mqtt.retainAvailable { broker.retain(m) }
-        broker.route(m, into: &remote)
+        let outcome = broker.route(m, into: &remote, target: target)
         if !remote[index].isEmpty {
             let mine = remote[index]
             remote[index].removeAll(keepingCapacity: true)
             for d in mine where isCurrent(d.slot, d.generation) {
                 deliver(d.slot, d.message, qos: d.qos, retain: d.retain)
             }
+        }
+        return outcome
+    }
+
+    /// A reply from Redis to something this shard sent.
+    func redisReplied(_ e: RedisExpectation, _ r: RedisReply) {
+        switch e {
+        case .uplink(let slot, let generation, let packetID, let qos):
+            guard !r.isError else {
+                counters.add(.redisErrors)
+                logger.error("redis refused an uplink XADD: \(r.text)")
+                // Not stored, so never acknowledged: the pile resends after reconnecting.
+                if isCurrent(slot, generation) { close(slot, .storeFailed) }
+                return
+            }
+            counters.add(.uplinkStored)
+            if isCurrent(slot, generation) && slab[Int(slot)].state == .connected {
+                acknowledge(slot, packetID, qos)
+            }
+        case .bookkeeping:
+            if r.isError {
+                counters.add(.redisErrors)
+                logger.warning("redis error: \(r.text)")
+            }
+        case .downlink(let step):
+            downlinkReplied(step, r)
         }
     }
 }

@@ -22,6 +22,9 @@ final class RedisConnection<Expectation> {
     private let address: SocketAddress
     private let handshake: [[String]]
     private let connectTimeoutMs: UInt64
+    /// Re-send unanswered commands after a reconnect (uplink). A reader that restarts
+    /// its own sequence on reconnect (downlink) turns this off.
+    private let resendOnReconnect: Bool
     private var logger: Logger
     private let ring: Ring
     private(set) var state = State.down
@@ -50,7 +53,8 @@ final class RedisConnection<Expectation> {
     var onState: (State) -> Void = { _ in }
 
     init(id: UInt32, name: String, address: SocketAddress, handshake: [[String]], connectTimeoutMs: UInt64,
-         ring: Ring, logger: Logger) {
+         resendOnReconnect: Bool = true, ring: Ring, logger: Logger) {
+        self.resendOnReconnect = resendOnReconnect
         self.id = id
         self.name = name
         self.address = address
@@ -243,6 +247,10 @@ final class RedisConnection<Expectation> {
         sending = false
         state = .down
         sent = acked
+        if !resendOnReconnect {
+            journal.clear(); acked = 0; sent = 0
+            expectations.removeAll(); lengths.removeAll(); head = 0
+        }
         redisReaderFree(reader)
         reader = redisReaderCreate()
         nextAttempt = nowMs + backoffMs

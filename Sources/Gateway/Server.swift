@@ -29,6 +29,18 @@ public final class Server {
         guard let address = SocketAddress(config.listener.bind) else {
             throw Config.Invalid(description: "listener.bind \"\(config.listener.bind)\" is not HOST:PORT")
         }
+        var embedded: EmbeddedRedis?
+        var redisAddress: SocketAddress?
+        if config.redis.enabled {
+            if config.redis.address.isEmpty {
+                embedded = try EmbeddedRedis(binary: config.redis.embeddedServer, logger: logger)
+                redisAddress = embedded?.address
+            } else {
+                redisAddress = SocketAddress(config.redis.address)
+            }
+        }
+        defer { embedded?.stop() }
+
         // Signals go to sigwait below, not to whichever thread the kernel picks.
         var signals = sigset_t()
         sigemptyset(&signals)
@@ -44,7 +56,8 @@ public final class Server {
         let broker = Broker(limits: config.mqtt, inboxes: inboxes, counters: counters[shards])
         broker.reserve(clients: config.server.maxConnections)
         let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
-                                   listenFD: listenFD, fileTableSize: tableSize, live: LiveCount(),
+                                   listenFD: listenFD, redisAddress: redisAddress, fileTableSize: tableSize,
+                                   live: LiveCount(),
                                    occupancy: (0..<shards).map { _ in LiveCount() },
                                    primaryShards: min(shards, cores), startedAt: monotonicMillis())
         let ready = Inbox<Int>()   // each shard reports its setup result here (0 = ok)

@@ -41,6 +41,8 @@ final class Session: @unchecked Sendable {
     var persistent: Bool
     /// The live connection's will (3.1.2.5); cleared when that connection ends.
     var will: Will?
+    /// Wall-clock ms of the live connection's CONNACK (the presence entry's "since").
+    var connectedAtMs: UInt64 = 0
     var subscriptions: [TopicRequest] = []
     var inflight: [Outgoing] = []
     /// Inbound QoS 2 packet ids received but not yet released (PUBREL), so a resent

@@ -38,6 +38,8 @@ struct ShardContext: Sendable {
     let inboxes: [Inbox<ShardMessage>]
     let counters: [Counters]
     let listenFD: Int32
+    /// Redis for the bridge (nil: bridge off).
+    let redisAddress: SocketAddress?
     let fileTableSize: Int
     /// Live connections over all shards, for the max_connections limit.
     let live: LiveCount
@@ -66,6 +68,12 @@ final class Shard {
     let ring: Ring
     let buffers: BufferRing
     var wheel: TimingWheel
+    /// The Redis bridge (nil when `[redis] enabled = false`), and on shard 0 the
+    /// downlink command reader.
+    var redis: RedisBridge?
+    var downlink: Downlink?
+    /// Connections paused by backpressure, resumed when the bridge has room again.
+    private var paused: [(slot: UInt32, generation: UInt32)] = []
     var slab: [Connection] = []
     /// CONNECTs waiting for the previous holder of their client id to leave.
     var waitingConnects: [UInt32: Connect] = [:]
@@ -88,6 +96,7 @@ final class Shard {
     private var expired: [TimingWheel.Entry] = []
     private var timeout = __kernel_timespec(tv_sec: 0, tv_nsec: Int64(Shard.tickMillis) * 1_000_000)
     private var nextSys: UInt64 = 0
+    private var stopDeadline: UInt64 = 0
     static let tickMillis: UInt64 = 100
     static let recvGroup: UInt16 = 1
 
@@ -105,6 +114,11 @@ final class Shard {
                                  size: config.server.recvBufferSize)
         wheel = TimingWheel(buckets: 4096, startTick: (monotonicMillis() - context.startedAt) / Shard.tickMillis)
         remote = Array(repeating: [], count: context.inboxes.count)
+        if let address = context.redisAddress {
+            let bridge = RedisBridge(config: config, address: address, shard: index, ring: ring, logger: self.logger)
+            redis = bridge
+            if index == 0 { downlink = Downlink(config: config, address: address, ring: ring, logger: self.logger) }
+        }
         // Never regrown (a copy of every connection) and untouched pages cost no RSS.
         slab.reserveCapacity(context.fileTableSize)
         freeFiles = (0..<UInt32(context.fileTableSize)).reversed()
@@ -118,15 +132,27 @@ final class Shard {
 
     func run() {
         acceptsEnabled = wantsConnections
+        redis?.connection.onReply = { [unowned self] e, r in self.redisReplied(e, r) }
+        downlink?.connection.onReply = { [unowned self] e, r in self.redisReplied(e, r) }
+        downlink?.connection.onState = { [unowned self] s in if s == .up { self.downlink?.start() } }
+        redis?.connection.tick(nowMs: monotonicMillis())
+        downlink?.connection.tick(nowMs: monotonicMillis())
         armAccepts()
         armInbox()
         ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
-        while !(stopping && openSlots == 0) {
+        while !(stopping && openSlots == 0 && redisSettled) {
             ring.submitAndWait(1)
             _ = ring.drainCompletions { c in self.complete(c) }
             endTurn()
         }
         logger.debug("shard stopped")
+    }
+
+    /// At shutdown: what this shard sent Redis (last XADDs, disconnect events) has
+    /// been answered, or Redis is away, or we have waited long enough.
+    private var redisSettled: Bool {
+        guard let r = redis?.connection, r.state == .up, r.unanswered > 0 else { return true }
+        return monotonicMillis() > stopDeadline
     }
 
     private func complete(_ c: Completion) {
@@ -142,6 +168,9 @@ final class Shard {
             }
         case Op.timer: onTimer()
         case Op.inbox: onInbox(c)
+        case Op.redisConnect, Op.redisSend, Op.redisRecv:
+            let conn = tag.slot == 0 ? redis?.connection : downlink?.connection
+            conn?.complete(op: tag.op, generation: tag.generation, res: c.res, nowMs: monotonicMillis())
         default: logger.error("completion with unknown op \(tag.op)")
         }
     }
@@ -155,7 +184,8 @@ final class Shard {
     }
 
     private func endTurn() {
-        for slot in rearm where slab[Int(slot)].isOpen && !slab[Int(slot)].recvArmed {
+        if !paused.isEmpty && redis?.canResume == true { resumePaused() }
+        for slot in rearm where slab[Int(slot)].isOpen && !slab[Int(slot)].recvArmed && !slab[Int(slot)].paused {
             armRecv(slot)
         }
         rearm.removeAll(keepingCapacity: true)
@@ -166,6 +196,8 @@ final class Shard {
             }
         }
         dirty.removeAll(keepingCapacity: true)
+        redis?.connection.flush()
+        downlink?.connection.flush()
         buffers.publish()
         for s in remote.indices where !remote[s].isEmpty {
             ctx.inboxes[s].post(contentsOf: remote[s].lazy.map { ShardMessage.deliver($0) })
@@ -290,13 +322,18 @@ final class Shard {
     /// Feed received bytes to the decoder. A packet that straddles buffers is the
     /// only thing copied, into the connection's reassembly buffer.
     private func received(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
-        if slab[Int(slot)].state == .awaitingTakeover || !slab[Int(slot)].inbound.isEmpty {
+        let waiting = slab[Int(slot)].state == .awaitingTakeover || slab[Int(slot)].paused
+        if waiting || !slab[Int(slot)].inbound.isEmpty {
             slab[Int(slot)].inbound.append(bytes)
-            if slab[Int(slot)].inbound.count > config.mqtt.maxPacketSize + config.server.recvBufferSize {
-                protocolViolation(slot, "too many bytes before CONNACK")
+            if waiting {
+                // Only what was in flight before the recv was cancelled (or before
+                // CONNACK) lands here: a few buffers at most.
+                if slab[Int(slot)].inbound.count > config.mqtt.maxPacketSize + 4 * config.server.recvBufferSize {
+                    protocolViolation(slot, "too many bytes while not being read")
+                }
                 return
             }
-            if slab[Int(slot)].state != .awaitingTakeover { drainInbound(slot) }
+            drainInbound(slot)
             return
         }
         let used = consume(slot, bytes)
@@ -326,6 +363,10 @@ final class Shard {
             switch Decoder.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...]),
                                   maxPacketSize: config.mqtt.maxPacketSize) {
             case .packet(let packet, let n):
+                if case .publish(let p) = packet, state == .connected, mustWaitForRedis(p) {
+                    pause(slot)
+                    return offset   // this PUBLISH is read again on resume
+                }
                 offset += n
                 counters.add(.packetsIn)
                 slab[Int(slot)].lastSeen = nowTick32
@@ -443,7 +484,18 @@ final class Shard {
             counters.subtract(.clientsConnected)
             if reason.publishesWill, let will = session.will {
                 counters.add(.willsPublished)
-                dispatch(Message(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain))
+                let m = Message(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain)
+                dispatch(m)
+                if let redis {
+                    redis.xadd(m, device: session.clientID, expect: .bookkeeping)
+                    redis.event("will", device: session.clientID, [("topic", will.topic)])
+                }
+            }
+            if let redis {
+                redis.absent(session.clientID, since: session.connectedAtMs)
+                if !redis.event("disconnect", device: session.clientID, [("reason", reason.eventReason)]) {
+                    counters.add(.bookkeepingDropped)
+                }
             }
             session.will = nil
             broker.detach(session, owner: owner)
@@ -528,10 +580,11 @@ final class Shard {
         wheel.advance(to: now, expired: &expired)
         for e in expired { deadline(e) }
         expired.removeAll(keepingCapacity: true)
-        if !stopping {
-            ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
-            if index >= ctx.primaryShards { reviewAccepting() }
-        }
+        ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
+        if !stopping && index >= ctx.primaryShards { reviewAccepting() }
+        let ms = monotonicMillis()
+        redis?.connection.tick(nowMs: ms)
+        downlink?.connection.tick(nowMs: ms)
         if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
             nextSys = now + ticks(seconds: config.server.sysInterval)
             publishSysStats()
@@ -554,7 +607,9 @@ final class Shard {
             guard ka > 0 else { return }
             // 1.5 x keepalive without any packet (3.1.2.10)
             let due = keepaliveDue(s)
-            if wheel.now >= due {
+            if slab[s].paused {
+                schedule(e.slot, at: wheel.now + UInt64(ka) * 1000 / Shard.tickMillis)   // not the pile's fault
+            } else if wheel.now >= due {
                 counters.add(.keepaliveExpiries)
                 close(e.slot, .keepalive)
             } else {
@@ -597,6 +652,7 @@ final class Shard {
             }
         case .shutdown:
             stopping = true
+            stopDeadline = monotonicMillis() + 5000
             ring.cancelAll(fd: ctx.listenFD, tag: Tag(op: Op.cancel, slot: UInt32.max, generation: 0).raw)
             for i in slab.indices where slab[i].isOpen { close(UInt32(i), .shutdown) }
         }
@@ -607,6 +663,38 @@ final class Shard {
         // lastSeen is the low 32 bits of a tick at most 1.5 x 65535 s old: rebuild it.
         let last = wheel.now - UInt64(nowTick32 &- slab[s].lastSeen)
         return last + UInt64(slab[s].keepAlive) * 1500 / Shard.tickMillis
+    }
+
+    // MARK: Backpressure
+
+    /// Must this PUBLISH wait because the Redis pipeline is full or Redis is away?
+    private func mustWaitForRedis(_ p: Publish) -> Bool {
+        guard let redis, !redis.canAccept else { return false }
+        return !(p.qos == .atMostOnce && config.redis.qos0Overload == "drop")
+    }
+
+    /// Stop reading this connection: TCP pushes back to the pile, nothing is lost,
+    /// QoS 1/2 stay unacknowledged.
+    private func pause(_ slot: UInt32) {
+        guard !slab[Int(slot)].paused else { return }
+        slab[Int(slot)].paused = true
+        paused.append((slot, slab[Int(slot)].generation))
+        counters.add(.backpressurePauses)
+        if slab[Int(slot)].recvArmed {
+            ring.cancel(tag: tag(Op.recv, slot), tag: tag(Op.cancel, slot))
+            slab[Int(slot)].pendingOps += 1
+        }
+    }
+
+    private func resumePaused() {
+        let list = paused
+        paused.removeAll(keepingCapacity: true)
+        for (slot, gen) in list where isCurrent(slot, gen) && slab[Int(slot)].paused && slab[Int(slot)].isOpen {
+            slab[Int(slot)].paused = false
+            slab[Int(slot)].lastSeen = nowTick32   // we were not reading: not the pile's silence
+            drainInbound(slot)
+            if slab[Int(slot)].isOpen && !slab[Int(slot)].paused && !slab[Int(slot)].recvArmed { rearm.append(slot) }
+        }
     }
 
     func isCurrent(_ slot: UInt32, _ generation: UInt32) -> Bool {

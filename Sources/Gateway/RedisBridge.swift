@@ -1,0 +1,135 @@
+import Glibc
+import Logging
+import MQTTCodec
+import PileLoop
+
+/// What a Redis reply means to the shard that sent the command.
+enum RedisExpectation {
+    /// An uplink XADD of a QoS 1/2 PUBLISH: acknowledge the pile once stored.
+    case uplink(slot: UInt32, generation: UInt32, packetID: UInt16, qos: QoS)
+    /// Events, presence, QoS 0 XADDs, XACKs: only an error matters.
+    case bookkeeping
+    case downlink(Downlink.Step)
+}
+
+/// One shard's side of the Redis contract (DESIGN.md, "Data flows"): uplink XADDs
+/// with their acknowledgements held until Redis confirms, the presence hash, the
+/// events stream. The connection underneath is pipelined and flushed per turn.
+final class RedisBridge {
+    let connection: RedisConnection<RedisExpectation>
+    let router: Router
+    private let config: Config.Redis
+    private let node: String
+    private let shard: Int
+    private let bootMs = wallMillis()
+    private var sequence: UInt64 = 0
+    private let maxlen: String
+
+    init(config: Config, address: SocketAddress, shard: Int, ring: Ring, logger: Logger) {
+        self.config = config.redis
+        node = config.server.node
+        self.shard = shard
+        maxlen = String(config.redis.streamMaxlen)
+        router = Router(routes: config.routes, defaultStream: config.redis.defaultStream)
+        var handshake: [[String]] = []
+        if !config.redis.password.isEmpty {
+            handshake.append(config.redis.username.isEmpty ? ["AUTH", config.redis.password]
+                                                           : ["AUTH", config.redis.username, config.redis.password])
+        }
+        if config.redis.database != 0 { handshake.append(["SELECT", String(config.redis.database)]) }
+        handshake.append(["CLIENT", "SETNAME", "pilegate-\(node)-\(shard)"])
+        connection = RedisConnection(id: 0, name: "uplink", address: address, handshake: handshake,
+                                     connectTimeoutMs: UInt64(config.redis.connectTimeoutMs), ring: ring, logger: logger)
+    }
+
+    /// Room for another uplink XADD now.
+    var canAccept: Bool { connection.state == .up && connection.unanswered < config.maxInflight }
+    /// Room enough to resume paused piles (half the bound: no flapping at the edge).
+    var canResume: Bool { connection.state == .up && connection.unanswered < config.maxInflight / 2 }
+    /// Bookkeeping beyond this many unanswered commands is dropped (and counted):
+    /// while Redis is away, events must not grow memory without bound.
+    private var bookkeepingFull: Bool { connection.unanswered >= 2 * config.maxInflight }
+
+    /// XADD stream MAXLEN ~ N * device .. topic .. qos .. ts .. node .. msgid .. payload ..
+    func xadd(_ m: Message, device: String, expect: RedisExpectation) {
+        let stream = router.stream(topic: m.topic, payload: m.payload)
+        sequence &+= 1
+        let msgid = "\(node)-\(bootMs)-\(shard)-\(sequence)"
+        let ts = String(wallMillis())
+        connection.enqueue(expect) { b in
+            b.respArray(20)
+            b.respBulk("XADD"); b.respBulk(stream); b.respBulk("MAXLEN"); b.respBulk("~"); b.respBulk(maxlen); b.respBulk("*")
+            b.respBulk("device"); b.respBulk(device)
+            b.respBulk("topic"); b.respBulk(m.topic)
+            b.respBulk("qos"); b.respBulk(String(m.qos.rawValue))
+            b.respBulk("ts"); b.respBulk(ts)
+            b.respBulk("node"); b.respBulk(node)
+            b.respBulk("msgid"); b.respBulk(msgid)
+            b.respBulk("payload"); b.respBulk(m.payload)
+        }
+    }
+
+    /// An event on the events stream; false if dropped (Redis away too long).
+    @discardableResult
+    func event(_ type: String, device: String, _ fields: [(String, String)] = []) -> Bool {
+        guard !bookkeepingFull else { return false }
+        let args = ["XADD", config.eventsStream, "MAXLEN", "~", maxlen, "*", "type", type, "device", device,
+                    "node", node, "ts", String(wallMillis())] + fields.flatMap { [$0.0, $0.1] }
+        connection.enqueue(.bookkeeping) { $0.respCommand(args) }
+        return true
+    }
+
+    /// presence[device] = "node|since": where the pile is and since when.
+    func present(_ device: String, since: UInt64) {
+        guard !bookkeepingFull else { return }
+        connection.enqueue(.bookkeeping) { $0.respCommand(["HSET", config.presenceKey, device, "\(node)|\(since)"]) }
+    }
+
+    /// Remove presence only if it is still this connection's: after a takeover by
+    /// another node the entry is theirs.
+    func absent(_ device: String, since: UInt64) {
+        guard !bookkeepingFull else { return }
+        connection.enqueue(.bookkeeping) {
+            $0.respCommand(["EVAL", RedisBridge.deleteIfOwned, "1", config.presenceKey, device, "\(node)|\(since)"])
+        }
+    }
+
+    private static let deleteIfOwned =
+        "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
+
+    /// XACK a downlink entry and report what became of it.
+    func downlinkDone(key: String, id: String, device: String, outcome: DownlinkOutcome) {
+        connection.enqueue(.bookkeeping) { $0.respCommand(["XACK", key, config.group, id]) }
+        connection.enqueue(.bookkeeping) {
+            $0.respCommand(["XADD", config.outcomeStream, "MAXLEN", "~", maxlen, "*", "id", id, "device", device,
+                            "outcome", outcome.rawValue, "node", node, "ts", String(wallMillis())])
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (stream entry `ts` fields).
+func wallMillis() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+}
+
+extension CloseReason {
+    /// The reason field of a disconnect event.
+    var eventReason: String {
+        switch self {
+        case .clientDisconnect: "client"
+        case .peerClosed: "connection_closed"
+        case .keepalive: "keepalive"
+        case .connectTimeout: "connect_timeout"
+        case .malformed: "malformed_packet"
+        case .protocolError: "protocol_error"
+        case .refused: "refused"
+        case .takeover: "takeover"
+        case .overLimit: "over_limit"
+        case .ioError: "socket_error"
+        case .storeFailed: "store_failed"
+        case .shutdown: "shutdown"
+        }
+    }
+}

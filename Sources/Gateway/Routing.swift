@@ -1,0 +1,99 @@
+import MQTTCodec
+
+/// Picks the Redis stream for an uplink message: the first `[[route]]` whose
+/// filter matches the topic and, if it names a JSON key, whose payload has that
+/// top-level key with that string value; else the default stream.
+struct Router {
+    private struct Rule {
+        var filter: String
+        var key: [UInt8]?
+        var value: [UInt8]?
+        var stream: String
+    }
+
+    private let rules: [Rule]
+    let defaultStream: String
+
+    init(routes: [Config.Route], defaultStream: String) {
+        rules = routes.map { Rule(filter: $0.filter, key: $0.jsonKey.map { Array($0.utf8) },
+                                  value: $0.jsonValue.map { Array($0.utf8) }, stream: $0.stream) }
+        self.defaultStream = defaultStream
+    }
+
+    func stream(topic: String, payload: [UInt8]) -> String {
+        for r in rules where Topic.matches(filter: r.filter, topic: topic) {
+            guard let key = r.key, let value = r.value else { return r.stream }
+            let hit = payload.withUnsafeBytes { p in
+                JSONScan.topLevelString(p, key: key).map { $0.elementsEqual(value) } ?? false
+            }
+            if hit { return r.stream }
+        }
+        return defaultStream
+    }
+}
+
+/// Just enough JSON to read one top-level string: piles send UTF-8 JSON objects,
+/// some malformed (duplicate keys, garbage bytes inside strings), and the payload
+/// itself is carried untouched whatever this finds.
+enum JSONScan {
+    /// The raw bytes (escapes not decoded) of the first top-level member `key` whose
+    /// value is a string; nil if there is none or the text is not an object.
+    static func topLevelString(_ b: UnsafeRawBufferPointer, key: [UInt8]) -> UnsafeRawBufferPointer? {
+        var i = 0
+        func ws() { while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 } }
+        /// A string starting at b[i] == '"': its content range, i past the closing quote.
+        func string() -> Range<Int>? {
+            guard i < b.count, b[i] == UInt8(ascii: "\"") else { return nil }
+            i += 1
+            let start = i
+            while i < b.count {
+                if b[i] == UInt8(ascii: "\\") { i += 2; continue }
+                if b[i] == UInt8(ascii: "\"") { i += 1; return start..<(i - 1) }
+                i += 1
+            }
+            return nil
+        }
+        /// Skip any value; false if it runs off the end.
+        func skipValue() -> Bool {
+            if i < b.count, b[i] == UInt8(ascii: "\"") { return string() != nil }
+            var depth = 0
+            while i < b.count {
+                switch b[i] {
+                case UInt8(ascii: "\""): if string() == nil { return false }; continue
+                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    if depth == 0 { return true }
+                    depth -= 1
+                case UInt8(ascii: ","): if depth == 0 { return true }
+                default: break
+                }
+                i += 1
+            }
+            return depth == 0
+        }
+        ws()
+        guard i < b.count, b[i] == UInt8(ascii: "{") else { return nil }
+        i += 1
+        while true {
+            ws()
+            guard let k = string() else { return nil }
+            ws()
+            guard i < b.count, b[i] == UInt8(ascii: ":") else { return nil }
+            i += 1
+            ws()
+            let isString = i < b.count && b[i] == UInt8(ascii: "\"")
+            if isString {
+                guard let v = string() else { return nil }
+                if UnsafeRawBufferPointer(rebasing: b[k]).elementsEqual(key) {
+                    return UnsafeRawBufferPointer(rebasing: b[v])
+                }
+            } else if !skipValue() {
+                return nil
+            }
+            ws()
+            guard i < b.count else { return nil }
+            if b[i] == UInt8(ascii: ",") { i += 1; continue }
+            return nil   // "}" (key not found) or garbage
+        }
+    }
+}
