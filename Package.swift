@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "PileLoopTests", dependencies: ["PileLoop"]),
         .testTarget(
             name: "GatewayTests",
-            dependencies: ["Gateway", "MQTTCodec", "pilegate"],
+            dependencies: ["Gateway", "MQTTCodec", "CHiredis", "pilegate"],
             resources: [.copy("interop")]
         ),
     ]

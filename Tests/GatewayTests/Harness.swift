@@ -21,6 +21,7 @@ final class Gateway {
         configPath = NSTemporaryDirectory() + "pilegate-test-\(UUID().uuidString).toml"
         let base = """
         [server]
+        node = "test-node"
         shards = 4
         sys_interval = 1
         [log]
@@ -61,6 +62,13 @@ final class Gateway {
     deinit { if process.isRunning { stop() } }
 
     var logText: String { log.text }
+
+    /// Resident memory of the gateway process, KiB.
+    var rssKiB: Int {
+        let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+    }
 
     @discardableResult
     func waitForLog(_ needle: String, timeout: TimeInterval = 5) -> String? { log.waitFor(needle, timeout: timeout) }
@@ -198,6 +206,11 @@ final class RawClient {
 
     func send(_ p: Packet) { send(Encoder.encode(p)) }
 
+    /// Send without blocking; returns the bytes the kernel took (0 when its buffers are full).
+    func sendNonBlocking(_ bytes: [UInt8]) -> Int {
+        max(0, bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) })
+    }
+
     /// Next packet, or nil when the server closed the connection (or on timeout,
     /// which `closed` tells apart).
     func receive() -> Packet? {
@@ -215,6 +228,16 @@ final class RawClient {
     }
 
     private(set) var lastReadWasEOF = false
+
+    /// Next packet within `timeout` seconds, or nil.
+    func receive(timeout: Double) -> Packet? {
+        var old = timeval(), len = socklen_t(MemoryLayout<timeval>.size)
+        getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &old, &len)
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, len)
+        defer { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &old, len) }
+        return receive()
+    }
 
     /// True once the server has closed the socket (reads EOF within the timeout).
     func waitClosed() -> Bool {

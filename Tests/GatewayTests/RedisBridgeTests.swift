@@ -1,0 +1,225 @@
+import Foundation
+import MQTTCodec
+import XCTest
+
+/// The Redis contract (DESIGN.md, "Data flows") against a real redis-server.
+final class RedisBridgeTests: XCTestCase {
+    var redis: RedisServer!
+    var gw: Gateway?
+
+    override func setUpWithError() throws { redis = try RedisServer() }
+
+    override func tearDown() {
+        if let gw { XCTAssertEqual(gw.stop(), 0, "clean exit on SIGTERM") }
+        redis = nil
+    }
+
+    func startGateway(_ extra: String = "") throws -> Gateway {
+        let g = try Gateway(config: """
+        [redis]
+        address = "\(redis.address)"
+        max_inflight = 50
+        \(extra)
+        """)
+        gw = g
+        XCTAssertNotNil(g.waitForLog("connected to redis"), g.logText)
+        return g
+    }
+
+    func connected(_ g: Gateway, _ id: String, keepAlive: UInt16 = 30) throws -> RawClient {
+        let c = try RawClient(port: g.port)
+        XCTAssertEqual(c.connect(Connect(keepAlive: keepAlive, clientID: id))?.returnCode, .accepted)
+        return c
+    }
+
+    /// Payload i: run-data JSON with bytes that are not UTF-8, carried exactly.
+    func payload(_ i: Int) -> [UInt8] {
+        Array(#"{"命令":"运行数据","reqid":\#(i),"VIN":""#.utf8) + [0xC3, 0x28, 0xFF, UInt8(i & 0xFF)] + Array(#""}"#.utf8)
+    }
+
+    func testEachAcknowledgedQoS1PublishIsOneByteExactStreamEntry() throws {
+        let g = try startGateway()
+        let pile = try connected(g, "AAAAAJQX")
+        let n = 300
+        for i in 1...n {
+            pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAJQX/msg", payload: payload(i), qos: .atLeastOnce, packetID: UInt16(i))))
+        }
+        var acked = Set<UInt16>()
+        while acked.count < n, case .puback(let id) = pile.receive() { acked.insert(id) }
+        XCTAssertEqual(acked.count, n, "every QoS 1 PUBLISH acknowledged")
+        let entries = try redis.entries("pilegate:up")
+        XCTAssertEqual(entries.count, n, "exactly N entries")
+        XCTAssertEqual(Set(entries.map { $0.fields["payload"]! }), Set((1...n).map(payload)), "payloads byte-exact")
+        let e = entries[0].fields
+        XCTAssertEqual(e["device"], Array("AAAAAJQX".utf8))
+        XCTAssertEqual(e["topic"], Array("/xjdy/ops/v1/TCU/AAAAAJQX/msg".utf8))
+        XCTAssertEqual(e["qos"], Array("1".utf8))
+        XCTAssertEqual(e["node"], Array("test-node".utf8))
+        XCTAssertNotNil(e["ts"].flatMap { UInt64(String(decoding: $0, as: UTF8.self)) })
+        XCTAssertEqual(Set(entries.compactMap { $0.fields["msgid"] }).count, n, "msgid unique per message")
+    }
+
+    func testRoutingRulesPickTheStream() throws {
+        let g = try startGateway("""
+        [[route]]
+        filter = "/xjdy/ops/v1/TCU/+/msg"
+        json_key = "命令"
+        json_value = "交易记录"
+        stream = "pilegate:up:trade"
+        [[route]]
+        filter = "/xjdy/ops/v1/TCU/+/msg"
+        json_key = "命令"
+        json_value = "启动失败原因"
+        stream = "pilegate:up:bootfail"
+        """)
+        let pile = try connected(g, "AAAAALFW")
+        let msgs = [#"{"命令":"交易记录","交易流水号":"1"}"#, #"{"命令":"启动失败原因"}"#, #"{"命令":"运行数据"}"#, "not json"]
+        for (i, m) in msgs.enumerated() {
+            pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAALFW/msg", payload: Array(m.utf8), qos: .atLeastOnce, packetID: UInt16(i + 1))))
+            XCTAssertEqual(pile.receive(), .puback(UInt16(i + 1)))
+        }
+        XCTAssertEqual(try redis.entries("pilegate:up:trade").map { $0.fields["payload"]! }, [Array(msgs[0].utf8)])
+        XCTAssertEqual(try redis.entries("pilegate:up:bootfail").map { $0.fields["payload"]! }, [Array(msgs[1].utf8)])
+        XCTAssertEqual(try redis.entries("pilegate:up").map { $0.fields["payload"]! }, [Array(msgs[2].utf8), Array(msgs[3].utf8)])
+    }
+
+    func testRedisOutageLosesNothingAcknowledgedAndHoldsMemory() throws {
+        let g = try startGateway()
+        let pile = try connected(g, "AAAAAOUT")
+        var id: UInt16 = 0
+        func publish(_ tag: String) -> [UInt8] {
+            id &+= 1; if id == 0 { id = 1 }
+            return Encoder.encode(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAOUT/msg",
+                                                   payload: Array("\(tag)-\(id)".utf8) + Array(repeating: 0x20, count: 200),
+                                                   qos: .atLeastOnce, packetID: id)))
+        }
+        // 1. Healthy: 100 acknowledged.
+        for _ in 0..<100 { pile.send(publish("before")) }
+        var acked = 0
+        while acked < 100, case .puback = pile.receive() { acked += 1 }
+        XCTAssertEqual(acked, 100)
+
+        // 2. Redis frozen: the pile pushes as much as TCP takes; nothing is acknowledged,
+        //    the gateway stops reading (max_inflight 50) and its memory stays flat.
+        let rss0 = g.rssKiB
+        redis.signal(SIGSTOP)
+        var offered = 0, bytes = 0
+        var tail: [UInt8] = []   // the rest of a packet the kernel took only part of
+        while offered < 20_000 {
+            let b = publish("during")
+            let n = pile.sendNonBlocking(b)
+            if n == 0 { id &-= 1; break }
+            offered += 1; bytes += n
+            if n < b.count { tail = Array(b[n...]); break }
+        }
+        let blocked = Gateway.readUntilQuiet(pile, seconds: 1.5)
+        XCTAssertEqual(blocked, 0, "no PUBACK while Redis cannot store")
+        XCTAssertGreaterThan(offered, 1000, "TCP took a good amount before pushing back")
+        let grew = g.rssKiB - rss0
+        print("outage: the pile offered \(offered) messages (\(bytes) bytes) while Redis was stopped; gateway RSS grew \(grew) KiB")
+        XCTAssertLessThan(grew, 8 * 1024, "gateway RSS grew \(grew) KiB while \(bytes) bytes were offered")
+        XCTAssertGreaterThanOrEqual(try g.waitForCounter("backpressurePauses", atLeast: 1), 1, "reading was paused")
+
+        // 3. Redis dies and comes back from its AOF; the gateway reconnects, re-sends
+        //    what was never answered, and everything offered gets acknowledged.
+        redis.killHard()
+        try redis.start()
+        pile.send(tail)
+        var ackedAfter = 0
+        let deadline = Date().addingTimeInterval(30)
+        while ackedAfter < offered && Date() < deadline {
+            if case .puback = pile.receive() { ackedAfter += 1 }
+        }
+        XCTAssertEqual(ackedAfter, offered, "all offered messages acknowledged after recovery")
+        let stored = Set(try redis.entries("pilegate:up").map { String(decoding: $0.fields["payload"]!.prefix(while: { $0 != 0x20 }), as: UTF8.self) })
+        XCTAssertEqual(stored.filter { $0.hasPrefix("before-") }.count, 100)
+        XCTAssertEqual(stored.filter { $0.hasPrefix("during-") }.count, offered, "every acknowledged message is in the stream")
+
+        // 4. Throughput is back.
+        for _ in 0..<100 { pile.send(publish("after")) }
+        var after = 0
+        while after < 100, case .puback = pile.receive() { after += 1 }
+        XCTAssertEqual(after, 100)
+    }
+
+    func testDownlinkDeliveryAndOutcomes() throws {
+        let g = try startGateway()
+        let sub = try Background("mosquitto_sub", ["-h", "127.0.0.1", "-p", "\(g.port)", "-i", "AAAAAAAB",
+                                                   "-t", "/xjdy/ops/v1/TCU/AAAAAAAB/cmd", "-q", "1", "-C", "1", "-W", "10"])
+        XCTAssertNotNil(g.waitSubscribed("/xjdy/ops/v1/TCU/AAAAAAAB/cmd"))
+        let quiet = try connected(g, "AAAAAAAC")   // connected, subscribed to nothing
+        let key = "pilegate:down:test-node"
+        let cmd = #"{"命令":"日志召唤","reqid":234,"文件名":"BillingGun1.0.log"}"#
+        let a = try redis.command(["XADD", key, "*", "device", "AAAAAAAB", "payload", cmd, "qos", "1"]).text!
+        let b = try redis.command(["XADD", key, "*", "device", "AAAAAAAZ", "payload", "{}"]).text!
+        let c = try redis.command(["XADD", key, "*", "device", "AAAAAAAC", "payload", "{}"]).text!
+        XCTAssertEqual(sub.finish().trimmingCharacters(in: .whitespacesAndNewlines), cmd, "the pile got its command")
+        var outcomes: [String: String] = [:]
+        XCTAssertTrue(try redis.waitUntil {
+            outcomes = Dictionary(try redis.entries("pilegate:down:outcome").map {
+                (String(decoding: $0.fields["id"]!, as: UTF8.self), String(decoding: $0.fields["outcome"]!, as: UTF8.self))
+            }, uniquingKeysWith: { x, _ in x })
+            return outcomes.count == 3
+        })
+        XCTAssertEqual(outcomes[a], "delivered")
+        XCTAssertEqual(outcomes[b], "offline")
+        XCTAssertEqual(outcomes[c], "not_subscribed")
+        XCTAssertEqual(try redis.command(["XPENDING", key, "pilegate"]).items.first?.int, 0, "every entry XACKed")
+        _ = quiet
+    }
+
+    func testPendingDownlinkEntriesAreClaimedOnStart() throws {
+        // A previous run read an entry and died before acknowledging it.
+        let key = "pilegate:down:test-node"
+        try redis.command(["XGROUP", "CREATE", key, "pilegate", "$", "MKSTREAM"])
+        let id = try redis.command(["XADD", key, "*", "device", "AAAAAAAD", "payload", "{}"]).text!
+        try redis.command(["XREADGROUP", "GROUP", "pilegate", "crashed-run", "COUNT", "10", "STREAMS", key, ">"])
+        XCTAssertEqual(try redis.command(["XPENDING", key, "pilegate"]).items.first?.int, 1)
+        _ = try startGateway()
+        XCTAssertTrue(try redis.waitUntil { try redis.entries("pilegate:down:outcome").contains { $0.fields["id"] == Array(id.utf8) } },
+                      "the claimed entry was processed")
+        XCTAssertTrue(try redis.waitUntil { try redis.command(["XPENDING", key, "pilegate"]).items.first?.int == 0 })
+    }
+
+    func testPresenceAndEventsAcrossTakeoverAndKeepalive() throws {
+        let g = try startGateway()
+        func presence(_ d: String) throws -> String? { try redis.command(["HGET", "pilegate:presence", d]).text }
+        let first = try connected(g, "AAAAAPRS")
+        XCTAssertTrue(try redis.waitUntil { try presence("AAAAAPRS")?.hasPrefix("test-node|") == true })
+        let before = try presence("AAAAAPRS")
+        usleep(20_000)
+        let second = try connected(g, "AAAAAPRS")   // takes over
+        XCTAssertTrue(first.waitClosed())
+        XCTAssertTrue(try redis.waitUntil { try presence("AAAAAPRS") != before && presence("AAAAAPRS") != nil },
+                      "presence now names the new connection, and the old one's exit did not delete it")
+        // keepalive expiry
+        let sleepy = try connected(g, "AAAAASLP", keepAlive: 1)
+        XCTAssertTrue(sleepy.waitClosed())
+        XCTAssertTrue(try redis.waitUntil { try presence("AAAAASLP") == nil }, "presence removed")
+        func events() throws -> [(type: String, device: String, reason: String?)] {
+            try redis.entries("pilegate:events").map { ($0.fields["type"].map { String(decoding: $0, as: UTF8.self) } ?? "",
+                                                        $0.fields["device"].map { String(decoding: $0, as: UTF8.self) } ?? "",
+                                                        $0.fields["reason"].map { String(decoding: $0, as: UTF8.self) }) }
+        }
+        XCTAssertTrue(try redis.waitUntil {
+            let e = try events()
+            return e.contains { $0.type == "disconnect" && $0.device == "AAAAAPRS" && $0.reason == "takeover" }
+                && e.contains { $0.type == "disconnect" && $0.device == "AAAAASLP" && $0.reason == "keepalive" }
+                && e.filter { $0.type == "connect" && $0.device == "AAAAAPRS" }.count == 2
+        }, "\((try? events()).map { "\($0)" } ?? "")")
+        _ = second
+    }
+}
+
+extension Gateway {
+    /// Count PUBACKs arriving within `seconds` of quiet.
+    static func readUntilQuiet(_ c: RawClient, seconds: Double) -> Int {
+        var n = 0
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            guard let p = c.receive(timeout: 0.2) else { continue }
+            if case .puback = p { n += 1 }
+        }
+        return n
+    }
+}

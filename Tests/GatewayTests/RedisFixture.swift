@@ -1,0 +1,138 @@
+import CHiredis
+import Foundation
+import Glibc
+import XCTest
+
+/// A real redis-server for one test: free loopback port, its own directory, AOF with
+/// fsync on every write (so SIGKILL loses nothing Redis acknowledged), stopped at the end.
+final class RedisServer {
+    let port: UInt16
+    let dir: String
+    private var process: Process?
+
+    init() throws {
+        port = RedisServer.freePort()
+        dir = NSTemporaryDirectory() + "pilegate-redis-test-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try start()
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    var address: String { "127.0.0.1:\(port)" }
+
+    func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "",
+                       "--appendonly", "yes", "--appendfsync", "always", "--dir", dir, "--daemonize", "no"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        process = p
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if let r = try? command(["PING"]), case .status("PONG") = r { return }
+            usleep(20_000)
+        }
+        throw Failure("redis-server did not start on \(port)")
+    }
+
+    func stop() {
+        guard let p = process, p.isRunning else { return }
+        kill(p.processIdentifier, SIGCONT)
+        p.terminate()
+        p.waitUntilExit()
+    }
+
+    func signal(_ s: Int32) { if let p = process { kill(p.processIdentifier, s) } }
+
+    func killHard() {
+        guard let p = process else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
+    enum Value: Equatable {
+        case string([UInt8]), status(String), error(String), integer(Int), array([Value]), null
+        var text: String? {
+            switch self {
+            case .string(let b): String(decoding: b, as: UTF8.self)
+            case .status(let s), .error(let s): s
+            case .integer(let i): String(i)
+            default: nil
+            }
+        }
+        var items: [Value] { if case .array(let a) = self { a } else { [] } }
+        var int: Int? { if case .integer(let i) = self { i } else { nil } }
+    }
+
+    /// One command on a fresh connection (hiredis' blocking API; binary safe).
+    @discardableResult
+    func command(_ args: [String]) throws -> Value { try command(args.map { Array($0.utf8) }) }
+
+    @discardableResult
+    func command(_ args: [[UInt8]]) throws -> Value {
+        guard let c = redisConnect("127.0.0.1", Int32(port)), c.pointee.err == 0 else { throw Failure("redis connect failed") }
+        defer { redisFree(c) }
+        var ptrs = args.map { a -> UnsafePointer<CChar>? in
+            let p = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, a.count))
+            a.withUnsafeBytes { UnsafeMutableRawPointer(p).copyMemory(from: $0.baseAddress ?? UnsafeRawPointer(p), byteCount: a.count) }
+            return UnsafePointer(p)
+        }
+        defer { ptrs.forEach { UnsafeMutablePointer(mutating: $0)?.deallocate() } }
+        var lens = args.map { $0.count }
+        guard let raw = redisCommandArgv(c, Int32(args.count), &ptrs, &lens) else { throw Failure("redis command failed") }
+        defer { freeReplyObject(raw) }
+        return Self.value(raw.assumingMemoryBound(to: redisReply.self))
+    }
+
+    private static func value(_ r: UnsafeMutablePointer<redisReply>) -> Value {
+        let bytes = { r.pointee.str.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: r.pointee.len)) } ?? [] }
+        switch r.pointee.type {
+        case CHR_REPLY_STRING: return .string(bytes())
+        case CHR_REPLY_STATUS: return .status(String(decoding: bytes(), as: UTF8.self))
+        case CHR_REPLY_ERROR: return .error(String(decoding: bytes(), as: UTF8.self))
+        case CHR_REPLY_INTEGER: return .integer(Int(r.pointee.integer))
+        case CHR_REPLY_ARRAY: return .array((0..<r.pointee.elements).map { value(r.pointee.element[$0]!) })
+        default: return .null
+        }
+    }
+
+    /// Stream entries as (id, fields).
+    func entries(_ key: String) throws -> [(id: String, fields: [String: [UInt8]])] {
+        try command(["XRANGE", key, "-", "+"]).items.map { e in
+            let kv = e.items[1].items
+            var f: [String: [UInt8]] = [:]
+            for i in stride(from: 0, to: kv.count, by: 2) {
+                if case .string(let v) = kv[i + 1] { f[kv[i].text!] = v }
+            }
+            return (e.items[0].text!, f)
+        }
+    }
+
+    /// Poll until `body` is true (bounded).
+    func waitUntil(_ timeout: TimeInterval = 10, _ body: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        repeat {
+            if try body() { return true }
+            usleep(50_000)
+        } while Date() < deadline
+        return false
+    }
+
+    private static func freePort() -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return UInt16(bigEndian: a.sin_port)
+    }
+}
