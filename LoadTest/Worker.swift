@@ -24,7 +24,10 @@ struct Plan: Sendable {
 }
 
 /// Counters the main thread reads for progress and the report.
-final class Stats: Sendable {
+final class Stats: @unchecked Sendable {
+    /// PUBACK latencies (µs) in the measured window. Written by the worker only; read
+    /// by the main thread after `finished` (release/acquire).
+    var latencies: [UInt32] = []
     let connected = ManagedAtomic<Int>(0)
     let failed = ManagedAtomic<Int>(0)
     let closedByServer = ManagedAtomic<Int>(0)
@@ -38,6 +41,7 @@ final class Stats: Sendable {
 /// Shared switches from the main thread.
 final class Control: Sendable {
     let go = ManagedAtomic<Bool>(false)      // start publishing
+    let measure = ManagedAtomic<Bool>(false) // record latencies (after warm-up)
     let stop = ManagedAtomic<Bool>(false)    // end the run
 }
 
@@ -68,6 +72,8 @@ private struct Client {
     var burst = ByteBuffer()      // prebuilt PUBLISH packets (publishers)
     var burstInFlight = false
     var burstSent = 0             // bytes of the current burst already written
+    var awaitingAcks = 0          // QoS 1/2: acknowledgements still owed for the last burst
+    var burstStarted: UInt64 = 0  // µs, when the last burst went out
     var rx: [UInt8] = []
     var dirty = false
     var nextID: UInt16 = 0
@@ -84,7 +90,12 @@ final class Worker {
     private var pending = 0
     private var connectBudget = 0.0
     private var msgBudget = 0.0
-    private var timeout = __kernel_timespec(tv_sec: 0, tv_nsec: 100_000_000)
+    /// 1 ms ticks: rate budgets and connect pacing refill in small steps (by the time
+    /// that really passed), so a rate-limited run does not send in clumps that would
+    /// show up as latency.
+    private var timeout = __kernel_timespec(tv_sec: 0, tv_nsec: 1_000_000)
+    private var lastTick = micros()
+    private var pingBudget = 0.0
     private let sockaddrs: UnsafeMutablePointer<sockaddr_storage>
     private let targetAddr: UnsafeMutablePointer<sockaddr_storage>
     private let one: UnsafeMutablePointer<Int32>
@@ -120,7 +131,7 @@ final class Worker {
             buffers.publish()
             flushAll()
         }
-        stats.finished.store(true, ordering: .relaxed)
+        stats.finished.store(true, ordering: .releasing)
     }
 
     // MARK: connecting
@@ -134,10 +145,12 @@ final class Worker {
             pending += 1
             clients[i].state = .connecting
             let slot = UInt32(i)
-            ring.reserve(4)
+            ring.reserve(5)
             let src = (plan.firstIndex + i) % plan.sources.count
             ring.socketDirect(file: slot, tag: Tag(op: LOp.socket, slot: slot, generation: 0).raw, link: true)
             ring.setsockopt(fixed: Int32(slot), level: Int32(IPPROTO_IP), name: IP_BIND_ADDRESS_NO_PORT,
+                            one, 4, tag: Tag(op: LOp.sockopt, slot: slot, generation: 0).raw, link: true)
+            ring.setsockopt(fixed: Int32(slot), level: Int32(IPPROTO_TCP), name: TCP_NODELAY,
                             one, 4, tag: Tag(op: LOp.sockopt, slot: slot, generation: 0).raw, link: true)
             sockaddrs.advanced(by: src).withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 ring.bind(fixed: Int32(slot), $0, socklen_t(MemoryLayout<sockaddr_in>.size),
@@ -230,6 +243,13 @@ final class Worker {
                 queue(i, .pubcomp(UInt16(rest[hdr]) << 8 | UInt16(rest[hdr + 1])))
             case PacketType.puback.rawValue, PacketType.pubcomp.rawValue:
                 stats.acked.wrappingIncrement(ordering: .relaxed)
+                if clients[i].awaitingAcks > 0 {
+                    clients[i].awaitingAcks -= 1
+                    if control.measure.load(ordering: .relaxed) {
+                        stats.latencies.append(UInt32(min(micros() - clients[i].burstStarted, UInt64(UInt32.max))))
+                    }
+                    if clients[i].awaitingAcks == 0 && publishing { markDirty(i) }
+                }
             case PacketType.pubrec.rawValue:
                 queue(i, .pubrel(UInt16(rest[hdr]) << 8 | UInt16(rest[hdr + 1])))
             case PacketType.suback.rawValue:
@@ -252,7 +272,7 @@ final class Worker {
         } else if plan.subscribeOwn {
             queue(i, .subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/\(pileID(plan.firstIndex + i))/cmd", .atLeastOnce)])))
         }
-        if plan.profile == .fanin && !(plan.hostsSubscriber && i == 0) { buildBurst(i) }
+        if plan.profile != .idle && !(plan.hostsSubscriber && i == 0) { buildBurst(i) }
     }
 
     // MARK: sending
@@ -292,10 +312,14 @@ final class Worker {
                 clients[i].out = clients[i].inFlight
                 clients[i].inFlight = q
                 sendNow(i, clients[i].inFlight)
-            } else if publishing && !clients[i].burst.isEmpty && clients[i].state == .connected {
+            } else if publishing && !clients[i].burst.isEmpty && clients[i].state == .connected
+                        && clients[i].awaitingAcks == 0 {
                 if takeBudget() {
                     clients[i].burstInFlight = true
                     clients[i].burstSent = 0
+                    clients[i].burstStarted = micros()
+                    // QoS 1/2: the next burst only when this one is acknowledged (a window)
+                    if plan.qos != .atMostOnce { clients[i].awaitingAcks = plan.burst }
                     sendNow(i, clients[i].burst)
                 } else {
                     starved.append(i)
@@ -335,7 +359,7 @@ final class Worker {
             }
             clients[i].inFlight.clear()
         }
-        if !clients[i].out.isEmpty || (publishing && !clients[i].burst.isEmpty) { markDirty(i) }
+        if !clients[i].out.isEmpty || (publishing && !clients[i].burst.isEmpty && clients[i].awaitingAcks == 0) { markDirty(i) }
     }
 
     // MARK: time
@@ -346,29 +370,44 @@ final class Worker {
         }
         // Budget per 100 ms tick (at most two ticks' worth banked); `maxPending` bounds
         // connects in flight separately.
-        connectBudget = min(connectBudget + Double(plan.connectRate) / 10, Double(plan.connectRate) / 5)
+        let now = micros()
+        let elapsed = Double(now - lastTick) / 1e6
+        lastTick = now
+        // Refill by elapsed time; bank at most 10 ms worth, so a late tick does not burst.
+        connectBudget = min(connectBudget + Double(plan.connectRate) * elapsed, Double(plan.connectRate) / 100)
         startConnections(initial: false)
         let wasPublishing = publishing
         publishing = control.go.load(ordering: .relaxed) && !control.stop.load(ordering: .relaxed)
         if publishing && !wasPublishing {
             for i in 0..<started where !clients[i].burst.isEmpty { markDirty(i) }
         }
-        if plan.rate > 0 { msgBudget = min(msgBudget + Double(plan.rate) / 10, Double(plan.rate)) }
+        if plan.rate > 0 {
+            msgBudget = min(msgBudget + Double(plan.rate) * elapsed, max(Double(plan.burst), Double(plan.rate) / 100))
+        }
         for i in starved { markDirty(i) }
         starved.removeAll(keepingCapacity: true)
-        pings()
+        pings(elapsed)
         if control.stop.load(ordering: .relaxed) { pending = 0 }
     }
 
     /// PINGREQ so each connection is heard from twice per keepalive period; spread
     /// over ticks so 200k piles do not ping in the same instant.
-    private func pings() {
+    private func pings(_ elapsed: Double) {
         guard plan.keepAlive > 0, started > 0 else { return }
-        let perTick = max(1, started * 2 / (Int(plan.keepAlive) * 10))
-        for _ in 0..<min(perTick, started) {
+        pingBudget += Double(started * 2) * elapsed / Double(plan.keepAlive)
+        let due = min(Int(pingBudget), started)
+        pingBudget -= Double(due)
+        for _ in 0..<due {
             let i = pingCursor
             pingCursor = (pingCursor + 1) % started
             if clients[i].state == .connected { queue(i, .pingreq) }
         }
     }
+}
+
+/// Monotonic microseconds.
+func micros() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
 }

@@ -10,6 +10,9 @@ enum Profile: String, ExpressibleByArgument, CaseIterable, Sendable {
     case idle
     /// every pile publishes as fast as allowed; one wildcard subscriber counts deliveries
     case fanin
+    /// every pile publishes (QoS 1: one window of --burst at a time), no subscriber:
+    /// measures acknowledged messages/s and PUBACK latency (into Redis, with the bridge on)
+    case uplink
 }
 
 /// pileload: simulated charging piles against an MQTT broker on loopback.
@@ -105,13 +108,14 @@ struct PileLoad: ParsableCommand {
         }
 
         // Steady phase
-        if profile == .fanin {
+        if profile != .idle {
             let subDeadline = monotonicMillis() + 5000
-            while statsList[0].subscribed.load(ordering: .relaxed) == 0 && monotonicMillis() < subDeadline { usleep(10_000) }
+            while profile == .fanin && statsList[0].subscribed.load(ordering: .relaxed) == 0 && monotonicMillis() < subDeadline { usleep(10_000) }
             control.go.store(true, ordering: .relaxed)
             usleep(1_000_000)   // warm-up
+            control.measure.store(true, ordering: .relaxed)
         }
-        let p0 = sum(\.published), r0 = sum(\.received), s0 = monotonicMillis()
+        let p0 = sum(\.published), r0 = sum(\.received), a0 = sum(\.acked), s0 = monotonicMillis()
         let cpu0 = broker?.cpuSeconds() ?? 0
         var lp = p0, lr = r0
         last = s0
@@ -126,11 +130,19 @@ struct PileLoad: ParsableCommand {
             }
         }
         let secs = Double(monotonicMillis() - s0) / 1000
-        let published = sum(\.published) - p0, received = sum(\.received) - r0
+        let published = sum(\.published) - p0, received = sum(\.received) - r0, acked = sum(\.acked) - a0
         let cpu = (broker?.cpuSeconds() ?? 0) - cpu0
         let rssSteady = broker?.rssKiB() ?? 0
+        control.measure.store(false, ordering: .relaxed)
         control.stop.store(true, ordering: .relaxed)
         control.go.store(false, ordering: .relaxed)
+        let waitUntil = monotonicMillis() + 5000
+        while !statsList.allSatisfy({ $0.finished.load(ordering: .acquiring) }) && monotonicMillis() < waitUntil { usleep(10_000) }
+        var lat = statsList.allSatisfy { $0.finished.load(ordering: .acquiring) } ? statsList.flatMap(\.latencies) : []
+        lat.sort()
+        func pct(_ p: Double) -> String {
+            lat.isEmpty ? "null" : String(format: "%.3f", Double(lat[min(lat.count - 1, Int(Double(lat.count) * p))]) / 1000)
+        }
         var report: [(String, String)] = [
             ("profile", "\"\(profile.rawValue)\""), ("target", "\"\(target)\""),
             ("connections", "\(total)"), ("connected", "\(connected)"), ("failed", "\(sum(\.failed))"),
@@ -141,6 +153,10 @@ struct PileLoad: ParsableCommand {
             ("published_per_s", "\(Int(Double(published) / secs))"),
             ("received_per_s", "\(Int(Double(received) / secs))"),
             ("closed_by_server", "\(sum(\.closedByServer))"),
+            ("acked", "\(acked)"), ("acked_per_s", "\(Int(Double(acked) / secs))"),
+            ("puback_ms_p50", pct(0.50)), ("puback_ms_p90", pct(0.90)), ("puback_ms_p99", pct(0.99)),
+            ("puback_ms_p999", pct(0.999)), ("puback_ms_max", lat.isEmpty ? "null" : String(format: "%.3f", Double(lat.last!) / 1000)),
+            ("latency_samples", "\(lat.count)"),
         ]
         if broker != nil {
             report += [

@@ -92,6 +92,9 @@ public func makeListener(_ address: SocketAddress, backlog: Int32) throws -> Int
     if fd < 0 { throw RingError("socket", errno) }
     var one: Int32 = 1
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    // Accepted sockets inherit TCP_NODELAY (Linux copies it to the child), so small
+    // acknowledgements are never held back by Nagle behind a delayed ACK.
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     let rc = address.withSockaddr { Glibc.bind(fd, $0, $1) }
     if rc != 0 { let e = errno; close(fd); throw RingError("bind \(address)", e) }
     if listen(fd, backlog) != 0 { let e = errno; close(fd); throw RingError("listen", e) }
