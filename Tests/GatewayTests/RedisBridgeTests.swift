@@ -168,6 +168,25 @@ final class RedisBridgeTests: XCTestCase {
         _ = quiet
     }
 
+    func testDownlinkForAnAbsentPersistentSessionIsQueuedAndDeliveredOnReturn() throws {
+        let g = try startGateway()
+        let away = try RawClient(port: g.port)
+        XCTAssertEqual(away.connect(Connect(cleanSession: false, clientID: "AAAAAAAE"))?.returnCode, .accepted)
+        away.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/AAAAAAAE/cmd", .atLeastOnce)])))
+        XCTAssertNotNil(away.receive())
+        away.send(.disconnect)
+        XCTAssertTrue(away.waitClosed())
+        let id = try redis.command(["XADD", "pilegate:down:test-node", "*", "device", "AAAAAAAE", "payload", "restart", "qos", "1"]).text!
+        XCTAssertTrue(try redis.waitUntil {
+            try redis.entries("pilegate:down:outcome").contains { $0.fields["id"] == Array(id.utf8) && $0.fields["outcome"] == Array("queued".utf8) }
+        })
+        let back = try RawClient(port: g.port)
+        XCTAssertEqual(back.connect(Connect(cleanSession: false, clientID: "AAAAAAAE"))?.sessionPresent, true)
+        guard case .publish(let p) = back.receive() else { return XCTFail("queued command not delivered") }
+        XCTAssertEqual(p.payload, Array("restart".utf8))
+        XCTAssertEqual(p.qos, .atLeastOnce)
+    }
+
     func testPendingDownlinkEntriesAreClaimedOnStart() throws {
         // A previous run read an entry and died before acknowledging it.
         let key = "pilegate:down:test-node"
