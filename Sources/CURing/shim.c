@@ -67,13 +67,6 @@ void cur_prep_setsockopt(struct io_uring_sqe *sqe, int fd, int level, int optnam
     sqe->addr3 = (uint64_t)(uintptr_t)optval;
 }
 
-int cur_opcode_supported(int opcode) {
-    struct io_uring_probe *probe = io_uring_get_probe();
-    if (!probe) return 0;
-    int ok = io_uring_opcode_supported(probe, opcode);
-    io_uring_free_probe(probe);
-    return ok;
-}
 
 void cur_set_thread_name(const char *name) {
     pthread_setname_np(pthread_self(), name);

@@ -309,14 +309,6 @@ final class Broker: @unchecked Sendable {
     // MARK: Figures
 
     var clientCount: Int { lock.withLock { byID.count } }
-    var retainedCount: Int {
-        lock.withLock {
-            var n = 0
-            retained.collect(filter: "#") { _ in n += 1 }
-            retained.collect(filter: "$SYS/#") { _ in n += 1 }
-            return n
-        }
-    }
 }
 
 private extension Array where Element == Subscriber {

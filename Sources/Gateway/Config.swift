@@ -76,6 +76,15 @@ public struct Config: Sendable {
         public var outcomeStream = "pilegate:down:outcome"
         public var group = "pilegate"
         public var embeddedServer = "redis-server"
+
+        /// Commands every new Redis connection starts with.
+        func handshake(clientName: String?) -> [[String]] {
+            var h: [[String]] = []
+            if !password.isEmpty { h.append(username.isEmpty ? ["AUTH", password] : ["AUTH", username, password]) }
+            if database != 0 { h.append(["SELECT", String(database)]) }
+            if let clientName { h.append(["CLIENT", "SETNAME", clientName]) }
+            return h
+        }
     }
 
     /// An uplink routing rule: PUBLISHes whose topic matches `filter` (and, when

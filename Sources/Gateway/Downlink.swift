@@ -34,13 +34,8 @@ final class Downlink {
         key = config.redis.downlinkPrefix + config.server.node
         group = config.redis.group
         consumer = config.server.node
-        var handshake: [[String]] = []
-        if !config.redis.password.isEmpty {
-            handshake.append(config.redis.username.isEmpty ? ["AUTH", config.redis.password]
-                                                           : ["AUTH", config.redis.username, config.redis.password])
-        }
-        if config.redis.database != 0 { handshake.append(["SELECT", String(config.redis.database)]) }
-        connection = RedisConnection(id: 1, name: "downlink", address: address, handshake: handshake,
+        connection = RedisConnection(id: 1, name: "downlink", address: address,
+                                     handshake: config.redis.handshake(clientName: "pilegate-\(config.server.node)-downlink"),
                                      connectTimeoutMs: UInt64(config.redis.connectTimeoutMs), resendOnReconnect: false,
                                      ring: ring, logger: logger)
     }

@@ -31,14 +31,8 @@ final class RedisBridge {
         self.shard = shard
         maxlen = String(config.redis.streamMaxlen)
         router = Router(routes: config.routes, defaultStream: config.redis.defaultStream)
-        var handshake: [[String]] = []
-        if !config.redis.password.isEmpty {
-            handshake.append(config.redis.username.isEmpty ? ["AUTH", config.redis.password]
-                                                           : ["AUTH", config.redis.username, config.redis.password])
-        }
-        if config.redis.database != 0 { handshake.append(["SELECT", String(config.redis.database)]) }
-        handshake.append(["CLIENT", "SETNAME", "pilegate-\(node)-\(shard)"])
-        connection = RedisConnection(id: 0, name: "uplink", address: address, handshake: handshake,
+        connection = RedisConnection(id: 0, name: "uplink", address: address,
+                                     handshake: config.redis.handshake(clientName: "pilegate-\(node)-\(shard)"),
                                      connectTimeoutMs: UInt64(config.redis.connectTimeoutMs), ring: ring, logger: logger)
     }
 

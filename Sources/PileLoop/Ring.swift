@@ -33,10 +33,6 @@ public final class Ring {
     public let raw: UnsafeMutablePointer<io_uring>
     private var cqes: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     private let batch: Int
-    /// SQEs handed out since the last submit (for ring stats).
-    public private(set) var submitted: UInt64 = 0
-    /// Completions handled (written by `drainCompletions` only).
-    public var completed: UInt64 = 0
 
     public init(entries: UInt32, cqBatch: Int = 512) throws {
         raw = .allocate(capacity: 1)
@@ -83,9 +79,7 @@ public final class Ring {
     /// Submit queued SQEs and wait for at least `waitFor` completions.
     @discardableResult
     public func submitAndWait(_ waitFor: UInt32) -> Int32 {
-        let n = io_uring_submit_and_wait(raw, waitFor)
-        if n > 0 { submitted &+= UInt64(n) }
-        return n
+        io_uring_submit_and_wait(raw, waitFor)
     }
 
     /// Drain available completions in batches, handing each to `body`.
@@ -102,7 +96,6 @@ public final class Ring {
             total += n
             if n < batchSize { break }
         }
-        completed &+= UInt64(total)
         return total
     }
 

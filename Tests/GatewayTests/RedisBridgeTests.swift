@@ -187,6 +187,28 @@ final class RedisBridgeTests: XCTestCase {
         XCTAssertEqual(p.qos, .atLeastOnce)
     }
 
+    func testRedisPasswordIsUsedAndAWrongOneHoldsAcknowledgements() throws {
+        redis = try RedisServer(password: "s3cret")
+        let g = try startGateway("password = \"s3cret\"")
+        let pile = try connected(g, "AAAAAAUT")
+        pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAAUT/msg", payload: [1], qos: .atLeastOnce, packetID: 1)))
+        XCTAssertEqual(pile.receive(), .puback(1))
+        XCTAssertEqual(try redis.command(["XLEN", "pilegate:up"]).int, 1)
+        XCTAssertEqual(g.stop(), 0)
+
+        let wrong = try Gateway(config: """
+        [redis]
+        address = "\(redis.address)"
+        password = "wrong"
+        """)
+        gw = wrong
+        XCTAssertNotNil(wrong.waitForLog("handshake refused"), wrong.logText)
+        let p2 = try connected(wrong, "AAAAAAUU")
+        p2.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAAUU/msg", payload: [2], qos: .atLeastOnce, packetID: 1)))
+        XCTAssertNil(p2.receive(timeout: 1.0), "nothing acknowledged without a store")
+        XCTAssertEqual(try redis.command(["XLEN", "pilegate:up"]).int, 1)
+    }
+
     func testPendingDownlinkEntriesAreClaimedOnStart() throws {
         // A previous run read an entry and died before acknowledging it.
         let key = "pilegate:down:test-node"

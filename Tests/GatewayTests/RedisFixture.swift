@@ -8,9 +8,11 @@ import XCTest
 final class RedisServer {
     let port: UInt16
     let dir: String
+    let password: String?
     private var process: Process?
 
-    init() throws {
+    init(password: String? = nil) throws {
+        self.password = password
         port = RedisServer.freePort()
         dir = NSTemporaryDirectory() + "pilegate-redis-test-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -29,6 +31,7 @@ final class RedisServer {
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "",
                        "--appendonly", "yes", "--appendfsync", "always", "--dir", dir, "--daemonize", "no"]
+            + (password.map { ["--requirepass", $0] } ?? [])
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -78,6 +81,11 @@ final class RedisServer {
     func command(_ args: [[UInt8]]) throws -> Value {
         guard let c = redisConnect("127.0.0.1", Int32(port)), c.pointee.err == 0 else { throw Failure("redis connect failed") }
         defer { redisFree(c) }
+        if let password { _ = try Self.run(c, [Array("AUTH".utf8), Array(password.utf8)]) }
+        return try Self.run(c, args)
+    }
+
+    private static func run(_ c: UnsafeMutablePointer<redisContext>, _ args: [[UInt8]]) throws -> Value {
         var ptrs = args.map { a -> UnsafePointer<CChar>? in
             let p = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, a.count))
             a.withUnsafeBytes { UnsafeMutableRawPointer(p).copyMemory(from: $0.baseAddress ?? UnsafeRawPointer(p), byteCount: a.count) }
@@ -87,7 +95,7 @@ final class RedisServer {
         var lens = args.map { $0.count }
         guard let raw = redisCommandArgv(c, Int32(args.count), &ptrs, &lens) else { throw Failure("redis command failed") }
         defer { freeReplyObject(raw) }
-        return Self.value(raw.assumingMemoryBound(to: redisReply.self))
+        return value(raw.assumingMemoryBound(to: redisReply.self))
     }
 
     private static func value(_ r: UnsafeMutablePointer<redisReply>) -> Value {

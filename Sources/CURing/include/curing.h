@@ -38,9 +38,6 @@ void cur_prep_bind(struct io_uring_sqe *sqe, int fd, const struct sockaddr *addr
 void cur_prep_setsockopt(struct io_uring_sqe *sqe, int fd, int level, int optname,
                          const void *optval, int optlen);
 
-// Kernel feature probe: 1 if the running kernel supports the opcode.
-int cur_opcode_supported(int opcode);
-
 // Name the calling thread (shows in top -H, perf).
 void cur_set_thread_name(const char *name);
 
