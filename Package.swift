@@ -4,6 +4,7 @@ import PackageDescription
 // Layout (see README "Code map"):
 //   CURing     thin C shim over liburing (static inlines, macros, newer uapi constants)
 //   CHiredis   thin C shim over hiredis (its RESP reply reader)
+//   COpenSSL   thin C shim over OpenSSL 3 (PBKDF2 for credentials)
 //   PileLoop   the ring, buffer ring, timing wheel, cross-thread inbox: no MQTT in here
 //   MQTTCodec  MQTT 3.1.1 packets as pure functions over bytes: no I/O
 //   Gateway    the broker: shards, connections, one handler per packet type, sessions
@@ -34,6 +35,11 @@ let package = Package(
             linkerSettings: [.linkedLibrary("hiredis")]
         ),
         .target(
+            name: "COpenSSL",
+            path: "Sources/COpenSSL",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
+        .target(
             name: "PileLoop",
             dependencies: [
                 "CURing",
@@ -44,7 +50,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "PileLoop", "MQTTCodec", "CHiredis",
+                "PileLoop", "MQTTCodec", "CHiredis", "COpenSSL",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "TOMLKit", package: "TOMLKit"),

@@ -1,3 +1,4 @@
+import Glibc
 import MQTTCodec
 import PileLoop
 
@@ -23,6 +24,37 @@ enum CloseReason: String, Sendable {
         case .clientDisconnect, .shutdown, .refused, .connectTimeout, .overLimit: false
         default: true
         }
+    }
+}
+
+/// Where a connection comes from, kept small: the IPv4 address and port (an IPv6
+/// peer keeps only its port and whether it is loopback).
+struct Peer: CustomStringConvertible {
+    var v4: UInt32 = 0          // network order
+    var port: UInt16 = 0
+    var isV6 = false
+    var isLoopback = false
+
+    init() {}
+
+    init(_ ss: UnsafePointer<sockaddr_storage>) {
+        if Int32(ss.pointee.ss_family) == AF_INET {
+            let a = UnsafeRawPointer(ss).load(as: sockaddr_in.self)
+            v4 = a.sin_addr.s_addr
+            port = UInt16(bigEndian: a.sin_port)
+            isLoopback = UInt8(truncatingIfNeeded: v4) == 127
+        } else if Int32(ss.pointee.ss_family) == AF_INET6 {
+            let a = UnsafeRawPointer(ss).load(as: sockaddr_in6.self)
+            isV6 = true
+            port = UInt16(bigEndian: a.sin6_port)
+            isLoopback = withUnsafeBytes(of: a.sin6_addr) { b in b.prefix(15).allSatisfy { $0 == 0 } && b[15] == 1 }
+        }
+    }
+
+    var description: String {
+        if isV6 { return isLoopback ? "[::1]:\(port)" : "[ipv6]:\(port)" }
+        let b = withUnsafeBytes(of: v4) { Array($0) }
+        return "\(b[0]).\(b[1]).\(b[2]).\(b[3]):\(port)"
     }
 }
 
@@ -62,6 +94,7 @@ struct Connection {
     var outbound = ByteBuffer()
     var inFlight = ByteBuffer()
     var session: Session?
+    var peer = Peer()
 
     var isOpen: Bool { state == .awaitingConnect || state == .awaitingTakeover || state == .connected }
 }

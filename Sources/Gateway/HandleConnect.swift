@@ -46,7 +46,7 @@ extension Shard {
                 slab[Int(slot)].timerDeadline = 0   // the CONNECT timeout entry goes stale
             }
             logger.info("connected", metadata: [
-                "client": "\(c.clientID)", "clean": "\(c.cleanSession)", "keepalive": "\(c.keepAlive)",
+                "client": "\(c.clientID)", "peer": "\(slab[Int(slot)].peer)", "clean": "\(c.cleanSession)", "keepalive": "\(c.keepAlive)",
                 "session_present": "\(present)",
             ])
             if present { resumeSession(slot) }
@@ -56,7 +56,7 @@ extension Shard {
     /// CONNACK with a refusal code, then close once it is sent (3.2.2.3).
     func refuseConnect(_ slot: UInt32, _ code: ConnectReturnCode, why: String) {
         counters.add(.connectsRefused)
-        logger.info("CONNECT refused (\(code)): \(why)", metadata: ["client": "\(clientID(slot))"])
+        logger.info("CONNECT refused (\(code)): \(why)", metadata: who(slot))
         send(slot, .connack(Connack(sessionPresent: false, returnCode: code)))
         close(slot, .refused, flush: true)
     }

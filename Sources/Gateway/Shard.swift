@@ -85,6 +85,10 @@ final class Shard {
     /// Fixed-file slots with no socket in them; an accept is only ever armed for one.
     private var freeFiles: [UInt32]
     private var acceptsArmed = 0
+    /// One peer-address buffer per armed accept; the buffer's index rides in the tag.
+    private let acceptAddrs = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: Shard.acceptDepth)
+    private let acceptLens = UnsafeMutablePointer<socklen_t>.allocate(capacity: Shard.acceptDepth)
+    private var freeAddrs = Array((0..<UInt32(Shard.acceptDepth)).reversed())
     /// Cancelling accepts (spill shard no longer needed, or shutdown): don't re-arm.
     private var acceptsEnabled = true
     /// Accepts kept waiting on the listening socket per shard.
@@ -214,7 +218,12 @@ final class Shard {
     /// and the other shards take the connections.
     private func armAccepts() {
         while acceptsEnabled && acceptsArmed < Shard.acceptDepth && !stopping, let file = freeFiles.popLast() {
-            ring.acceptDirect(listenFD: ctx.listenFD, file: file, tag: Tag(op: Op.accept, slot: file, generation: 0).raw)
+            let a = freeAddrs.removeLast()
+            acceptLens[Int(a)] = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            (acceptAddrs + Int(a)).withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                ring.acceptDirect(listenFD: ctx.listenFD, file: file, addr: $0, addrLen: acceptLens + Int(a),
+                                  tag: Tag(op: Op.accept, slot: file, generation: a).raw)
+            }
             acceptsArmed += 1
         }
     }
@@ -222,8 +231,11 @@ final class Shard {
     private func onAccept(_ c: Completion) {
         acceptsArmed -= 1
         let file = Tag(c.userData).slot
+        let a = Tag(c.userData).generation
+        freeAddrs.append(a)
         if c.res >= 0 {
             let slot = allocate(file: Int32(file))
+            slab[Int(slot)].peer = Peer(acceptAddrs + Int(a))
             counters.add(.connectionsAccepted)
             if stopping || ctx.live.add() > config.server.maxConnections {
                 counters.add(.connectionsOverLimit)
@@ -499,7 +511,7 @@ final class Shard {
             }
             session.will = nil
             broker.detach(session, owner: owner)
-            logger.info("disconnected: \(reason.rawValue)", metadata: ["client": "\(session.clientID)"])
+            logger.info("disconnected: \(reason.rawValue)", metadata: who(slot))
         } else if was == .awaitingTakeover, let c = waitingConnects.removeValue(forKey: slot) {
             broker.abandonConnect(clientID: c.clientID, owner: owner)
         }
@@ -543,27 +555,32 @@ final class Shard {
 
     private func socketError(_ slot: UInt32, _ op: String, _ res: Int32) {
         logger.info("closing connection: \(op) failed: \(String(cString: strerror(-res)))",
-                    metadata: ["client": "\(clientID(slot))"])
+                    metadata: who(slot))
         close(slot, .ioError)
     }
 
     func malformed(_ slot: UInt32, _ error: DecodeError) {
         counters.add(.malformedPackets)
         logger.warning("closing connection: malformed packet: \(error.description)",
-                       metadata: ["client": "\(clientID(slot))"])
+                       metadata: who(slot))
         close(slot, .malformed)
     }
 
     func protocolViolation(_ slot: UInt32, _ why: String) {
         counters.add(.protocolViolations)
         logger.warning("closing connection: protocol violation: \(why)",
-                       metadata: ["client": "\(clientID(slot))"])
+                       metadata: who(slot))
         close(slot, .protocolError)
     }
 
     /// For log lines: the client id once known.
     func clientID(_ slot: UInt32) -> String {
         slab[Int(slot)].session?.clientID ?? waitingConnects[slot]?.clientID ?? "-"
+    }
+
+    /// Log metadata naming a connection: client id and peer address.
+    func who(_ slot: UInt32) -> Logger.Metadata {
+        ["client": "\(clientID(slot))", "peer": "\(slab[Int(slot)].peer)"]
     }
 
     // MARK: Timers

@@ -104,10 +104,12 @@ public final class Ring {
 
     // MARK: Operations
 
-    /// Accept one connection into fixed-file slot `file` (which must be empty).
-    public func acceptDirect(listenFD: Int32, file: UInt32, tag: UInt64) {
+    /// Accept one connection into fixed-file slot `file` (which must be empty); the
+    /// peer's address lands in `addr` (which must stay put until the completion).
+    public func acceptDirect(listenFD: Int32, file: UInt32, addr: UnsafeMutablePointer<sockaddr>,
+                             addrLen: UnsafeMutablePointer<socklen_t>, tag: UInt64) {
         let s = sqe()
-        io_uring_prep_accept_direct(s, listenFD, nil, nil, 0, file)
+        io_uring_prep_accept_direct(s, listenFD, addr, addrLen, 0, file)
         io_uring_sqe_set_data64(s, tag)
     }
 
