@@ -1,26 +1,30 @@
 import MQTTCodec
 
-/// The one place where CONNECT, PUBLISH and SUBSCRIBE are allowed or refused.
-/// Rules here are the protocol-level ones; credentials and per-device ACLs plug in
-/// at these three functions.
+/// The one place where CONNECT, PUBLISH and SUBSCRIBE are allowed or refused:
+/// credentials (`Authenticator`), per-role topic rules (`ACL`) and the protocol's
+/// own limits.
 extension Shard {
-    struct Refusal {
-        var code: ConnectReturnCode
-        var why: String
-    }
-
-    func authorizeConnect(_ c: Connect) -> Refusal? {
+    /// The client's ACL role, or why it may not connect.
+    func authorizeConnect(_ slot: UInt32, _ c: Connect) -> Result<UInt16, RefusalError> {
         if c.clientID.utf8.count > config.mqtt.maxClientIDLength {
-            return Refusal(code: .identifierRejected,
-                           why: "client id longer than \(config.mqtt.maxClientIDLength) bytes")
+            return .failure(RefusalError(code: .identifierRejected,
+                                         why: "client id longer than \(config.mqtt.maxClientIDLength) bytes"))
         }
-        return nil
+        if let r = ctx.authenticator.check(username: c.username, password: c.password, peer: slab[Int(slot)].peer) {
+            counters.add(.authFailures)
+            return .failure(RefusalError(code: r.code, why: r.why))
+        }
+        let authenticated = c.username != nil && !config.auth.passwordFile.isEmpty
+        return .success(ctx.acl.role(username: c.username, authenticated: authenticated))
     }
 
     /// nil to allow, else the reason.
     func authorizePublish(_ session: Session, _ p: Publish) -> String? {
         // `$` topics belong to the server (4.7.2): clients may read $SYS, never write it.
         if p.topic.utf8.first == UInt8(ascii: "$") { return "topics starting with $ are reserved" }
+        if !ctx.acl.mayPublish(session.role, topic: p.topic, clientID: session.clientID, username: session.username) {
+            return "ACL: role \(ctx.acl.roleName(session.role)) may not publish here"
+        }
         return nil
     }
 
@@ -29,6 +33,14 @@ extension Shard {
             && session.subscriptions.count >= config.mqtt.maxSubscriptionsPerClient {
             return "more than \(config.mqtt.maxSubscriptionsPerClient) subscriptions"
         }
+        if !ctx.acl.maySubscribe(session.role, filter: t.filter, clientID: session.clientID, username: session.username) {
+            return "ACL: role \(ctx.acl.roleName(session.role)) may not subscribe here"
+        }
         return nil
     }
+}
+
+struct RefusalError: Error {
+    var code: ConnectReturnCode
+    var why: String
 }

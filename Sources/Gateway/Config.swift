@@ -51,6 +51,32 @@ public struct Config: Sendable {
         public var level = "info"
     }
 
+    /// Who may connect (DESIGN.md, "Security model").
+    public struct Auth: Sendable {
+        /// "false", "true", or "loopback": anonymous clients only from 127.0.0.0/8 and
+        /// ::1 (so a fresh install works on the box itself and nowhere else).
+        public var allowAnonymous = "loopback"
+        /// mosquitto_passwd-compatible file (`pilegate passwd` maintains it). Empty: user
+        /// names are not checked and every client counts as anonymous.
+        public var passwordFile = ""
+    }
+
+    /// What each client may publish and subscribe to. Patterns are topic filters whose
+    /// whole levels may be `%c` (the client id) or `%u` (the user name).
+    public struct ACL: Sendable {
+        public var enabled = true
+        /// Role of authenticated users not listed in `users`.
+        public var defaultRole = "pile"
+        /// Role of anonymous clients (loopback-only by default: someone on the node).
+        public var anonymousRole = "operator"
+        public var roles: [String: (publish: [String], subscribe: [String])] = [
+            "pile": (["/xjdy/ops/v1/TCU/%c/msg"], ["/xjdy/ops/v1/TCU/%c/cmd"]),
+            "operator": (["#"], ["#", "$SYS/#"]),
+        ]
+        /// user name -> role
+        public var users: [String: String] = [:]
+    }
+
     /// The Redis Streams bridge (DESIGN.md, "Data flows").
     public struct Redis: Sendable {
         public var enabled = true
@@ -105,6 +131,8 @@ public struct Config: Sendable {
     public var mqtt = MQTT()
     public var log = Log()
     public var redis = Redis()
+    public var auth = Auth()
+    public var acl = ACL()
     public var routes: [Route] = []
 
     public init() {}
@@ -174,6 +202,33 @@ public struct Config: Sendable {
                 throw Invalid(description: "config: redis.address \"\(redis.address)\" is not HOST:PORT")
             }
         }
+        try r.table("auth") { t in
+            try t.string("allow_anonymous", &auth.allowAnonymous)
+            try t.string("password_file", &auth.passwordFile)
+            guard ["true", "false", "loopback"].contains(auth.allowAnonymous) else {
+                throw Invalid(description: "config: auth.allow_anonymous must be \"true\", \"false\" or \"loopback\"")
+            }
+        }
+        try r.table("acl") { t in
+            try t.bool("enabled", &acl.enabled)
+            try t.string("default_role", &acl.defaultRole)
+            try t.string("anonymous_role", &acl.anonymousRole)
+            var roles: [String: (publish: [String], subscribe: [String])] = [:]
+            try t.each("roles") { name, role in
+                var p: [String] = [], s: [String] = []
+                try role.strings("publish", &p)
+                try role.strings("subscribe", &s)
+                for f in p + s where !Topic.isValidFilter(Array(f.utf8)) {
+                    throw Invalid(description: "config: acl.roles.\(name): \"\(f)\" is not a topic filter")
+                }
+                roles[name] = (p, s)
+            }
+            if !roles.isEmpty { acl.roles = roles }
+            try t.eachString("users") { user, role in acl.users[user] = role }
+            for role in [acl.defaultRole, acl.anonymousRole] + acl.users.values where acl.roles[role] == nil {
+                throw Invalid(description: "config: acl role \"\(role)\" is not defined under [acl.roles]")
+            }
+        }
         try r.tables("route") { t in
             var filter = "", stream = "", key = "", value = ""
             try t.string("filter", &filter)
@@ -221,6 +276,40 @@ private struct TableReader {
         var sub = TableReader(t, path: name(key))
         try body(&sub)
         try sub.finish()
+    }
+
+    /// A table of named sub-tables (`[key.NAME]`), each read by `body`.
+    mutating func each(_ key: String, _ body: (String, inout TableReader) throws -> Void) throws {
+        seen.insert(key)
+        guard let v = table[key] else { return }
+        guard let t = v.table else { throw Config.Invalid(description: "config: \(name(key)) must be a table") }
+        for k in t.keys {
+            guard let sub = t[k]?.table else { throw Config.Invalid(description: "config: \(name(key)).\(k) must be a table") }
+            var r = TableReader(sub, path: "\(name(key)).\(k)")
+            try body(k, &r)
+            try r.finish()
+        }
+    }
+
+    /// A table of string values with free keys (`[key]` name = "value").
+    mutating func eachString(_ key: String, _ body: (String, String) throws -> Void) throws {
+        seen.insert(key)
+        guard let v = table[key] else { return }
+        guard let t = v.table else { throw Config.Invalid(description: "config: \(name(key)) must be a table") }
+        for k in t.keys {
+            guard let s = t[k]?.string else { throw Config.Invalid(description: "config: \(name(key)).\(k) must be a string") }
+            try body(k, s)
+        }
+    }
+
+    mutating func strings(_ key: String, _ into: inout [String]) throws {
+        seen.insert(key)
+        guard let v = table[key] else { return }
+        guard let a = v.array else { throw Config.Invalid(description: "config: \(name(key)) must be an array of strings") }
+        into = try a.map { e in
+            guard let s = e.string else { throw Config.Invalid(description: "config: \(name(key)) must be an array of strings") }
+            return s
+        }
     }
 
     /// An array of tables (`[[key]]`).

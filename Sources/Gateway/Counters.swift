@@ -33,6 +33,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case downlinkQueued
     case downlinkOffline
     case downlinkNotSubscribed
+    case authFailures            // CONNECT refused for credentials (CONNACK 4 or 5)
     case publishDenied           // authorization refused a PUBLISH
     case subscribeDenied         // authorization refused a filter (SUBACK 0x80)
 }

@@ -12,23 +12,27 @@ extension Shard {
             }
             c.clientID = generatedClientID(slot)
         }
-        if let refusal = authorizeConnect(c) {
-            return refuseConnect(slot, refusal.code, why: refusal.why)
+        switch authorizeConnect(slot, c) {
+        case .failure(let r):
+            return refuseConnect(slot, r.code, why: r.why, clientID: c.clientID)
+        case .success(let role):
+            slab[Int(slot)].keepAlive = c.keepAlive
+            attachSession(slot, c, role: role)
         }
-        slab[Int(slot)].keepAlive = c.keepAlive
-        attachSession(slot, c)
     }
 
     /// Claim the client id in the Broker; CONNACK once no other connection holds it.
-    func attachSession(_ slot: UInt32, _ c: Connect) {
+    func attachSession(_ slot: UInt32, _ c: Connect, role: UInt16) {
         let owner = Owner(shard: index, slot: slot, generation: slab[Int(slot)].generation)
         switch broker.beginConnect(clientID: c.clientID, owner: owner, cleanSession: c.cleanSession) {
         case .waitForTakeover:
-            waitingConnects[slot] = c
+            waitingConnects[slot] = (c, role)
             slab[Int(slot)].state = .awaitingTakeover
         case .ready(let session, let present):
             session.persistent = !c.cleanSession
             session.will = c.will
+            session.role = role
+            session.username = c.username
             session.connectedAtMs = wallMillis()
             slab[Int(slot)].session = session
             if let redis {
@@ -54,9 +58,11 @@ extension Shard {
     }
 
     /// CONNACK with a refusal code, then close once it is sent (3.2.2.3).
-    func refuseConnect(_ slot: UInt32, _ code: ConnectReturnCode, why: String) {
+    func refuseConnect(_ slot: UInt32, _ code: ConnectReturnCode, why: String, clientID: String? = nil) {
         counters.add(.connectsRefused)
-        logger.info("CONNECT refused (\(code)): \(why)", metadata: who(slot))
+        var meta = who(slot)
+        if let clientID { meta["client"] = "\(clientID)" }
+        logger.info("CONNECT refused (\(code)): \(why)", metadata: meta)
         send(slot, .connack(Connack(sessionPresent: false, returnCode: code)))
         close(slot, .refused, flush: true)
     }

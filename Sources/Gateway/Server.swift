@@ -56,7 +56,9 @@ public final class Server {
         let broker = Broker(limits: config.mqtt, inboxes: inboxes, counters: counters[shards])
         broker.reserve(clients: config.server.maxConnections)
         let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
-                                   listenFD: listenFD, redisAddress: redisAddress, fileTableSize: tableSize,
+                                   listenFD: listenFD, redisAddress: redisAddress,
+                                   authenticator: try Authenticator(config: config.auth), acl: ACL(config.acl),
+                                   fileTableSize: tableSize,
                                    live: LiveCount(),
                                    occupancy: (0..<shards).map { _ in LiveCount() },
                                    primaryShards: min(shards, cores), startedAt: monotonicMillis())

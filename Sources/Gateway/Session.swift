@@ -43,6 +43,9 @@ final class Session: @unchecked Sendable {
     var will: Will?
     /// Wall-clock ms of the live connection's CONNACK (the presence entry's "since").
     var connectedAtMs: UInt64 = 0
+    /// ACL role and user name of the live connection, settled at CONNECT.
+    var role: UInt16 = 0
+    var username: String?
     var subscriptions: [TopicRequest] = []
     var inflight: [Outgoing] = []
     /// Inbound QoS 2 packet ids received but not yet released (PUBREL), so a resent

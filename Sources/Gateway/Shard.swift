@@ -40,6 +40,8 @@ struct ShardContext: Sendable {
     let listenFD: Int32
     /// Redis for the bridge (nil: bridge off).
     let redisAddress: SocketAddress?
+    let authenticator: Authenticator
+    let acl: ACL
     let fileTableSize: Int
     /// Live connections over all shards, for the max_connections limit.
     let live: LiveCount
@@ -76,7 +78,7 @@ final class Shard {
     private var paused: [(slot: UInt32, generation: UInt32)] = []
     var slab: [Connection] = []
     /// CONNECTs waiting for the previous holder of their client id to leave.
-    var waitingConnects: [UInt32: Connect] = [:]
+    var waitingConnects: [UInt32: (connect: Connect, role: UInt16)] = [:]
     private var freeSlots: [UInt32] = []
     private var dirty: [UInt32] = []
     private var rearm: [UInt32] = []
@@ -512,8 +514,8 @@ final class Shard {
             session.will = nil
             broker.detach(session, owner: owner)
             logger.info("disconnected: \(reason.rawValue)", metadata: who(slot))
-        } else if was == .awaitingTakeover, let c = waitingConnects.removeValue(forKey: slot) {
-            broker.abandonConnect(clientID: c.clientID, owner: owner)
+        } else if was == .awaitingTakeover, let w = waitingConnects.removeValue(forKey: slot) {
+            broker.abandonConnect(clientID: w.connect.clientID, owner: owner)
         }
         slab[Int(slot)].session = nil
         if flush && (slab[Int(slot)].sending || !slab[Int(slot)].outbound.isEmpty) {
@@ -575,7 +577,7 @@ final class Shard {
 
     /// For log lines: the client id once known.
     func clientID(_ slot: UInt32) -> String {
-        slab[Int(slot)].session?.clientID ?? waitingConnects[slot]?.clientID ?? "-"
+        slab[Int(slot)].session?.clientID ?? waitingConnects[slot]?.connect.clientID ?? "-"
     }
 
     /// Log metadata naming a connection: client id and peer address.
@@ -661,8 +663,8 @@ final class Shard {
             }
         case .resumeConnect(let slot, let gen):
             if isCurrent(slot, gen) && slab[Int(slot)].state == .awaitingTakeover,
-               let c = waitingConnects.removeValue(forKey: slot) {
-                attachSession(slot, c)
+               let w = waitingConnects.removeValue(forKey: slot) {
+                attachSession(slot, w.connect, role: w.role)
                 if slab[Int(slot)].state == .connected && !slab[Int(slot)].inbound.isEmpty {
                     drainInbound(slot)
                 }

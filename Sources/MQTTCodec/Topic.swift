@@ -53,13 +53,13 @@ public enum Topic {
 
     /// The `/`-separated levels of a topic or filter, empty ones included
     /// ("a/" is "a" then "").
-    struct Levels {
+    public struct Levels {
         let utf8: String.UTF8View
         var position: String.Index?
 
-        init(_ utf8: String.UTF8View) { self.utf8 = utf8; position = utf8.startIndex }
+        public init(_ utf8: String.UTF8View) { self.utf8 = utf8; position = utf8.startIndex }
 
-        mutating func next() -> Substring.UTF8View? {
+        public mutating func next() -> Substring.UTF8View? {
             guard let p = position else { return nil }
             if let slash = utf8[p...].firstIndex(of: UInt8(ascii: "/")) {
                 position = utf8.index(after: slash)

@@ -7,8 +7,15 @@ struct Pilegate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pilegate",
         abstract: "MQTT 3.1.1 broker-edge for charging piles, on io_uring.",
-        version: pilegateVersion
+        version: pilegateVersion,
+        subcommands: [Serve.self, Passwd.self],
+        defaultSubcommand: Serve.self
     )
+}
+
+/// Run the gateway (the default).
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway (default).")
 
     @Option(name: .long, help: "Listen address HOST:PORT (overrides listener.bind).")
     var listen: String?
@@ -39,6 +46,42 @@ struct Pilegate: ParsableCommand {
         } catch {
             logger.critical("\(error)")
             throw ExitCode(1)
+        }
+    }
+}
+
+/// Add, change or remove a user in a password file (mosquitto_passwd's format,
+/// so files made by either tool work with both).
+struct Passwd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Add, change or remove a password file entry (PBKDF2-SHA512, mosquitto_passwd format).")
+
+    @Argument(help: "Password file (created if missing).") var file: String
+    @Argument(help: "User name (a pile's id, or an operator).") var user: String
+    @Option(help: "Password; without it, the first line of standard input.") var password: String?
+    @Flag(help: "Remove the user.") var delete = false
+    @Option(help: "PBKDF2 iterations for the new hash.") var iterations = PasswordFile.defaultIterations
+
+    func validate() throws {
+        guard !user.isEmpty, !user.contains(":") else { throw ValidationError("user names cannot be empty or contain ':'") }
+        guard (1...10_000_000).contains(iterations) else { throw ValidationError("--iterations 1...10000000") }
+    }
+
+    func run() throws {
+        var pw = FileManager.default.fileExists(atPath: file) ? try PasswordFile(path: file) : PasswordFile()
+        if delete {
+            guard pw.remove(user) else { throw ValidationError("no user \(user) in \(file)") }
+        } else {
+            guard let secret = password ?? readLine(strippingNewline: true), !secret.isEmpty else {
+                throw ValidationError("no password given")
+            }
+            pw.set(user, password: secret, iterations: iterations)
+        }
+        // Written whole and renamed into place, readable by its owner only.
+        let tmp = file + ".tmp"
+        guard FileManager.default.createFile(atPath: tmp, contents: Data(pw.text.utf8), attributes: [.posixPermissions: 0o600]),
+              rename(tmp, file) == 0 else {
+            throw ValidationError("cannot write \(file)")
         }
     }
 }
