@@ -13,9 +13,10 @@ public struct PasswordFile: Sendable {
         var hash: [UInt8]
     }
 
-    /// Iterations for new entries: Mosquitto's own default. Verifying costs about
-    /// 0.1 ms per CONNECT (measured: see README, Security); a verified password is
-    /// then cached, so only the first CONNECT of each pile after a restart pays it.
+    /// Iterations for new entries: Mosquitto's own default. Measured with the same
+    /// OpenSSL PBKDF2 (README, Security): 61 us per verification, so the first CONNECT
+    /// of 200k piles after a restart costs 12 s of one core (1,000 iterations: 248 s).
+    /// A verified password is then cached; a reconnect storm costs a SHA-256 per pile.
     public static let defaultIterations = 101
 
     public private(set) var entries: [String: Entry] = [:]
