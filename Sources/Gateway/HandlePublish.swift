@@ -52,11 +52,13 @@ extension Shard {
         if m.retain && config.mqtt.retainAvailable { broker.retain(m) }
         let outcome = broker.route(m, into: &remote, target: target)
         if !remote[index].isEmpty {
-            let mine = remote[index]
-            remote[index].removeAll(keepingCapacity: true)
-            for d in mine where isCurrent(d.slot, d.generation) {
+            // Swap, not copy: a copy alive during removeAll would make it reallocate
+            // the list on every publish.
+            swap(&remote[index], &local)
+            for d in local where isCurrent(d.slot, d.generation) {
                 deliver(d.slot, d.message, qos: d.qos, retain: d.retain)
             }
+            local.removeAll(keepingCapacity: true)
         }
         return outcome
     }

@@ -84,6 +84,8 @@ final class Shard {
     private var rearm: [UInt32] = []
     /// Deliveries gathered this turn for other shards, posted at the end of the turn.
     var remote: [[Delivery]]
+    /// This shard's own deliveries, swapped out of `remote` while they are made.
+    var local: [Delivery] = []
     /// Fixed-file slots with no socket in them; an accept is only ever armed for one.
     private var freeFiles: [UInt32]
     private var acceptsArmed = 0
