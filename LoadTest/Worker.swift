@@ -21,6 +21,8 @@ struct Plan: Sendable {
     var subscribeOwn: Bool        // piles subscribe to their own cmd topic
     var hostsSubscriber: Bool     // fanin: this worker owns the wildcard subscriber (connection 0)
     var fileTable: Int
+    /// Reconnect after a refusal or a close, after 100-1000 ms (a pile's own backoff).
+    var retry: Bool
 }
 
 /// Counters the main thread reads for progress and the report.
@@ -35,6 +37,9 @@ final class Stats: @unchecked Sendable {
     let acked = ManagedAtomic<Int>(0)
     let received = ManagedAtomic<Int>(0)
     let subscribed = ManagedAtomic<Int>(0)
+    /// CONNACKs with a non-zero return code, and reconnect attempts (--retry).
+    let refused = ManagedAtomic<Int>(0)
+    let retries = ManagedAtomic<Int>(0)
     let finished = ManagedAtomic<Bool>(false)
 }
 
@@ -65,6 +70,8 @@ private enum LOp {
 private struct Client {
     enum State { case unused, connecting, awaitingConnack, connected, failed }
     var state = State.unused
+    /// Connection attempt, in every tag: completions of an abandoned socket are ignored.
+    var attempt: UInt32 = 0
     var sending = false
     var failedOnce = false
     var out = ByteBuffer()        // control packets (CONNECT, SUBSCRIBE, PINGREQ)
@@ -104,6 +111,8 @@ final class Worker {
     /// Clients with something to send this turn, and publishers waiting for rate budget.
     private var dirty: [Int] = []
     private var starved: [Int] = []
+    /// Clients waiting to reconnect (--retry): (due µs, client).
+    private var retryAt: [(UInt64, Int)] = []
 
     init(plan: Plan, stats: Stats, control: Control) throws {
         self.plan = plan
@@ -140,25 +149,39 @@ final class Worker {
         if control.stop.load(ordering: .relaxed) { return }
         while started < plan.connections && pending < plan.maxPending && (connectBudget >= 1 || initial && started == 0) {
             connectBudget -= 1
-            let i = started
             started += 1
-            pending += 1
-            clients[i].state = .connecting
-            let slot = UInt32(i)
-            ring.reserve(5)
-            let src = (plan.firstIndex + i) % plan.sources.count
-            ring.socketDirect(file: slot, tag: Tag(op: LOp.socket, slot: slot, generation: 0).raw, link: true)
-            ring.setsockopt(fixed: Int32(slot), level: Int32(IPPROTO_IP), name: IP_BIND_ADDRESS_NO_PORT,
-                            one, 4, tag: Tag(op: LOp.sockopt, slot: slot, generation: 0).raw, link: true)
-            ring.setsockopt(fixed: Int32(slot), level: Int32(IPPROTO_TCP), name: TCP_NODELAY,
-                            one, 4, tag: Tag(op: LOp.sockopt, slot: slot, generation: 0).raw, link: true)
-            sockaddrs.advanced(by: src).withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                ring.bind(fixed: Int32(slot), $0, socklen_t(MemoryLayout<sockaddr_in>.size),
-                          tag: Tag(op: LOp.bind, slot: slot, generation: 0).raw, link: true)
-            }
-            targetAddr.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                ring.connect(fixed: Int32(slot), $0, plan.target.length, tag: Tag(op: LOp.connect, slot: slot, generation: 0).raw)
-            }
+            startConnect(started - 1)
+        }
+    }
+
+    private func tag(_ op: UInt8, _ i: Int) -> UInt64 {
+        Tag(op: op, slot: UInt32(i), generation: clients[i].attempt & 0xFF_FFFF).raw
+    }
+
+    /// socket -> setsockopt x2 -> bind -> connect, linked, into fixed file `i`.
+    private func startConnect(_ i: Int) {
+        pending += 1
+        clients[i].state = .connecting
+        clients[i].failedOnce = false
+        clients[i].sending = false
+        clients[i].burstInFlight = false
+        clients[i].awaitingAcks = 0
+        clients[i].rx.removeAll()
+        clients[i].out.clear()
+        clients[i].inFlight.clear()
+        let slot = UInt32(i)
+        ring.reserve(5)
+        let src = (plan.firstIndex + i) % plan.sources.count
+        ring.socketDirect(file: slot, tag: tag(LOp.socket, i), link: true)
+        ring.setsockopt(fixed: Int32(slot), level: Int32(IPPROTO_IP), name: IP_BIND_ADDRESS_NO_PORT,
+                        one, 4, tag: tag(LOp.sockopt, i), link: true)
+        ring.setsockopt(fixed: Int32(slot), level: Int32(IPPROTO_TCP), name: TCP_NODELAY,
+                        one, 4, tag: tag(LOp.sockopt, i), link: true)
+        sockaddrs.advanced(by: src).withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            ring.bind(fixed: Int32(slot), $0, socklen_t(MemoryLayout<sockaddr_in>.size), tag: tag(LOp.bind, i), link: true)
+        }
+        targetAddr.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            ring.connect(fixed: Int32(slot), $0, plan.target.length, tag: tag(LOp.connect, i))
         }
     }
 
@@ -169,14 +192,20 @@ final class Worker {
         if clients[i].state == .connected { stats.connected.wrappingDecrement(ordering: .relaxed) }
         clients[i].state = .failed
         stats.failed.wrappingIncrement(ordering: .relaxed)
-        if stats.failed.load(ordering: .relaxed) <= 5 {
+        if stats.failed.load(ordering: .relaxed) <= 5 && !plan.retry {
             logError("pileload: connection \(plan.firstIndex + i) failed in \(op) (state \(clients[i].state)): \(why == 0 ? "closed by server" : String(cString: strerror(-why)))")
+        }
+        if plan.retry && !control.stop.load(ordering: .relaxed) {
+            ring.closeDirect(UInt32(i), tag: tag(LOp.close, i))
+            clients[i].attempt &+= 1
+            retryAt.append((micros() + UInt64.random(in: 100_000...1_000_000), i))
         }
     }
 
     private func complete(_ c: Completion) {
         let tag = Tag(c.userData)
         let i = Int(tag.slot)
+        if tag.op != LOp.timer && tag.generation != clients[i].attempt & 0xFF_FFFF { return }   // an abandoned attempt
         switch tag.op {
         case LOp.socket, LOp.sockopt, LOp.bind:
             if c.res < 0 && c.res != -ECANCELED { fail(i, c.res, tag.op == LOp.socket ? "socket" : tag.op == LOp.bind ? "bind" : "setsockopt") }
@@ -186,7 +215,7 @@ final class Worker {
             let sub = plan.hostsSubscriber && i == 0
             let id = sub ? "pileload-sub-\(plan.firstIndex)" : pileID(plan.firstIndex + i)
             queue(i, .connect(Connect(cleanSession: true, keepAlive: plan.keepAlive, clientID: id)))
-            ring.recvMultishot(fixed: Int32(i), bufferGroup: 1, tag: Tag(op: LOp.recv, slot: tag.slot, generation: 0).raw)
+            ring.recvMultishot(fixed: Int32(i), bufferGroup: 1, tag: self.tag(LOp.recv, i))
         case LOp.recv:
             if c.res > 0, let id = c.bufferID {
                 received(i, buffers.bytes(id, Int(c.res)))
@@ -230,7 +259,11 @@ final class Worker {
             guard let (first, len, hdr) = try? Decoder.fixedHeader(rest), hdr + len <= rest.count else { break }
             switch first >> 4 {
             case PacketType.connack.rawValue:
-                if len == 2 && rest[hdr + 1] == 0 { connack(i) } else { fail(i, -ECONNREFUSED, "CONNACK") }
+                if len == 2 && rest[hdr + 1] == 0 { connack(i) } else {
+                    stats.refused.wrappingIncrement(ordering: .relaxed)
+                    fail(i, -ECONNREFUSED, "CONNACK")
+                    return bytes.count
+                }
             case PacketType.publish.rawValue:
                 publishes += 1
                 let qos = (first >> 1) & 3
@@ -337,7 +370,7 @@ final class Worker {
 
     private func sendNow(_ i: Int, _ b: ByteBuffer, from offset: Int = 0) {
         clients[i].sending = true
-        ring.send(fixed: Int32(i), b.base! + offset, b.count - offset, tag: Tag(op: LOp.send, slot: UInt32(i), generation: 0).raw)
+        ring.send(fixed: Int32(i), b.base! + offset, b.count - offset, tag: tag(LOp.send, i))
     }
 
     private func onSend(_ i: Int, _ c: Completion) {
@@ -376,6 +409,18 @@ final class Worker {
         // Refill by elapsed time; bank at most 10 ms worth, so a late tick does not burst.
         connectBudget = min(connectBudget + Double(plan.connectRate) * elapsed, Double(plan.connectRate) / 100)
         startConnections(initial: false)
+        if !retryAt.isEmpty && !control.stop.load(ordering: .relaxed) {
+            var later: [(UInt64, Int)] = []
+            for (due, i) in retryAt {
+                if due <= now && pending < plan.maxPending {
+                    stats.retries.wrappingIncrement(ordering: .relaxed)
+                    startConnect(i)
+                } else {
+                    later.append((due, i))
+                }
+            }
+            retryAt = later
+        }
         let wasPublishing = publishing
         publishing = control.go.load(ordering: .relaxed) && !control.stop.load(ordering: .relaxed)
         if publishing && !wasPublishing {

@@ -36,6 +36,7 @@ struct PileLoad: ParsableCommand {
     @Option(help: "fanin: QoS of publishes and of the subscription.") var qos: UInt8 = 0
     @Option(help: "fanin: total messages per second, 0 = as fast as possible.") var rate = 0
     @Flag(help: "idle: each pile subscribes to its own /xjdy/ops/v1/TCU/{id}/cmd.") var subscribe = false
+    @Flag(help: "Reconnect after a CONNACK refusal or a close, 100-1000 ms later (as piles do).") var retry = false
     @Option(help: "Worker threads (rings); 0 = enough for the fixed-file tables.") var workers = 0
     @Option(help: "Write the final report as JSON here.") var json: String?
     @Option(help: "Broker process id: sample its RSS and CPU from /proc at phase boundaries.") var brokerPid: Int32?
@@ -68,7 +69,7 @@ struct PileLoad: ParsableCommand {
                             keepAlive: keepalive, connectRate: max(1, connectRate / nWorkers),
                             maxPending: max(1, maxPending / nWorkers), payload: payload, burst: burst,
                             qos: QoS(rawValue: qos)!, rate: rate / nWorkers, subscribeOwn: subscribe,
-                            hostsSubscriber: profile == .fanin && w == 0, fileTable: table)
+                            hostsSubscriber: profile == .fanin && w == 0, fileTable: table, retry: retry)
             first += share
             let stats = Stats()
             statsList.append(stats)
@@ -93,9 +94,9 @@ struct PileLoad: ParsableCommand {
             let now = monotonicMillis()
             if now - last >= 1000 {
                 last = now
-                say("connecting t=\(String(format: "%.1f", Double(now - t0) / 1000))s connected=\(c)/\(total) failed=\(f)")
+                say("connecting t=\(String(format: "%.1f", Double(now - t0) / 1000))s connected=\(c)/\(total) failed=\(f) refused=\(sum(\.refused))")
             }
-            if c + f >= total || now - t0 > UInt64(connectTimeout) * 1000 { break }
+            if c >= total || (!retry && c + f >= total) || now - t0 > UInt64(connectTimeout) * 1000 { break }
         }
         let connectMs = monotonicMillis() - t0
         let connected = sum(\.connected)
@@ -146,6 +147,7 @@ struct PileLoad: ParsableCommand {
         var report: [(String, String)] = [
             ("profile", "\"\(profile.rawValue)\""), ("target", "\"\(target)\""),
             ("connections", "\(total)"), ("connected", "\(connected)"), ("failed", "\(sum(\.failed))"),
+            ("refused", "\(sum(\.refused))"), ("retries", "\(sum(\.retries))"),
             ("connect_seconds", String(format: "%.3f", Double(connectMs) / 1000)),
             ("connect_rate", "\(Int(Double(connected) / max(0.001, Double(connectMs) / 1000)))"),
             ("steady_seconds", String(format: "%.3f", secs)),

@@ -8,11 +8,17 @@ extension Shard {
     func authorizeConnect(_ slot: UInt32, _ c: Connect) -> Result<UInt16, RefusalError> {
         if c.clientID.utf8.count > config.mqtt.maxClientIDLength {
             return .failure(RefusalError(code: .identifierRejected,
-                                         why: "client id longer than \(config.mqtt.maxClientIDLength) bytes"))
+                                         why: "client id longer than \(config.mqtt.maxClientIDLength) bytes",
+                                         denial: nil))
         }
-        if let r = ctx.authenticator.check(username: c.username, password: c.password, peer: slab[Int(slot)].peer) {
-            counters.add(.authFailures)
-            return .failure(RefusalError(code: r.code, why: r.why))
+        let peer = slab[Int(slot)].peer
+        if let r = ctx.authenticator.check(username: c.username, password: c.password, peer: peer) {
+            var why = r.why
+            if ctx.connectGuard.authFailed(peer, now: monotonicNanos()) {
+                counters.add(.authFailureBans)
+                why += "; IP banned for \(config.limits.authFailureBan) s after \(config.limits.authFailuresPerIP) failures"
+            }
+            return .failure(RefusalError(code: r.code, why: why, denial: .auth))
         }
         let authenticated = c.username != nil && !config.auth.passwordFile.isEmpty
         return .success(ctx.acl.role(username: c.username, authenticated: authenticated))
@@ -43,4 +49,22 @@ extension Shard {
 struct RefusalError: Error {
     var code: ConnectReturnCode
     var why: String
+    var denial: Denial?
+}
+
+extension Shard {
+    /// Every policy refusal and rate action ends here: counted by kind, one log
+    /// line naming the client and peer, and an event on the events stream.
+    func denied(_ slot: UInt32, _ kind: Denial, _ why: String, clientID: String? = nil,
+                extra: [(String, String)] = []) {
+        if let c = kind.counter { counters.add(c) }
+        let id = clientID ?? self.clientID(slot)
+        var meta = who(slot)
+        meta["client"] = "\(id)"
+        logger.info("denied (\(kind.rawValue)): \(why)", metadata: meta)
+        if let redis, !redis.event("denied", device: id, [("kind", kind.rawValue), ("reason", why),
+                                                          ("peer", "\(slab[Int(slot)].peer)")] + extra) {
+            counters.add(.bookkeepingDropped)
+        }
+    }
 }

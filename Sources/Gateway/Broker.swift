@@ -96,12 +96,17 @@ final class Broker: @unchecked Sendable {
     private let retained = TopicTree<Message>()
     private var stamp: UInt32 = 0
     private var matched: [UInt32] = []
+    /// Today's traffic of devices whose clean session ended, so reconnecting does
+    /// not reset a daily quota. Only kept when a quota is configured.
+    private var usage: [String: DailyUsage] = [:]
+    private let keepUsage: Bool
     private let limits: Config.MQTT
     let inboxes: [Inbox<ShardMessage>]
     let counters: Counters
 
-    init(limits: Config.MQTT, inboxes: [Inbox<ShardMessage>], counters: Counters) {
+    init(limits: Config.MQTT, keepUsage: Bool, inboxes: [Inbox<ShardMessage>], counters: Counters) {
         self.limits = limits
+        self.keepUsage = keepUsage
         self.inboxes = inboxes
         self.counters = counters
     }
@@ -120,7 +125,7 @@ final class Broker: @unchecked Sendable {
         lock.withLock {
             guard let h = byID[clientID] else {
                 let h = allocateHandle(Client(clientID: clientID, owner: owner))
-                return .ready(Session(clientID: clientID, handle: h, persistent: !cleanSession), present: false)
+                return .ready(newSession(clientID, h, cleanSession), present: false)
             }
             var c = clients[Int(h)]!
             if let previous = c.waiting, previous != owner {
@@ -144,7 +149,9 @@ final class Broker: @unchecked Sendable {
                 return .ready(s, present: true)
             }
             if let s = parked { dropSubscriptions(s) }
-            return .ready(Session(clientID: clientID, handle: h, persistent: !cleanSession), present: false)
+            let s = newSession(clientID, h, cleanSession)
+            if let parked { s.usage = parked.usage }
+            return .ready(s, present: false)
         }
     }
 
@@ -158,6 +165,7 @@ final class Broker: @unchecked Sendable {
                 c.parked = session
             } else {
                 dropSubscriptions(session)
+                if keepUsage { usage[c.clientID] = session.usage }
             }
             if let w = c.waiting {
                 clients[Int(session.handle)] = c
@@ -168,6 +176,17 @@ final class Broker: @unchecked Sendable {
                 clients[Int(session.handle)] = c
             }
         }
+    }
+
+    private func newSession(_ clientID: String, _ h: UInt32, _ cleanSession: Bool) -> Session {
+        let s = Session(clientID: clientID, handle: h, persistent: !cleanSession)
+        if keepUsage, let u = usage.removeValue(forKey: clientID) { s.usage = u }
+        return s
+    }
+
+    /// Drop carried usage from days before `today` (called when the day turns).
+    func forgetUsage(before today: UInt32) {
+        lock.withLock { usage = usage.filter { $0.value.day >= today } }
     }
 
     /// A connection that was waiting for a takeover closed before it finished.

@@ -77,6 +77,54 @@ public struct Config: Sendable {
         public var users: [String: String] = [:]
     }
 
+    /// Storm and abuse protection at CONNECT time (0 turns a limit off). Per-IP
+    /// limits are off by default: piles on a mobile network often share a few
+    /// carrier NAT addresses.
+    public struct Limits: Sendable {
+        public enum OverRate: String, Sendable, CaseIterable { case refuse, wait }
+        /// CONNECTs per second over the whole node, and how many may come at once.
+        public var connectRate = 0.0
+        public var connectBurst = 1000
+        public var connectRatePerIP = 0.0
+        public var connectBurstPerIP = 100
+        /// Over a connect rate: CONNACK 3 ("refuse") or hold the CONNECT until its
+        /// turn, up to half the connect timeout ("wait").
+        public var overRate = OverRate.refuse
+        public var maxConnectionsPerIP = 0
+        /// More than `flap_connects` CONNECTs with one client id within
+        /// `flap_window` seconds: that client id is refused for `flap_ban` seconds.
+        public var flapConnects = 0
+        public var flapWindow = 60
+        public var flapBan = 300
+        /// More than `auth_failures_per_ip` refused credentials from one IP within
+        /// `auth_failure_window` seconds: the IP is refused for `auth_failure_ban` seconds.
+        public var authFailuresPerIP = 0
+        public var authFailureWindow = 60
+        public var authFailureBan = 300
+        /// Unacknowledged QoS 1/2 PUBLISHes one pile may have waiting on Redis; past
+        /// it that pile is not read until some are stored (one pile cannot fill the
+        /// shard's whole Redis window).
+        public var maxInflightIn = 64
+    }
+
+    /// Send-rate rules per device (DESIGN.md, "Security model").
+    public struct Rate: Sendable {
+        /// The device rule (name "device", all topics) and `[[rate.topic]]` overrides.
+        public var device = RateRules.Rule(name: "device", filter: nil, messages: nil, bytes: nil,
+                                           action: .throttle, banSeconds: 300)
+        public var topics: [RateRules.Rule] = []
+        /// Bytes a device may move per day (in + out + overhead estimate); 0 = no quota.
+        public var dailyQuotaBytes = 0
+        public var quotaAction = RateAction.disconnect
+        public var quotaBanSeconds = 3600
+        /// Estimated TCP/IP bytes per MQTT packet (IPv4 + TCP headers with timestamps).
+        public var packetOverheadBytes = 52
+        /// Estimated TLS record bytes per MQTT packet (header + AEAD tag), on TLS connections.
+        public var tlsOverheadBytes = 22
+        /// Quota days start at UTC midnight plus this (e.g. 480 for Beijing time).
+        public var dayOffsetMinutes = 0
+    }
+
     /// The Redis Streams bridge (DESIGN.md, "Data flows").
     public struct Redis: Sendable {
         public var enabled = true
@@ -134,6 +182,8 @@ public struct Config: Sendable {
     public var auth = Auth()
     public var acl = ACL()
     public var routes: [Route] = []
+    public var limits = Limits()
+    public var rate = Rate()
 
     public init() {}
 
@@ -227,6 +277,40 @@ public struct Config: Sendable {
             try t.eachString("users") { user, role in acl.users[user] = role }
             for role in [acl.defaultRole, acl.anonymousRole] + acl.users.values where acl.roles[role] == nil {
                 throw Invalid(description: "config: acl role \"\(role)\" is not defined under [acl.roles]")
+            }
+        }
+        try r.table("limits") { t in
+            try t.double("connect_rate", &limits.connectRate)
+            try t.int("connect_burst", &limits.connectBurst, 1...10_000_000)
+            try t.double("connect_rate_per_ip", &limits.connectRatePerIP)
+            try t.int("connect_burst_per_ip", &limits.connectBurstPerIP, 1...10_000_000)
+            try t.enumeration("over_rate", &limits.overRate)
+            try t.int("max_connections_per_ip", &limits.maxConnectionsPerIP, 0...10_000_000)
+            try t.int("flap_connects", &limits.flapConnects, 0...1_000_000)
+            try t.int("flap_window", &limits.flapWindow, 1...86400)
+            try t.int("flap_ban", &limits.flapBan, 1...30 * 86400)
+            try t.int("auth_failures_per_ip", &limits.authFailuresPerIP, 0...1_000_000)
+            try t.int("auth_failure_window", &limits.authFailureWindow, 1...86400)
+            try t.int("auth_failure_ban", &limits.authFailureBan, 1...30 * 86400)
+            try t.int("max_inflight_in", &limits.maxInflightIn, 1...65535)
+        }
+        try r.table("rate") { t in
+            try t.rateRule(&rate.device)
+            try t.int("daily_quota_bytes", &rate.dailyQuotaBytes, 0...Int.max)
+            try t.enumeration("quota_action", &rate.quotaAction)
+            try t.int("quota_ban_seconds", &rate.quotaBanSeconds, 1...30 * 86400)
+            try t.int("packet_overhead_bytes", &rate.packetOverheadBytes, 0...1500)
+            try t.int("tls_overhead_bytes", &rate.tlsOverheadBytes, 0...1500)
+            try t.int("day_offset_minutes", &rate.dayOffsetMinutes, -1440...1440)
+            try t.tables("topic") { rt in
+                var rule = RateRules.Rule(name: "", filter: "", messages: nil, bytes: nil, action: .throttle, banSeconds: 300)
+                try rt.string("name", &rule.name)
+                try rt.string("filter", &rule.filter!)
+                try rt.rateRule(&rule)
+                guard !rule.name.isEmpty, Topic.isValidFilter(Array(rule.filter!.utf8)) else {
+                    throw Invalid(description: "config: every [[rate.topic]] needs a name and a valid filter")
+                }
+                rate.topics.append(rule)
             }
         }
         try r.tables("route") { t in
@@ -339,6 +423,41 @@ private struct TableReader {
             throw Config.Invalid(description: "config: \(name(key)) must be an integer in \(range)")
         }
         into = i
+    }
+
+    /// A number (integer or float), at least 0.
+    mutating func double(_ key: String, _ into: inout Double) throws {
+        seen.insert(key)
+        guard let v = table[key] else { return }
+        guard let d = v.double ?? v.int.map(Double.init), d >= 0, d.isFinite else {
+            throw Config.Invalid(description: "config: \(name(key)) must be a number, at least 0")
+        }
+        into = d
+    }
+
+    /// One of an enumeration's raw values.
+    mutating func enumeration<E: RawRepresentable & CaseIterable>(_ key: String, _ into: inout E) throws
+    where E.RawValue == String {
+        var raw = into.rawValue
+        try string(key, &raw)
+        guard let e = E(rawValue: raw) else {
+            let all = E.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+            throw Config.Invalid(description: "config: \(name(key)) must be one of \(all)")
+        }
+        into = e
+    }
+
+    /// The limit keys shared by `[rate]` and each `[[rate.topic]]`.
+    mutating func rateRule(_ rule: inout RateRules.Rule) throws {
+        var messages = 0.0, bytes = 0.0, burst = 10, burstBytes = 65536
+        try double("messages_per_second", &messages)
+        try double("bytes_per_second", &bytes)
+        try int("burst", &burst, 1...1_000_000)
+        try int("burst_bytes", &burstBytes, 1...1 << 30)
+        try enumeration("action", &rule.action)
+        try int("ban_seconds", &rule.banSeconds, 1...30 * 86400)
+        rule.messages = GCRA(perSecond: messages, burst: burst)
+        rule.bytes = GCRA(perSecond: bytes, burst: burstBytes)
     }
 
     mutating func bool(_ key: String, _ into: inout Bool) throws {

@@ -15,6 +15,9 @@ enum CloseReason: String, Sendable {
     case overLimit = "connection limit reached"
     case ioError = "socket error"
     case storeFailed = "Redis refused to store a message"
+    case rateLimited = "over a send-rate rule"
+    case quota = "over the daily byte quota"
+    case banned = "banned"
     case shutdown = "server shutdown"
 
     /// The will is published unless the client said DISCONNECT (3.14.4-3) or the
@@ -59,7 +62,7 @@ struct Peer: CustomStringConvertible {
 }
 
 /// One slab entry. Plain value, addressed by (slot, generation) in every SQE's
-/// user_data. An idle connected client owns: this struct (88 bytes), its Session,
+/// user_data. An idle connected client owns: this struct (96 bytes), its Session,
 /// and no buffers (the three ByteBuffers are released whenever they drain).
 /// Rarely used state lives elsewhere: the will in the Session, a CONNECT waiting
 /// for a takeover in `Shard.waitingConnects`.
@@ -81,6 +84,13 @@ struct Connection {
     /// Not being read: its next PUBLISH waits for room in the Redis pipeline
     /// (backpressure). Bytes already received wait in `inbound`.
     var paused = false
+    /// Not being read until its wheel entry fires: a throttle rate rule, or a
+    /// CONNECT waiting for its connect-rate slot (`Shard.delayedConnects`).
+    var throttled = false
+    /// Counted in the ConnectGuard's per-IP table (released at close).
+    var ipCounted = false
+    /// QoS 1/2 PUBLISHes from this pile waiting on Redis (limits.max_inflight_in).
+    var uplinksPending: UInt16 = 0
     /// Completions the kernel still owes for this slot; it is reused only at 0.
     var pendingOps: UInt16 = 0
     var keepAlive: UInt16 = 0

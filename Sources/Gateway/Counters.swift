@@ -36,6 +36,18 @@ public enum Counter: Int, CaseIterable, Sendable {
     case authFailures            // CONNECT refused for credentials (CONNACK 4 or 5)
     case publishDenied           // authorization refused a PUBLISH
     case subscribeDenied         // authorization refused a filter (SUBACK 0x80)
+    case bannedRefused           // CONNECT or accept refused: client id or IP banned
+    case flappingBans            // client id banned for reconnecting too often
+    case authFailureBans         // IP banned for too many refused credentials
+    case connectRateRefused      // CONNACK 3: over a connect rate
+    case connectRateWaits        // CONNECT held back for its turn (over_rate = "wait")
+    case ipConnectionsRefused    // closed at accept: max_connections_per_ip
+    case rateThrottles           // a rate rule stopped reading a connection for a while
+    case rateDrops               // a rate rule dropped a PUBLISH
+    case rateDisconnects         // a rate rule closed a connection
+    case rateBans                // a rate rule (or the quota) banned a client id
+    case quotaBreaches           // a device went over its daily byte quota (once a day)
+    case inflightInPauses        // a pile hit max_inflight_in and stopped being read
 }
 
 public final class Counters: Sendable {

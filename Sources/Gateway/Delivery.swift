@@ -54,6 +54,7 @@ extension Shard {
         m.payload.withUnsafeBytes { slab[Int(slot)].outbound.append($0) }
         counters.add(.publishesOut)
         counters.add(.packetsOut)
+        slab[Int(slot)].session?.countOut(size, overhead: overhead(slot), today: today)
         markDirty(slot)
     }
 }

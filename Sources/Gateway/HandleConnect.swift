@@ -1,8 +1,9 @@
 import MQTTCodec
 
 extension Shard {
-    /// CONNECT (3.1): check the client id, authorize, take over any connection that
-    /// holds the same id (possibly on another shard), then CONNACK.
+    /// CONNECT (3.1): check the client id, pass the front door's storm limits,
+    /// authorize, take over any connection that holds the same id (possibly on
+    /// another shard), then CONNACK.
     func handleConnect(_ slot: UInt32, _ connect: Connect) {
         var c = connect
         if c.clientID.isEmpty {
@@ -12,9 +13,23 @@ extension Shard {
             }
             c.clientID = generatedClientID(slot)
         }
+        switch ctx.connectGuard.admit(clientID: c.clientID, peer: slab[Int(slot)].peer, now: monotonicNanos()) {
+        case .go:
+            authorizeAndAttach(slot, c)
+        case .wait(let nanos):
+            // Its connect-rate slot is reserved; the CONNECT goes on in `endHold`.
+            counters.add(.connectRateWaits)
+            delayedConnects[slot] = c
+            hold(slot, nanos: nanos)
+        case .refuse(let code, let why, let kind):
+            refuseConnect(slot, code, why: why, clientID: c.clientID, denial: kind)
+        }
+    }
+
+    func authorizeAndAttach(_ slot: UInt32, _ c: Connect) {
         switch authorizeConnect(slot, c) {
         case .failure(let r):
-            return refuseConnect(slot, r.code, why: r.why, clientID: c.clientID)
+            return refuseConnect(slot, r.code, why: r.why, clientID: c.clientID, denial: r.denial)
         case .success(let role):
             slab[Int(slot)].keepAlive = c.keepAlive
             attachSession(slot, c, role: role)
@@ -34,6 +49,7 @@ extension Shard {
             session.role = role
             session.username = c.username
             session.connectedAtMs = wallMillis()
+            session.rateReported = false
             slab[Int(slot)].session = session
             if let redis {
                 redis.present(c.clientID, since: session.connectedAtMs)
@@ -57,12 +73,18 @@ extension Shard {
         }
     }
 
-    /// CONNACK with a refusal code, then close once it is sent (3.2.2.3).
-    func refuseConnect(_ slot: UInt32, _ code: ConnectReturnCode, why: String, clientID: String? = nil) {
+    /// CONNACK with a refusal code, then close once it is sent (3.2.2.3). A refusal
+    /// by policy (`denial`) is also counted by kind and emitted as an event.
+    func refuseConnect(_ slot: UInt32, _ code: ConnectReturnCode, why: String, clientID: String? = nil,
+                       denial: Denial? = nil) {
         counters.add(.connectsRefused)
-        var meta = who(slot)
-        if let clientID { meta["client"] = "\(clientID)" }
-        logger.info("CONNECT refused (\(code)): \(why)", metadata: meta)
+        if let denial {
+            denied(slot, denial, "CONNECT refused (\(code)): \(why)", clientID: clientID)
+        } else {
+            var meta = who(slot)
+            if let clientID { meta["client"] = "\(clientID)" }
+            logger.info("CONNECT refused (\(code)): \(why)", metadata: meta)
+        }
         send(slot, .connack(Connack(sessionPresent: false, returnCode: code)))
         close(slot, .refused, flush: true)
     }

@@ -12,8 +12,7 @@ extension Shard {
         }
         if let why = authorizePublish(session, p) {
             // Dropped; QoS 1/2 still acknowledged, as 3.1.1 leaves the client no other signal.
-            counters.add(.publishDenied)
-            logger.info("PUBLISH denied: \(why)", metadata: ["client": "\(session.clientID)", "topic": "\(p.topic)"])
+            denied(slot, .publishACL, "PUBLISH to \(p.topic): \(why)", extra: [("topic", p.topic)])
         } else {
             let m = Message(topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain)
             dispatch(m)
@@ -23,6 +22,7 @@ extension Shard {
                     if redis.canAccept { redis.xadd(m, device: session.clientID, expect: .bookkeeping) }
                     else { counters.add(.uplinkDropped) }   // qos0_overload = "drop"
                 } else {
+                    slab[Int(slot)].uplinksPending += 1
                     redis.xadd(m, device: session.clientID, expect: .uplink(
                         slot: slot, generation: slab[Int(slot)].generation, packetID: p.packetID, qos: p.qos))
                 }
@@ -63,10 +63,21 @@ extension Shard {
         return outcome
     }
 
+    /// One of the pile's stored-before-acked PUBLISHes was answered: a pile held at
+    /// `max_inflight_in` reads on once half its window is free.
+    private func uplinkAnswered(_ slot: UInt32) {
+        slab[Int(slot)].uplinksPending -= 1
+        if slab[Int(slot)].throttled && delayedConnects[slot] == nil
+            && Int(slab[Int(slot)].uplinksPending) <= config.limits.maxInflightIn / 2 {
+            endHold(slot)
+        }
+    }
+
     /// A reply from Redis to something this shard sent.
     func redisReplied(_ e: RedisExpectation, _ r: RedisReply) {
         switch e {
         case .uplink(let slot, let generation, let packetID, let qos):
+            if isCurrent(slot, generation) { uplinkAnswered(slot) }
             guard !r.isError else {
                 counters.add(.redisErrors)
                 logger.error("redis refused an uplink XADD: \(r.text)")

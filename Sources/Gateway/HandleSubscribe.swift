@@ -9,8 +9,7 @@ extension Shard {
         codes.reserveCapacity(sub.topics.count)
         for t in sub.topics {
             if let why = authorizeSubscribe(session, t) {
-                counters.add(.subscribeDenied)
-                logger.info("SUBSCRIBE denied: \(why)", metadata: ["client": "\(session.clientID)", "filter": "\(t.filter)"])
+                denied(slot, .subscribeACL, "SUBSCRIBE to \(t.filter): \(why)", extra: [("filter", t.filter)])
                 codes.append(Suback.failure)
             } else {
                 broker.subscribe(session, t)

@@ -123,6 +123,9 @@ extension CloseReason {
         case .overLimit: "over_limit"
         case .ioError: "socket_error"
         case .storeFailed: "store_failed"
+        case .rateLimited: "rate_limited"
+        case .quota: "quota"
+        case .banned: "banned"
         case .shutdown: "shutdown"
         }
     }

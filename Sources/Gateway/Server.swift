@@ -53,11 +53,14 @@ public final class Server {
         let (shards, tableSize) = Server.layout(config: config, cores: cores, fileLimit: fileLimit())
         let inboxes = (0..<shards).map { _ in Inbox<ShardMessage>() }
         let counters = (0...shards).map { _ in Counters() }
-        let broker = Broker(limits: config.mqtt, inboxes: inboxes, counters: counters[shards])
+        let rates = RateRules(config.rate)
+        let broker = Broker(limits: config.mqtt, keepUsage: rates.quota > 0, inboxes: inboxes, counters: counters[shards])
         broker.reserve(clients: config.server.maxConnections)
         let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
                                    listenFD: listenFD, redisAddress: redisAddress,
                                    authenticator: try Authenticator(config: config.auth), acl: ACL(config.acl),
+                                   connectGuard: ConnectGuard(config.limits, connectTimeoutSeconds: config.mqtt.connectTimeout),
+                                   rates: rates,
                                    fileTableSize: tableSize,
                                    live: LiveCount(),
                                    occupancy: (0..<shards).map { _ in LiveCount() },

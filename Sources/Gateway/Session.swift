@@ -47,6 +47,11 @@ final class Session: @unchecked Sendable {
     var role: UInt16 = 0
     var username: String?
     var subscriptions: [TopicRequest] = []
+    /// Traffic today (daily quota, SIM accounting) and the rate rules' buckets.
+    var usage = DailyUsage()
+    var rate = RateState()
+    /// A rate action was logged and emitted for the live connection.
+    var rateReported = false
     var inflight: [Outgoing] = []
     /// Inbound QoS 2 packet ids received but not yet released (PUBREL), so a resent
     /// PUBLISH is not routed twice (4.3.3).

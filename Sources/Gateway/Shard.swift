@@ -42,6 +42,8 @@ struct ShardContext: Sendable {
     let redisAddress: SocketAddress?
     let authenticator: Authenticator
     let acl: ACL
+    let connectGuard: ConnectGuard
+    let rates: RateRules
     let fileTableSize: Int
     /// Live connections over all shards, for the max_connections limit.
     let live: LiveCount
@@ -79,6 +81,10 @@ final class Shard {
     var slab: [Connection] = []
     /// CONNECTs waiting for the previous holder of their client id to leave.
     var waitingConnects: [UInt32: (connect: Connect, role: UInt16)] = [:]
+    /// CONNECTs holding a connect-rate slot in the future (limits.over_rate = "wait").
+    var delayedConnects: [UInt32: Connect] = [:]
+    /// Quota day (RateRules.day), refreshed every tick.
+    var today: UInt32 = 0
     private var freeSlots: [UInt32] = []
     private var dirty: [UInt32] = []
     private var rearm: [UInt32] = []
@@ -104,6 +110,7 @@ final class Shard {
     private var expired: [TimingWheel.Entry] = []
     private var timeout = __kernel_timespec(tv_sec: 0, tv_nsec: Int64(Shard.tickMillis) * 1_000_000)
     private var nextSys: UInt64 = 0
+    private var nextSweep: UInt64 = 0
     private var stopDeadline: UInt64 = 0
     static let tickMillis: UInt64 = 100
     static let recvGroup: UInt16 = 1
@@ -130,6 +137,7 @@ final class Shard {
         // Never regrown (a copy of every connection) and untouched pages cost no RSS.
         slab.reserveCapacity(context.fileTableSize)
         freeFiles = (0..<UInt32(context.fileTableSize)).reversed()
+        today = context.rates.day(wallSeconds: Int64(wallMillis() / 1000))
     }
 
     var currentTick: UInt64 { (monotonicMillis() - ctx.startedAt) / Shard.tickMillis }
@@ -193,7 +201,7 @@ final class Shard {
 
     private func endTurn() {
         if !paused.isEmpty && redis?.canResume == true { resumePaused() }
-        for slot in rearm where slab[Int(slot)].isOpen && !slab[Int(slot)].recvArmed && !slab[Int(slot)].paused {
+        for slot in rearm where isReadable(slot) && !slab[Int(slot)].recvArmed {
             armRecv(slot)
         }
         rearm.removeAll(keepingCapacity: true)
@@ -245,7 +253,12 @@ final class Shard {
                 counters.add(.connectionsOverLimit)
                 logger.warning("closing connection: over max_connections (\(config.server.maxConnections))")
                 close(slot, .overLimit)
+            } else if let d = ctx.connectGuard.accepted(slab[Int(slot)].peer, now: monotonicNanos()) {
+                denied(slot, d, d == .ipBanned ? "IP banned for repeated authentication failures"
+                                              : "over max_connections_per_ip (\(config.limits.maxConnectionsPerIP))")
+                close(slot, .overLimit)
             } else {
+                slab[Int(slot)].ipCounted = ctx.connectGuard.tracks(slab[Int(slot)].peer)
                 armRecv(slot)
                 schedule(slot, at: wheel.now + ticks(seconds: config.mqtt.connectTimeout))
             }
@@ -329,7 +342,10 @@ final class Shard {
         } else if c.res == -ENOBUFS {
             // Buffer ring ran dry; buffers come back this turn, so re-arm then.
             if slab[Int(slot)].isOpen { rearm.append(slot) }
-        } else if c.res != -ECANCELED {
+        } else if c.res == -ECANCELED {
+            // Cancelled to stop reading, and reading may have resumed since.
+            if !c.more && isReadable(slot) { rearm.append(slot) }
+        } else {
             socketError(slot, "recv", c.res)
         }
         opDone(slot)
@@ -338,7 +354,7 @@ final class Shard {
     /// Feed received bytes to the decoder. A packet that straddles buffers is the
     /// only thing copied, into the connection's reassembly buffer.
     private func received(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
-        let waiting = slab[Int(slot)].state == .awaitingTakeover || slab[Int(slot)].paused
+        let waiting = slab[Int(slot)].state == .awaitingTakeover || slab[Int(slot)].paused || slab[Int(slot)].throttled
         if waiting || !slab[Int(slot)].inbound.isEmpty {
             slab[Int(slot)].inbound.append(bytes)
             if waiting {
@@ -375,18 +391,28 @@ final class Shard {
         var offset = 0
         while offset < bytes.count {
             let state = slab[Int(slot)].state
-            guard state == .awaitingConnect || state == .connected else { break }
+            guard state == .awaitingConnect || state == .connected, !slab[Int(slot)].throttled else { break }
             switch Decoder.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...]),
                                   maxPacketSize: config.mqtt.maxPacketSize) {
             case .packet(let packet, let n):
-                if case .publish(let p) = packet, state == .connected, mustWaitForRedis(p) {
-                    pause(slot)
-                    return offset   // this PUBLISH is read again on resume
+                var handleIt = true
+                if case .publish(let p) = packet, state == .connected {
+                    if mustWaitForRedis(p) {
+                        pause(slot)
+                        return offset   // this PUBLISH is read again on resume
+                    }
+                    switch gatePublish(slot, p, size: n) {
+                    case .pass: break
+                    case .hold: return offset   // read again when the hold ends
+                    case .dropped: handleIt = false
+                    case .closed: return bytes.count
+                    }
                 }
                 offset += n
                 counters.add(.packetsIn)
                 slab[Int(slot)].lastSeen = nowTick32
-                handle(slot, packet)
+                if let s = slab[Int(slot)].session { s.countIn(n, overhead: overhead(slot), today: today) }
+                if handleIt { handle(slot, packet) }
             case .incomplete:
                 return offset
             case .failure(let error):
@@ -430,9 +456,11 @@ final class Shard {
     /// Encode a packet into the connection's send buffer; it goes out at the end
     /// of this loop turn with everything else queued for the connection.
     func send(_ slot: UInt32, _ packet: Packet) {
-        slab[Int(slot)].outbound.reserve(Encoder.size(of: packet))
+        let size = Encoder.size(of: packet)
+        slab[Int(slot)].outbound.reserve(size)
         Encoder.encode(packet, into: &slab[Int(slot)].outbound)
         counters.add(.packetsOut)
+        slab[Int(slot)].session?.countOut(size, overhead: overhead(slot), today: today)
         markDirty(slot)
     }
 
@@ -495,6 +523,11 @@ final class Shard {
         slab[Int(slot)].state = .closing
         ctx.live.remove()
         counters.add(.connectionsClosed)
+        if slab[Int(slot)].ipCounted {
+            slab[Int(slot)].ipCounted = false
+            ctx.connectGuard.closed(slab[Int(slot)].peer)
+        }
+        delayedConnects[slot] = nil
         let owner = Owner(shard: index, slot: slot, generation: slab[Int(slot)].generation)
         if was == .connected, let session = slab[Int(slot)].session {
             counters.subtract(.clientsConnected)
@@ -604,6 +637,13 @@ final class Shard {
         ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
         if !stopping && index >= ctx.primaryShards { reviewAccepting() }
         let ms = monotonicMillis()
+        let day = ctx.rates.day(wallSeconds: Int64(wallMillis() / 1000))
+        if index == 0 && day != today { broker.forgetUsage(before: day) }
+        today = day
+        if index == 0 && now >= nextSweep {
+            nextSweep = now + ticks(seconds: 5)
+            ctx.connectGuard.sweep(now: monotonicNanos())
+        }
         redis?.connection.tick(nowMs: ms)
         downlink?.connection.tick(nowMs: ms)
         if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
@@ -618,6 +658,7 @@ final class Shard {
               slab[s].timerDeadline == UInt32(truncatingIfNeeded: e.deadline) else {
             return   // stale: the connection is gone or has a newer entry
         }
+        if slab[s].throttled && slab[s].isOpen { return endHold(e.slot) }
         switch slab[s].state {
         case .awaitingConnect, .awaitingTakeover:
             counters.add(.connectTimeouts)
@@ -701,10 +742,29 @@ final class Shard {
         slab[Int(slot)].paused = true
         paused.append((slot, slab[Int(slot)].generation))
         counters.add(.backpressurePauses)
+        stopReading(slot)
+    }
+
+    /// Cancel the connection's multishot recv (bytes already in flight are kept in
+    /// `inbound`); reading starts again through `rearm` once nothing holds it.
+    func stopReading(_ slot: UInt32) {
         if slab[Int(slot)].recvArmed {
             ring.cancel(tag: tag(Op.recv, slot), tag: tag(Op.cancel, slot))
             slab[Int(slot)].pendingOps += 1
         }
+    }
+
+    /// Open, and neither paused (Redis) nor held (rate rule, in-flight bound, CONNECT slot).
+    func isReadable(_ slot: UInt32) -> Bool {
+        slab[Int(slot)].isOpen && !slab[Int(slot)].paused && !slab[Int(slot)].throttled
+    }
+
+    /// Read again: parse what arrived meanwhile, then re-arm the recv.
+    func resumeReading(_ slot: UInt32) {
+        guard isReadable(slot) else { return }
+        slab[Int(slot)].lastSeen = nowTick32   // we were not reading: not the pile's silence
+        drainInbound(slot)
+        if isReadable(slot) && !slab[Int(slot)].recvArmed { rearm.append(slot) }
     }
 
     private func resumePaused() {
@@ -712,9 +772,7 @@ final class Shard {
         paused.removeAll(keepingCapacity: true)
         for (slot, gen) in list where isCurrent(slot, gen) && slab[Int(slot)].paused && slab[Int(slot)].isOpen {
             slab[Int(slot)].paused = false
-            slab[Int(slot)].lastSeen = nowTick32   // we were not reading: not the pile's silence
-            drainInbound(slot)
-            if slab[Int(slot)].isOpen && !slab[Int(slot)].paused && !slab[Int(slot)].recvArmed { rearm.append(slot) }
+            resumeReading(slot)
         }
     }
 

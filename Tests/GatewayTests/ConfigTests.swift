@@ -18,6 +18,88 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.mqtt.maxQueuedMessages, d.mqtt.maxQueuedMessages)
         XCTAssertEqual(c.mqtt.maxSendBuffer, d.mqtt.maxSendBuffer)
         XCTAssertEqual(c.log.level, d.log.level)
+        XCTAssertEqual(c.limits.connectRate, d.limits.connectRate)
+        XCTAssertEqual(c.limits.overRate, d.limits.overRate)
+        XCTAssertEqual(c.limits.flapConnects, d.limits.flapConnects)
+        XCTAssertEqual(c.limits.maxInflightIn, d.limits.maxInflightIn)
+        XCTAssertNil(c.rate.device.messages)
+        XCTAssertEqual(c.rate.device.action, d.rate.device.action)
+        XCTAssertEqual(c.rate.dailyQuotaBytes, d.rate.dailyQuotaBytes)
+        XCTAssertEqual(c.rate.packetOverheadBytes, d.rate.packetOverheadBytes)
+        XCTAssertTrue(c.rate.topics.isEmpty)
+    }
+
+    func testRateRulesAndLimitsParse() throws {
+        let c = try Config(toml: """
+        [limits]
+        connect_rate = 5000.5
+        over_rate = "wait"
+        [rate]
+        messages_per_second = 0.1
+        burst = 3
+        action = "drop"
+        [[rate.topic]]
+        name = "run-data"
+        filter = "/xjdy/ops/v1/TCU/+/msg"
+        bytes_per_second = 1000
+        action = "ban"
+        """)
+        XCTAssertEqual(c.limits.connectRate, 5000.5)
+        XCTAssertEqual(c.limits.overRate, .wait)
+        XCTAssertEqual(c.rate.device.messages?.interval, 10_000_000_000, "0.1 msg/s = one per 10 s")
+        XCTAssertEqual(c.rate.device.messages?.tolerance, 30_000_000_000)
+        XCTAssertEqual(c.rate.device.action, .drop)
+        XCTAssertEqual(c.rate.topics.map(\.name), ["run-data"])
+        XCTAssertEqual(c.rate.topics[0].bytes?.interval, 1_000_000)
+        XCTAssertEqual(c.rate.topics[0].action, .ban)
+        XCTAssertThrowsError(try Config(toml: "[rate]\naction = \"slow\"\n")) {
+            XCTAssertEqual("\($0)", "config: rate.action must be one of \"throttle\", \"drop\", \"disconnect\", \"ban\"")
+        }
+        XCTAssertThrowsError(try Config(toml: "[rate]\nmessages_per_second = -1\n"))
+        XCTAssertThrowsError(try Config(toml: "[[rate.topic]]\nname = \"x\"\nfilter = \"a/#/b\"\n"))
+        XCTAssertThrowsError(try Config(toml: "[limits]\nover_rate = \"queue\"\n"))
+    }
+
+    /// GCRA against its definition: burst at once, then one per interval; a unit
+    /// bigger than the burst passes on a full bucket; verdicts of the rule set.
+    func testRateLimiterArithmetic() {
+        let g = GCRA(perSecond: 10, burst: 3)!
+        var tat: UInt64 = 0
+        let t0: UInt64 = 1_000_000_000
+        for _ in 0..<3 { XCTAssertNil(g.take(&tat, now: t0)) }
+        XCTAssertEqual(g.take(&tat, now: t0), 100_000_000, "4th waits one interval")
+        XCTAssertNil(g.take(&tat, now: t0 + 100_000_000))
+        XCTAssertNotNil(g.take(&tat, now: t0 + 150_000_000))
+        let bytes = GCRA(perSecond: 100, burst: 10)!
+        var bt: UInt64 = 0
+        XCTAssertNil(bytes.take(&bt, cost: 500, now: t0), "full bucket admits an oversized unit")
+        XCTAssertEqual(bytes.take(&bt, cost: 1, now: t0 + 1_000_000_000), 3_910_000_000, "then pays it back: 5 s of bytes, 1 s passed, 0.1 s of burst")
+        var w: UInt64 = 0
+        XCTAssertEqual(g.reserve(&w, now: t0, maxWait: 1_000_000_000), 0)
+        for _ in 0..<2 { _ = g.reserve(&w, now: t0, maxWait: 1_000_000_000) }
+        XCTAssertEqual(g.reserve(&w, now: t0, maxWait: 1_000_000_000), 100_000_000, "queued one interval out")
+        XCTAssertNil(g.reserve(&w, now: t0, maxWait: 50_000_000), "past max wait: not taken")
+
+        var rc = Config.Rate()
+        rc.device.messages = GCRA(perSecond: 1, burst: 1)
+        rc.device.action = .drop
+        rc.topics = [RateRules.Rule(name: "trade", filter: "/xjdy/+/trade", messages: nil, bytes: nil, action: .ban, banSeconds: 9)]
+        rc.dailyQuotaBytes = 1000
+        let rules = RateRules(rc)
+        var state = RateState()
+        var usage = DailyUsage()
+        guard case .pass = rules.admit(topic: "/a", size: 10, usage: usage, state: &state, now: t0) else { return XCTFail() }
+        guard case .act(.drop, 0) = rules.admit(topic: "/a", size: 10, usage: usage, state: &state, now: t0) else { return XCTFail() }
+        guard case .pass = rules.admit(topic: "/xjdy/x/trade", size: 10, usage: usage, state: &state, now: t0) else {
+            return XCTFail("the topic rule (no limit) overrides the device rule")
+        }
+        usage.bytesIn = 1000
+        guard case .act(.disconnect, -1) = rules.admit(topic: "/a", size: 10, usage: usage, state: &state, now: t0) else {
+            return XCTFail("over quota")
+        }
+        XCTAssertEqual(rules.ruleName(-1), "daily_quota")
+        XCTAssertEqual(rules.day(wallSeconds: 86_400 * 3 - 1), 2)
+        XCTAssertEqual(RateRules({ var r = Config.Rate(); r.dayOffsetMinutes = 480; return r }()).day(wallSeconds: 86_400 * 3 - 8 * 3600), 3)
     }
 
     func testMistakesAreErrors() {

@@ -180,12 +180,22 @@ struct Failure: Error, CustomStringConvertible {
 
 /// A blocking MQTT client over a plain socket, for byte-exact tests: it can send
 /// anything, including what no real client library would.
-final class RawClient {
+final class RawClient: @unchecked Sendable {   // one thread sends while another receives: the socket allows it
     let fd: Int32
     private var buffer: [UInt8] = []
 
-    init(port: UInt16, timeout: TimeInterval = 5) throws {
+    /// `source`: a loopback address to connect from (per-IP limits), e.g. "127.0.0.9".
+    init(port: UInt16, timeout: TimeInterval = 5, source: String? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let rc = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if rc != 0 { Glibc.close(fd); throw Failure("bind \(source): \(errno)") }
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian

@@ -229,7 +229,7 @@ final class ProtocolTests: XCTestCase {
         XCTAssertTrue(String(decoding: v.payload, as: UTF8.self).hasPrefix("pilegate "))
         c.send(.publish(Publish(topic: "$SYS/broker/version", payload: [1], qos: .atLeastOnce, packetID: 9)))
         XCTAssertEqual(c.receive(), .puback(9), "denied PUBLISH is still acknowledged")
-        XCTAssertNotNil(gw.waitForLog("PUBLISH denied: topics starting with $ are reserved"))
+        XCTAssertNotNil(gw.waitForLog("denied (publish_acl): PUBLISH to $SYS/broker/version: topics starting with $ are reserved"))
     }
 
     func testRestartRebindsThePortAtOnce() throws {

@@ -81,7 +81,7 @@ final class SecurityTests: XCTestCase {
         XCTAssertEqual(pile.receive(), .puback(8))
         guard case .publish(let p) = op.receive() else { return XCTFail("operator got nothing") }
         XCTAssertEqual(p.payload, Array("mine".utf8), "the forged message never reached anyone")
-        XCTAssertNotNil(g.waitForLog("PUBLISH denied: ACL: role pile may not publish here"))
+        XCTAssertNotNil(g.waitForLog("denied (publish_acl): PUBLISH to /xjdy/ops/v1/TCU/AAAAAAAB/msg: ACL: role pile may not publish here"))
         // Anonymous on loopback (the default) is the operator role: the local debugging path.
         XCTAssertEqual(try connect(g, "local-debug", user: nil, password: nil).1, .accepted)
     }

@@ -1,0 +1,285 @@
+import Glibc
+import MQTTCodec
+
+/// A rate limit as GCRA (the "virtual scheduling" form of a token bucket): the
+/// whole state is one theoretical arrival time, so a device costs 8 bytes per
+/// limit and a check is two comparisons. Times are monotonic nanoseconds.
+public struct GCRA: Sendable {
+    /// Nanoseconds one unit (message, byte, connect) uses up.
+    let interval: UInt64
+    /// How far ahead of now the arrival time may run: `burst` units at once.
+    let tolerance: UInt64
+
+    /// nil for "no limit" (rate 0).
+    init?(perSecond rate: Double, burst: Int) {
+        guard rate > 0 else { return nil }
+        interval = max(1, UInt64(1e9 / rate))
+        tolerance = interval * UInt64(max(1, burst))
+    }
+
+    /// Take `cost` units now: nil when allowed (state advanced), else nanoseconds
+    /// until they would be. A full bucket always admits one unit, however large,
+    /// so a message bigger than the byte burst is slowed, never stuck.
+    func take(_ tat: inout UInt64, cost: UInt64 = 1, now: UInt64) -> UInt64? {
+        let start = max(tat, now)
+        let next = start + cost * interval
+        if start == now || next <= now + tolerance {
+            tat = next
+            return nil
+        }
+        return next - now - tolerance
+    }
+
+    /// Take `cost` units, queueing behind earlier takers: the wait (0 = now) until
+    /// the units are ours; they are reserved either way, unless the wait exceeds
+    /// `maxWait`, in which case nothing is taken and nil comes back.
+    func reserve(_ tat: inout UInt64, now: UInt64, maxWait: UInt64) -> UInt64? {
+        let next = max(tat, now) + interval
+        let wait = next > now + tolerance ? next - now - tolerance : 0
+        if wait > maxWait { return nil }
+        tat = next
+        return wait
+    }
+}
+
+/// What a rate rule does to traffic over its limit (DESIGN.md, "Security model").
+public enum RateAction: String, Sendable, CaseIterable {
+    /// Stop reading the connection until the bucket refills: TCP pushes back, nothing is lost.
+    case throttle
+    /// Drop the PUBLISH (QoS 1/2 still acknowledged, as for an ACL denial).
+    case drop
+    /// Close the connection (the will is sent).
+    case disconnect
+    /// Close it and refuse the client id for `ban_seconds`.
+    case ban
+}
+
+/// The send-rate rules of `[rate]`, compiled once: a per-device default and
+/// per-topic overrides (first matching filter wins), and the daily byte quota.
+public struct RateRules: Sendable {
+    public struct Rule: Sendable {
+        var name: String
+        var filter: String?
+        var messages: GCRA?
+        var bytes: GCRA?
+        var action: RateAction
+        var banSeconds: Int
+        var isLimited: Bool { messages != nil || bytes != nil }
+    }
+
+    /// Index 0: the per-device rule (all topics); then the topic rules in order.
+    let rules: [Rule]
+    let quota: UInt64
+    let quotaAction: RateAction
+    let quotaBanSeconds: Int
+    /// Added per MQTT packet when estimating what a pile's SIM carries.
+    let packetOverhead: UInt64
+    let tlsOverhead: UInt64
+    let dayOffsetSeconds: Int64
+
+    init(_ c: Config.Rate) {
+        rules = [c.device] + c.topics
+        quota = UInt64(c.dailyQuotaBytes)
+        quotaAction = c.quotaAction
+        quotaBanSeconds = c.quotaBanSeconds
+        packetOverhead = UInt64(c.packetOverheadBytes)
+        tlsOverhead = UInt64(c.tlsOverheadBytes)
+        dayOffsetSeconds = Int64(c.dayOffsetMinutes) * 60
+    }
+
+    /// Any rate rule or quota at all (otherwise the publish path skips this file).
+    var active: Bool { quota > 0 || rules.contains { $0.isLimited } }
+
+    /// The rule governing `topic`: the first topic rule that matches, else the device rule.
+    func ruleIndex(for topic: String) -> Int {
+        for i in 1..<rules.count where Topic.matches(filter: rules[i].filter!, topic: topic) { return i }
+        return 0
+    }
+
+    /// Day number (UTC shifted by `day_offset_minutes`) that quotas and accounting roll over on.
+    func day(wallSeconds: Int64) -> UInt32 { UInt32(truncatingIfNeeded: (wallSeconds + dayOffsetSeconds) / 86_400) }
+
+    /// Seconds from `wallSeconds` to the start of the next quota day.
+    func secondsToNextDay(wallSeconds: Int64) -> Int64 {
+        86_400 - (wallSeconds + dayOffsetSeconds) % 86_400
+    }
+}
+
+/// One device's traffic today, what its SIM carried: MQTT bytes plus the
+/// per-packet overhead estimate. Kept in the Session, and carried across clean
+/// reconnects by the Broker, so a quota cannot be reset by reconnecting.
+struct DailyUsage: Sendable {
+    var day: UInt32 = 0
+    var bytesIn: UInt64 = 0
+    var bytesOut: UInt64 = 0
+    var packetsIn: UInt32 = 0
+    var packetsOut: UInt32 = 0
+    /// The quota breach was reported today (one event per day).
+    var breachReported = false
+
+    var total: UInt64 { bytesIn + bytesOut }
+
+    mutating func roll(to today: UInt32) {
+        if day != today { self = DailyUsage(day: today) }
+    }
+}
+
+/// A device's buckets: two arrival times (messages, bytes) per rule, allocated
+/// on its first PUBLISH when any rule is limited.
+struct RateState {
+    var tats: [UInt64] = []
+}
+
+/// The verdict on one PUBLISH.
+enum RateVerdict {
+    case pass
+    /// Over a throttle rule: read again after this many nanoseconds.
+    case wait(UInt64, rule: Int)
+    /// Over a drop, disconnect or ban rule (or the quota, rule = -1).
+    case act(RateAction, rule: Int)
+}
+
+extension RateRules {
+    /// Check (and charge) one PUBLISH of `size` wire bytes against the device's rule
+    /// for its topic and its daily quota. Charging happens only when it passes.
+    func admit(topic: String, size: Int, usage: DailyUsage, state: inout RateState, now: UInt64) -> RateVerdict {
+        if quota > 0 && usage.total >= quota {
+            return quotaAction == .throttle ? .wait(UInt64.max, rule: -1) : .act(quotaAction, rule: -1)
+        }
+        let i = rules.count == 1 ? 0 : ruleIndex(for: topic)
+        let rule = rules[i]
+        guard rule.isLimited else { return .pass }
+        if state.tats.isEmpty { state.tats = Array(repeating: 0, count: 2 * rules.count) }
+        var m = state.tats[2 * i], b = state.tats[2 * i + 1]
+        var wait: UInt64 = 0
+        if let g = rule.messages, let w = g.take(&m, now: now) { wait = w }
+        if wait == 0, let g = rule.bytes, let w = g.take(&b, cost: UInt64(size), now: now) { wait = w }
+        if wait > 0 {
+            return rule.action == .throttle ? .wait(wait, rule: i) : .act(rule.action, rule: i)
+        }
+        state.tats[2 * i] = m
+        state.tats[2 * i + 1] = b
+        return .pass
+    }
+
+    func ruleName(_ i: Int) -> String { i < 0 ? "daily_quota" : rules[i].name }
+    func banSeconds(_ i: Int) -> Int { i < 0 ? quotaBanSeconds : rules[i].banSeconds }
+}
+
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+// MARK: Enforcement on a shard
+
+/// What becomes of a PUBLISH at the gate, before its handler.
+enum PublishGate {
+    case pass
+    /// Not read now: the connection is held and this PUBLISH is decoded again later.
+    case hold
+    /// Dropped by a rule (already acknowledged).
+    case dropped
+    /// The rule closed the connection.
+    case closed
+}
+
+extension Shard {
+    /// The per-pile in-flight bound, then the device's rate rule and daily quota.
+    func gatePublish(_ slot: UInt32, _ p: Publish, size: Int) -> PublishGate {
+        if p.qos != .atMostOnce && redis != nil && Int(slab[Int(slot)].uplinksPending) >= config.limits.maxInflightIn {
+            counters.add(.inflightInPauses)
+            slab[Int(slot)].throttled = true   // released by redisReplied, not by a timer
+            stopReading(slot)
+            return .hold
+        }
+        guard ctx.rates.active, let session = slab[Int(slot)].session else { return .pass }
+        session.usage.roll(to: today)
+        switch ctx.rates.admit(topic: p.topic, size: size, usage: session.usage, state: &session.rate,
+                               now: monotonicNanos()) {
+        case .pass:
+            return .pass
+        case .wait(let nanos, let rule):
+            counters.add(.rateThrottles)
+            if rule < 0 { reportQuota(slot, session) } else { reportRate(slot, session, rule, "throttle") }
+            let wait = rule < 0
+                ? UInt64(ctx.rates.secondsToNextDay(wallSeconds: Int64(wallMillis() / 1000))) * 1_000_000_000
+                : nanos
+            hold(slot, nanos: wait)
+            return .hold
+        case .act(let action, let rule):
+            if rule < 0 { reportQuota(slot, session) } else { reportRate(slot, session, rule, action.rawValue) }
+            switch action {
+            case .throttle, .drop:
+                counters.add(.rateDrops)
+                acknowledge(slot, p.packetID, p.qos)
+                return .dropped
+            case .disconnect:
+                counters.add(.rateDisconnects)
+                close(slot, rule < 0 ? .quota : .rateLimited)
+                return .closed
+            case .ban:
+                counters.add(.rateBans)
+                ctx.connectGuard.ban(clientID: session.clientID, seconds: ctx.rates.banSeconds(rule), now: monotonicNanos())
+                close(slot, .banned)
+                return .closed
+            }
+        }
+    }
+
+    /// Stop reading for `nanos` (rounded up to the wheel's tick); `endHold` resumes.
+    func hold(_ slot: UInt32, nanos: UInt64) {
+        slab[Int(slot)].throttled = true
+        stopReading(slot)
+        let ms = Shard.tickMillis * 1_000_000
+        schedule(slot, at: wheel.now + max(1, (nanos + ms - 1) / ms))
+    }
+
+    /// A hold ended (its wheel entry fired, or Redis stored enough of the pile's
+    /// PUBLISHes): finish a delayed CONNECT, or read on, and re-arm the keepalive.
+    func endHold(_ slot: UInt32) {
+        slab[Int(slot)].throttled = false
+        if let c = delayedConnects.removeValue(forKey: slot) {
+            authorizeAndAttach(slot, c)
+        } else if slab[Int(slot)].state == .connected && slab[Int(slot)].keepAlive > 0 {
+            schedule(slot, at: keepaliveDue(Int(slot)))
+        }
+        if slab[Int(slot)].state == .connected { resumeReading(slot) }
+    }
+
+    /// One log line and one event per connection and kind of rate action (the
+    /// counters count every one): a pile held at 10 msg/s must not write 10 lines a second.
+    private func reportRate(_ slot: UInt32, _ session: Session, _ rule: Int, _ action: String) {
+        guard !session.rateReported else { return }
+        session.rateReported = true
+        denied(slot, .rate, "over rate rule \"\(ctx.rates.ruleName(rule))\": \(action)",
+               extra: [("rule", ctx.rates.ruleName(rule)), ("action", action)])
+    }
+
+    /// Once per device and day.
+    private func reportQuota(_ slot: UInt32, _ session: Session) {
+        guard !session.usage.breachReported else { return }
+        session.usage.breachReported = true
+        counters.add(.quotaBreaches)
+        denied(slot, .quota, "over the daily quota of \(ctx.rates.quota) bytes (\(session.usage.total) used): \(ctx.rates.quotaAction.rawValue)",
+               extra: [("bytes", String(session.usage.total)), ("action", ctx.rates.quotaAction.rawValue)])
+    }
+
+    /// Estimated bytes below MQTT per packet on this connection.
+    func overhead(_ slot: UInt32) -> UInt64 { ctx.rates.packetOverhead }
+}
+
+extension Session {
+    func countIn(_ bytes: Int, overhead: UInt64, today: UInt32) {
+        usage.roll(to: today)
+        usage.bytesIn &+= UInt64(bytes) &+ overhead
+        usage.packetsIn &+= 1
+    }
+
+    func countOut(_ bytes: Int, overhead: UInt64, today: UInt32) {
+        usage.roll(to: today)
+        usage.bytesOut &+= UInt64(bytes) &+ overhead
+        usage.packetsOut &+= 1
+    }
+}
