@@ -11,6 +11,15 @@ extension Shard {
                                          why: "client id longer than \(config.mqtt.maxClientIDLength) bytes",
                                          denial: nil))
         }
+        if config.tls.requireClientCertificate, let tls = slab[Int(slot)].tls {
+            // Mutual TLS: the verified certificate is the credential, for this client id only.
+            guard let cn = tls.peerCN, cn == c.clientID else {
+                return .failure(RefusalError(code: .notAuthorized,
+                                             why: "certificate CN \(tls.peerCN ?? "(none)") is not the client id",
+                                             denial: .certificate))
+            }
+            return .success(ctx.acl.role(username: c.username ?? cn, authenticated: true))
+        }
         let peer = slab[Int(slot)].peer
         if let r = ctx.authenticator.check(username: c.username, password: c.password, peer: peer) {
             var why = r.why

@@ -77,6 +77,25 @@ public struct Config: Sendable {
         public var users: [String: String] = [:]
     }
 
+    /// The TLS listener (OpenSSL 3 through memory BIOs on the shard's ring).
+    public struct TLS: Sendable {
+        public var enabled = false
+        public var bind = "0.0.0.0:8883"
+        /// PEM files: the server's certificate chain and key, and the CA client
+        /// certificates must chain to (mutual TLS).
+        public var certificate = ""
+        public var privateKey = ""
+        public var ca = ""
+        /// Mutual TLS: a pile must present a certificate from `ca` whose subject CN
+        /// equals its client id; the certificate then authenticates it.
+        public var requireClientCertificate = false
+        /// Seconds from accept to a finished handshake.
+        public var handshakeTimeout = 10
+        /// Server-side TLS sessions kept for resumption (a reconnect storm then costs
+        /// no full handshakes for TLS 1.2 clients; TLS 1.3 uses stateless tickets).
+        public var sessionCacheSize = 20480
+    }
+
     /// Storm and abuse protection at CONNECT time (0 turns a limit off). Per-IP
     /// limits are off by default: piles on a mobile network often share a few
     /// carrier NAT addresses.
@@ -183,6 +202,7 @@ public struct Config: Sendable {
     public var acl = ACL()
     public var routes: [Route] = []
     public var limits = Limits()
+    public var tls = TLS()
     public var rate = Rate()
 
     public init() {}
@@ -277,6 +297,27 @@ public struct Config: Sendable {
             try t.eachString("users") { user, role in acl.users[user] = role }
             for role in [acl.defaultRole, acl.anonymousRole] + acl.users.values where acl.roles[role] == nil {
                 throw Invalid(description: "config: acl role \"\(role)\" is not defined under [acl.roles]")
+            }
+        }
+        try r.table("tls") { t in
+            try t.bool("enabled", &tls.enabled)
+            try t.string("bind", &tls.bind)
+            try t.string("certificate", &tls.certificate)
+            try t.string("private_key", &tls.privateKey)
+            try t.string("ca", &tls.ca)
+            try t.bool("require_client_certificate", &tls.requireClientCertificate)
+            try t.int("handshake_timeout", &tls.handshakeTimeout, 1...600)
+            try t.int("session_cache_size", &tls.sessionCacheSize, 0...10_000_000)
+            if tls.enabled {
+                guard SocketAddress(tls.bind) != nil else {
+                    throw Invalid(description: "config: tls.bind \"\(tls.bind)\" is not HOST:PORT")
+                }
+                guard !tls.certificate.isEmpty, !tls.privateKey.isEmpty else {
+                    throw Invalid(description: "config: tls.enabled needs tls.certificate and tls.private_key")
+                }
+                guard !tls.requireClientCertificate || !tls.ca.isEmpty else {
+                    throw Invalid(description: "config: tls.require_client_certificate needs tls.ca")
+                }
             }
         }
         try r.table("limits") { t in

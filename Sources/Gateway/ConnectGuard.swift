@@ -191,6 +191,7 @@ final class ConnectGuard: @unchecked Sendable {
 /// Why the front door said no: the counter, the log line and the event's `kind`.
 enum Denial: String, Sendable {
     case auth = "auth"
+    case certificate = "certificate"
     case banned = "banned"
     case flapping = "flapping"
     case connectRate = "connect_rate"
@@ -205,7 +206,7 @@ enum Denial: String, Sendable {
     /// Rate-rule actions are counted by action instead.
     var counter: Counter? {
         switch self {
-        case .auth: .authFailures
+        case .auth, .certificate: .authFailures
         case .banned, .ipBanned: .bannedRefused
         case .flapping: .flappingBans
         case .connectRate, .connectRatePerIP: .connectRateRefused

@@ -18,13 +18,15 @@ enum CloseReason: String, Sendable {
     case rateLimited = "over a send-rate rule"
     case quota = "over the daily byte quota"
     case banned = "banned"
+    case tlsError = "TLS error"
+    case tlsHandshakeTimeout = "TLS handshake timeout"
     case shutdown = "server shutdown"
 
     /// The will is published unless the client said DISCONNECT (3.14.4-3) or the
     /// server is stopping on purpose (or the client never got a session).
     var publishesWill: Bool {
         switch self {
-        case .clientDisconnect, .shutdown, .refused, .connectTimeout, .overLimit: false
+        case .clientDisconnect, .shutdown, .refused, .connectTimeout, .overLimit, .tlsHandshakeTimeout: false
         default: true
         }
     }
@@ -62,7 +64,7 @@ struct Peer: CustomStringConvertible {
 }
 
 /// One slab entry. Plain value, addressed by (slot, generation) in every SQE's
-/// user_data. An idle connected client owns: this struct (96 bytes), its Session,
+/// user_data. An idle connected client owns: this struct (104 bytes), its Session,
 /// and no buffers (the three ByteBuffers are released whenever they drain).
 /// Rarely used state lives elsewhere: the will in the Session, a CONNECT waiting
 /// for a takeover in `Shard.waitingConnects`.
@@ -105,6 +107,8 @@ struct Connection {
     var inFlight = ByteBuffer()
     var session: Session?
     var peer = Peer()
+    /// Set on connections from the TLS listener: bytes pass through it both ways.
+    var tls: TLSSession?
 
     var isOpen: Bool { state == .awaitingConnect || state == .awaitingTakeover || state == .connected }
 }

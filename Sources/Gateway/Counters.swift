@@ -48,6 +48,9 @@ public enum Counter: Int, CaseIterable, Sendable {
     case rateBans                // a rate rule (or the quota) banned a client id
     case quotaBreaches           // a device went over its daily byte quota (once a day)
     case inflightInPauses        // a pile hit max_inflight_in and stopped being read
+    case tlsHandshakes           // TLS handshakes completed
+    case tlsFailures             // TLS connections closed for a TLS error (bad handshake, bad certificate)
+    case tlsHandshakeTimeouts    // TLS handshake not finished within tls.handshake_timeout
 }
 
 public final class Counters: Sendable {

@@ -267,7 +267,9 @@ extension Shard {
     }
 
     /// Estimated bytes below MQTT per packet on this connection.
-    func overhead(_ slot: UInt32) -> UInt64 { ctx.rates.packetOverhead }
+    func overhead(_ slot: UInt32) -> UInt64 {
+        ctx.rates.packetOverhead + (slab[Int(slot)].tls == nil ? 0 : ctx.rates.tlsOverhead)
+    }
 }
 
 extension Session {

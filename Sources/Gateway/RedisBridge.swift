@@ -126,6 +126,8 @@ extension CloseReason {
         case .rateLimited: "rate_limited"
         case .quota: "quota"
         case .banned: "banned"
+        case .tlsError: "tls_error"
+        case .tlsHandshakeTimeout: "tls_handshake_timeout"
         case .shutdown: "shutdown"
         }
     }

@@ -49,6 +49,13 @@ public final class Server {
 
         let listenFD = try makeListener(address, backlog: Int32(config.listener.backlog))
         defer { Glibc.close(listenFD) }
+        var tlsListenFD: Int32?
+        var tls: TLSContext?
+        if config.tls.enabled {
+            tls = try TLSContext(config.tls)
+            tlsListenFD = try makeListener(SocketAddress(config.tls.bind)!, backlog: Int32(config.listener.backlog))
+        }
+        defer { if let tlsListenFD { Glibc.close(tlsListenFD) } }
         let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         let (shards, tableSize) = Server.layout(config: config, cores: cores, fileLimit: fileLimit())
         let inboxes = (0..<shards).map { _ in Inbox<ShardMessage>() }
@@ -57,7 +64,7 @@ public final class Server {
         let broker = Broker(limits: config.mqtt, keepUsage: rates.quota > 0, inboxes: inboxes, counters: counters[shards])
         broker.reserve(clients: config.server.maxConnections)
         let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
-                                   listenFD: listenFD, redisAddress: redisAddress,
+                                   listenFD: listenFD, tlsListenFD: tlsListenFD, tls: tls, redisAddress: redisAddress,
                                    authenticator: try Authenticator(config: config.auth), acl: ACL(config.acl),
                                    connectGuard: ConnectGuard(config.limits, connectTimeoutSeconds: config.mqtt.connectTimeout),
                                    rates: rates,
@@ -91,6 +98,11 @@ public final class Server {
                     metadata: ["shards": "\(shards)", "fixed_files_per_shard": "\(tableSize)",
                                "node": "\(config.server.node)", "version": "\(pilegateVersion)"])
 
+        if let tlsListenFD {
+            logger.info("TLS listener on \(hostPort(SocketAddress(config.tls.bind)!, tlsListenFD))",
+                        metadata: ["mutual_tls": "\(config.tls.requireClientCertificate)"])
+        }
+
         var sig: Int32 = 0
         repeat { sigwait(&signals, &sig) } while sig == SIGPIPE
         logger.info("stopping on signal \(sig): closing clients")
@@ -99,6 +111,7 @@ public final class Server {
         // backlog nobody will accept, and the port is free for a restart whatever
         // the rings' pending accepts still reference.
         Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
+        if let tlsListenFD { Glibc.shutdown(tlsListenFD, Int32(SHUT_RDWR)) }
         inboxes.forEach { $0.post(.shutdown) }
         threads.forEach { $0.join() }
         logger.info("stopped", metadata: [

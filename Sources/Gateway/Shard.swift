@@ -38,6 +38,9 @@ struct ShardContext: Sendable {
     let inboxes: [Inbox<ShardMessage>]
     let counters: [Counters]
     let listenFD: Int32
+    /// The TLS listener and its context (nil: no TLS listener).
+    let tlsListenFD: Int32?
+    let tls: TLSContext?
     /// Redis for the bridge (nil: bridge off).
     let redisAddress: SocketAddress?
     let authenticator: Authenticator
@@ -94,11 +97,17 @@ final class Shard {
     var local: [Delivery] = []
     /// Fixed-file slots with no socket in them; an accept is only ever armed for one.
     private var freeFiles: [UInt32]
-    private var acceptsArmed = 0
-    /// One peer-address buffer per armed accept; the buffer's index rides in the tag.
-    private let acceptAddrs = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: Shard.acceptDepth)
-    private let acceptLens = UnsafeMutablePointer<socklen_t>.allocate(capacity: Shard.acceptDepth)
-    private var freeAddrs = Array((0..<UInt32(Shard.acceptDepth)).reversed())
+    /// Listening sockets: plain MQTT, then TLS when configured. Each keeps
+    /// `acceptDepth` accepts armed.
+    private let listeners: [Int32]
+    private var acceptsArmed: [Int]
+    /// One peer-address buffer per armed accept; the buffer's index rides in the tag
+    /// (listener l owns indexes l * acceptDepth ..< (l + 1) * acceptDepth).
+    private let acceptAddrs = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 2 * Shard.acceptDepth)
+    private let acceptLens = UnsafeMutablePointer<socklen_t>.allocate(capacity: 2 * Shard.acceptDepth)
+    private var freeAddrs: [[UInt32]]
+    /// Decrypted bytes of one TLS read, handed straight to the decoder.
+    private let tlsScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 16)
     /// Cancelling accepts (spill shard no longer needed, or shutdown): don't re-arm.
     private var acceptsEnabled = true
     /// Accepts kept waiting on the listening socket per shard.
@@ -137,6 +146,11 @@ final class Shard {
         // Never regrown (a copy of every connection) and untouched pages cost no RSS.
         slab.reserveCapacity(context.fileTableSize)
         freeFiles = (0..<UInt32(context.fileTableSize)).reversed()
+        listeners = [context.listenFD] + (context.tlsListenFD.map { [$0] } ?? [])
+        acceptsArmed = listeners.map { _ in 0 }
+        freeAddrs = listeners.indices.map { l in
+            Array((UInt32(l * Shard.acceptDepth)..<UInt32((l + 1) * Shard.acceptDepth)).reversed())
+        }
         today = context.rates.day(wallSeconds: Int64(wallMillis() / 1000))
     }
 
@@ -207,7 +221,7 @@ final class Shard {
         rearm.removeAll(keepingCapacity: true)
         for slot in dirty {
             slab[Int(slot)].dirty = false
-            if !slab[Int(slot)].sending && !slab[Int(slot)].outbound.isEmpty && !slab[Int(slot)].tornDown {
+            if !slab[Int(slot)].sending && hasOutput(slot) && !slab[Int(slot)].tornDown {
                 startSend(slot)
             }
         }
@@ -229,25 +243,33 @@ final class Shard {
     /// only close what it had accepted; this way a full shard simply stops asking
     /// and the other shards take the connections.
     private func armAccepts() {
-        while acceptsEnabled && acceptsArmed < Shard.acceptDepth && !stopping, let file = freeFiles.popLast() {
-            let a = freeAddrs.removeLast()
-            acceptLens[Int(a)] = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            (acceptAddrs + Int(a)).withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                ring.acceptDirect(listenFD: ctx.listenFD, file: file, addr: $0, addrLen: acceptLens + Int(a),
-                                  tag: Tag(op: Op.accept, slot: file, generation: a).raw)
+        for l in listeners.indices {
+            while acceptsEnabled && acceptsArmed[l] < Shard.acceptDepth && !stopping, let file = freeFiles.popLast() {
+                let a = freeAddrs[l].removeLast()
+                acceptLens[Int(a)] = socklen_t(MemoryLayout<sockaddr_storage>.size)
+                (acceptAddrs + Int(a)).withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    ring.acceptDirect(listenFD: listeners[l], file: file, addr: $0, addrLen: acceptLens + Int(a),
+                                      tag: Tag(op: Op.accept, slot: file, generation: a).raw)
+                }
+                acceptsArmed[l] += 1
             }
-            acceptsArmed += 1
         }
     }
 
+    private func cancelAccepts() {
+        for fd in listeners { ring.cancelAll(fd: fd, tag: Tag(op: Op.cancel, slot: UInt32.max, generation: 0).raw) }
+    }
+
     private func onAccept(_ c: Completion) {
-        acceptsArmed -= 1
         let file = Tag(c.userData).slot
         let a = Tag(c.userData).generation
-        freeAddrs.append(a)
+        let l = Int(a) / Shard.acceptDepth
+        acceptsArmed[l] -= 1
+        freeAddrs[l].append(a)
         if c.res >= 0 {
             let slot = allocate(file: Int32(file))
             slab[Int(slot)].peer = Peer(acceptAddrs + Int(a))
+            if l == 1, let tls = ctx.tls { slab[Int(slot)].tls = TLSSession(tls) }
             counters.add(.connectionsAccepted)
             if stopping || ctx.live.add() > config.server.maxConnections {
                 counters.add(.connectionsOverLimit)
@@ -257,10 +279,15 @@ final class Shard {
                 denied(slot, d, d == .ipBanned ? "IP banned for repeated authentication failures"
                                               : "over max_connections_per_ip (\(config.limits.maxConnectionsPerIP))")
                 close(slot, .overLimit)
+            } else if l == 1 && slab[Int(slot)].tls == nil {
+                counters.add(.tlsFailures)
+                logger.error("closing connection: SSL_new failed: \(TLSSession.lastError())")
+                close(slot, .tlsError)
             } else {
                 slab[Int(slot)].ipCounted = ctx.connectGuard.tracks(slab[Int(slot)].peer)
                 armRecv(slot)
-                schedule(slot, at: wheel.now + ticks(seconds: config.mqtt.connectTimeout))
+                let deadline = l == 1 ? min(config.tls.handshakeTimeout, config.mqtt.connectTimeout) : config.mqtt.connectTimeout
+                schedule(slot, at: wheel.now + ticks(seconds: deadline))
             }
         } else {
             freeFiles.append(file)
@@ -270,7 +297,7 @@ final class Shard {
                 logger.warning("accept failed: \(String(cString: strerror(-c.res)))")
             }
         }
-        if freeFiles.isEmpty && acceptsArmed == 0 {
+        if freeFiles.isEmpty && acceptsArmed.allSatisfy({ $0 == 0 }) {
             counters.add(.acceptPauses)
             logger.debug("fixed-file table full (\(ctx.fileTableSize)): this shard stops accepting")
         }
@@ -294,9 +321,9 @@ final class Shard {
             acceptsEnabled = true
             logger.debug("spill shard starts accepting")
             armAccepts()
-        } else if !want && acceptsEnabled && acceptsArmed > 0 {
+        } else if !want && acceptsEnabled && acceptsArmed.contains(where: { $0 > 0 }) {
             acceptsEnabled = false
-            ring.cancelAll(fd: ctx.listenFD, tag: Tag(op: Op.cancel, slot: UInt32.max, generation: 0).raw)
+            cancelAccepts()
         } else if !want {
             acceptsEnabled = false
         }
@@ -334,7 +361,13 @@ final class Shard {
         }
         if c.res > 0, let id = c.bufferID {
             counters.add(.bytesIn, UInt64(c.res))
-            if slab[Int(slot)].isOpen { received(slot, buffers.bytes(id, Int(c.res))) }
+            if slab[Int(slot)].isOpen {
+                if slab[Int(slot)].tls != nil {
+                    tlsReceived(slot, buffers.bytes(id, Int(c.res)))
+                } else {
+                    received(slot, buffers.bytes(id, Int(c.res)))
+                }
+            }
             buffers.recycle(id)
             if !c.more && slab[Int(slot)].isOpen { rearm.append(slot) }
         } else if c.res == 0 {
@@ -349,6 +382,34 @@ final class Shard {
             socketError(slot, "recv", c.res)
         }
         opDone(slot)
+    }
+
+    /// Ciphertext from a TLS pile: advance the handshake, decode what decrypts.
+    private func tlsReceived(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
+        guard let tls = slab[Int(slot)].tls else { return }
+        let wasDone = tls.handshakeDone
+        let progress = tls.receive(bytes, scratch: tlsScratch) { plain in
+            if slab[Int(slot)].isOpen { received(slot, plain) }
+        }
+        if !wasDone && tls.handshakeDone {
+            counters.add(.tlsHandshakes)
+            logger.debug("TLS handshake done (\(tls.version))", metadata: who(slot))
+            // The handshake deadline becomes the CONNECT deadline (unless CONNECT came with it).
+            if slab[Int(slot)].state == .awaitingConnect && !slab[Int(slot)].throttled {
+                schedule(slot, at: wheel.now + ticks(seconds: config.mqtt.connectTimeout))
+            }
+        }
+        switch progress {
+        case .ok:
+            break
+        case .failed(let why):
+            counters.add(.tlsFailures)
+            logger.info("closing connection: TLS: \(why)", metadata: who(slot))
+            close(slot, .tlsError, flush: true)   // the alert goes out first
+        case .closed:
+            close(slot, .peerClosed)
+        }
+        if tls.pendingOutput > 0 && !slab[Int(slot)].tornDown { markDirty(slot) }
     }
 
     /// Feed received bytes to the decoder. A packet that straddles buffers is the
@@ -471,7 +532,32 @@ final class Shard {
         }
     }
 
+    /// Bytes queued for the pile: encoded packets, or on TLS ciphertext the
+    /// handshake produced.
+    private func hasOutput(_ slot: UInt32) -> Bool {
+        !slab[Int(slot)].outbound.isEmpty || (slab[Int(slot)].tls?.pendingOutput ?? 0) > 0
+    }
+
     private func startSend(_ slot: UInt32) {
+        if let tls = slab[Int(slot)].tls {
+            // Encrypt what is queued; send the ciphertext from inFlight.
+            slab[Int(slot)].inFlight.clear()
+            guard tls.write(slab[Int(slot)].outbound.bytes) else {
+                counters.add(.tlsFailures)
+                logger.info("closing connection: TLS: SSL_write: \(TLSSession.lastError())", metadata: who(slot))
+                close(slot, .tlsError)
+                return tearDown(slot)   // also when it was already closing (flushing a refusal)
+            }
+            slab[Int(slot)].outbound.clear()
+            if slab[Int(slot)].closeAfterFlush { tls.shutdown() }   // close_notify after the last record
+            tls.takeOutput(into: &slab[Int(slot)].inFlight)
+            if !slab[Int(slot)].inFlight.isEmpty {
+                submitSend(slot)
+            } else if slab[Int(slot)].closeAfterFlush {
+                tearDown(slot)
+            }
+            return
+        }
         let queued = slab[Int(slot)].outbound
         slab[Int(slot)].outbound = slab[Int(slot)].inFlight
         slab[Int(slot)].inFlight = queued
@@ -502,7 +588,7 @@ final class Shard {
             return
         }
         slab[Int(slot)].inFlight.clear()
-        if !slab[Int(slot)].outbound.isEmpty {
+        if hasOutput(slot) {
             startSend(slot)
         } else {
             // Drained: an idle connection keeps no send memory.
@@ -553,7 +639,7 @@ final class Shard {
             broker.abandonConnect(clientID: w.connect.clientID, owner: owner)
         }
         slab[Int(slot)].session = nil
-        if flush && (slab[Int(slot)].sending || !slab[Int(slot)].outbound.isEmpty) {
+        if flush && (slab[Int(slot)].sending || hasOutput(slot)) {
             slab[Int(slot)].closeAfterFlush = true
             markDirty(slot)
         } else {
@@ -581,6 +667,7 @@ final class Shard {
         slab[Int(slot)].inbound.release()
         slab[Int(slot)].outbound.release()
         slab[Int(slot)].inFlight.release()
+        slab[Int(slot)].tls = nil
         slab[Int(slot)].state = .free
         slab[Int(slot)].generation = (c.generation + 1) & 0xFF_FFFF
         freeSlots.append(slot)
@@ -591,6 +678,8 @@ final class Shard {
     }
 
     private func socketError(_ slot: UInt32, _ op: String, _ res: Int32) {
+        // Flushing a refusal to a pile that already left: nothing more to send.
+        if slab[Int(slot)].state == .closing { return tearDown(slot) }
         logger.info("closing connection: \(op) failed: \(String(cString: strerror(-res)))",
                     metadata: who(slot))
         close(slot, .ioError)
@@ -660,6 +749,10 @@ final class Shard {
         }
         if slab[s].throttled && slab[s].isOpen { return endHold(e.slot) }
         switch slab[s].state {
+        case .awaitingConnect where slab[s].tls?.handshakeDone == false:
+            counters.add(.tlsHandshakeTimeouts)
+            logger.info("closing connection: TLS handshake not done within \(config.tls.handshakeTimeout) s", metadata: who(e.slot))
+            close(e.slot, .tlsHandshakeTimeout)
         case .awaitingConnect, .awaitingTakeover:
             counters.add(.connectTimeouts)
             logger.info("closing connection: no CONNECT within \(config.mqtt.connectTimeout) s")
@@ -715,7 +808,7 @@ final class Shard {
         case .shutdown:
             stopping = true
             stopDeadline = monotonicMillis() + 5000
-            ring.cancelAll(fd: ctx.listenFD, tag: Tag(op: Op.cancel, slot: UInt32.max, generation: 0).raw)
+            cancelAccepts()
             for i in slab.indices where slab[i].isOpen { close(UInt32(i), .shutdown) }
         }
     }

@@ -63,6 +63,13 @@ final class Gateway {
 
     var logText: String { log.text }
 
+    /// Port of the TLS listener (config `[tls] bind = "127.0.0.1:0"`).
+    var tlsPort: UInt16? {
+        guard let line = log.waitFor("TLS listener on 127.0.0.1:", timeout: 5) else { return nil }
+        let rest = line.components(separatedBy: "TLS listener on 127.0.0.1:")[1]
+        return UInt16(rest.prefix { $0.isNumber })
+    }
+
     /// Resident memory of the gateway process, KiB.
     var rssKiB: Int {
         let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""

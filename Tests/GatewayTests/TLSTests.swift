@@ -1,0 +1,105 @@
+import Foundation
+import Glibc
+import MQTTCodec
+import XCTest
+
+/// The TLS listener with real clients: mosquitto_pub/sub with --cafile, openssl
+/// s_client, mutual TLS with the certificate CN as the client id.
+final class TLSTests: XCTestCase {
+    var gw: Gateway?
+    var dir: String!
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "pilegate-tls-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // A CA, a server certificate for localhost, two pile certificates from the CA
+        // and one self-signed certificate that no CA vouches for.
+        func ossl(_ args: String) throws { try shell("sh", ["-c", "cd \(dir!) && openssl \(args) 2>/dev/null"]) }
+        try ossl("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj '/CN=pilegate test CA'")
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\n".write(toFile: "\(dir!)/san.ext", atomically: true, encoding: .utf8)
+        for (name, cn) in [("server", "localhost"), ("pile", "AAAAAJQX")] {
+            try ossl("req -newkey rsa:2048 -nodes -keyout \(name).key -out \(name).csr -subj '/CN=\(cn)'")
+            try ossl("x509 -req -in \(name).csr -CA ca.crt -CAkey ca.key -CAcreateserial -out \(name).crt -days 2"
+                     + (name == "server" ? " -extfile san.ext" : ""))
+        }
+        try ossl("req -x509 -newkey rsa:2048 -nodes -keyout rogue.key -out rogue.crt -days 2 -subj '/CN=AAAAAJQX'")
+    }
+
+    override func tearDown() {
+        if let gw { XCTAssertEqual(gw.stop(), 0) }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func start(mutual: Bool = false, extra: String = "") throws -> (Gateway, UInt16) {
+        let g = try Gateway(config: """
+        [redis]
+        enabled = false
+        [tls]
+        enabled = true
+        bind = "127.0.0.1:0"
+        certificate = "\(dir!)/server.crt"
+        private_key = "\(dir!)/server.key"
+        ca = "\(dir!)/ca.crt"
+        require_client_certificate = \(mutual)
+        handshake_timeout = 1
+        \(extra)
+        """)
+        gw = g
+        guard let port = g.tlsPort else { throw Failure("no TLS listener line in the log") }
+        return (g, port)
+    }
+
+    func tlsArgs(_ port: UInt16, cert: String? = nil) -> [String] {
+        ["-h", "localhost", "-p", "\(port)", "--cafile", "\(dir!)/ca.crt"]
+            + (cert.map { ["--cert", "\(dir!)/\($0).crt", "--key", "\(dir!)/\($0).key"] } ?? [])
+    }
+
+    func testMosquittoClientsAndOpenSSLOverTLS() throws {
+        let (g, port) = try start()
+        let sub = try Background("mosquitto_sub", tlsArgs(port) + ["-i", "tls-sub", "-t", "pile/#", "-q", "1", "-C", "2", "-v"])
+        XCTAssertNotNil(g.waitSubscribed("pile/#"))
+        try shell("mosquitto_pub", tlsArgs(port) + ["-i", "tls-pub", "-t", "pile/a", "-m", "over-tls", "-q", "1"])
+        // a plain client on the plain port sees the same broker
+        try shell("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(g.port)", "-i", "plain-pub", "-t", "pile/b", "-m", "plain", "-q", "1"])
+        XCTAssertEqual(sub.finish(), "pile/a over-tls\npile/b plain\n")
+        let s = try shell("sh", ["-c", "echo | openssl s_client -connect 127.0.0.1:\(port) -CAfile \(dir!)/ca.crt 2>&1"])
+        XCTAssertTrue(s.contains("Verify return code: 0 (ok)"), s)
+        XCTAssertEqual(try g.waitForCounter("tlsHandshakes", atLeast: 3), 3, "sub, pub and s_client")
+    }
+
+    func testMutualTLSCertificateMustNameTheClient() throws {
+        let (g, port) = try start(mutual: true)
+        // The pile's certificate (CN = AAAAAJQX) authenticates it as that client id, in the pile role.
+        let sub = try Background("mosquitto_sub", ["-h", "127.0.0.1", "-p", "\(g.port)", "-i", "watch", "-t", "/xjdy/#", "-C", "1"])
+        XCTAssertNotNil(g.waitSubscribed("/xjdy/#"))
+        try shell("mosquitto_pub", tlsArgs(port, cert: "pile") + ["-i", "AAAAAJQX", "-t", "/xjdy/ops/v1/TCU/AAAAAJQX/msg", "-m", "mine", "-q", "1"])
+        XCTAssertEqual(sub.finish(), "mine\n")
+        // Wrong CN for the client id: CONNACK 5.
+        XCTAssertThrowsError(try shell("mosquitto_pub", tlsArgs(port, cert: "pile") + ["-i", "AAAAAJQY", "-t", "x", "-m", "m"]))
+        XCTAssertNotNil(g.waitForLog("denied (certificate): CONNECT refused (notAuthorized): certificate CN AAAAAJQX is not the client id"))
+        // No certificate, or one no trusted CA signed: the handshake fails.
+        XCTAssertThrowsError(try shell("mosquitto_pub", tlsArgs(port) + ["-i", "AAAAAJQX", "-t", "x", "-m", "m"]))
+        XCTAssertThrowsError(try shell("mosquitto_pub", tlsArgs(port, cert: "rogue") + ["-i", "AAAAAJQX", "-t", "x", "-m", "m"]))
+        XCTAssertNotNil(g.waitForLog("closing connection: TLS: certificate verification failed"))
+        XCTAssertGreaterThanOrEqual(try g.waitForCounter("tlsFailures", atLeast: 2), 2)
+        XCTAssertGreaterThanOrEqual(try g.waitForCounter("authFailures", atLeast: 1), 1)
+    }
+
+    /// A socket that never finishes the handshake is closed at handshake_timeout;
+    /// bytes that are not TLS close that connection only; TLS clients carry on.
+    func testHandshakeTimeoutAndGarbageCloseOnlyThatConnection() throws {
+        let (g, port) = try start()
+        let silent = try RawClient(port: port, timeout: 4)
+        let t0 = Date()
+        XCTAssertTrue(silent.waitClosed())
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 3, "closed at the 1 s handshake timeout")
+        XCTAssertNotNil(g.waitForLog("closing connection: TLS handshake not done within 1 s"))
+        let plain = try RawClient(port: port)
+        plain.send(.connect(Connect(clientID: "plain-on-tls")))   // MQTT where TLS is expected
+        XCTAssertTrue(plain.waitClosed())
+        XCTAssertNotNil(g.waitForLog("closing connection: TLS:"))
+        try shell("mosquitto_pub", tlsArgs(port) + ["-i", "after", "-t", "a", "-m", "still serving", "-q", "1"])
+        XCTAssertEqual(try g.waitForCounter("tlsHandshakeTimeouts", atLeast: 1), 1)
+        XCTAssertGreaterThanOrEqual(try g.waitForCounter("tlsFailures", atLeast: 1), 1)
+    }
+}
