@@ -1,36 +1,49 @@
 import MQTTCodec
+import PileLoop
 
 /// The one place where CONNECT, PUBLISH and SUBSCRIBE are allowed or refused:
 /// credentials (`Authenticator`), per-role topic rules (`ACL`) and the protocol's
 /// own limits.
 extension Shard {
+    enum ConnectDecision {
+        case allow(role: UInt16)
+        case refuse(RefusalError)
+        /// The user's credentials are in Redis and not cached: ask, then decide.
+        case lookup(String)
+    }
+
     /// The client's ACL role, or why it may not connect.
-    func authorizeConnect(_ slot: UInt32, _ c: Connect) -> Result<UInt16, RefusalError> {
+    func authorizeConnect(_ slot: UInt32, _ c: Connect) -> ConnectDecision {
         if c.clientID.utf8.count > config.mqtt.maxClientIDLength {
-            return .failure(RefusalError(code: .identifierRejected,
+            return .refuse(RefusalError(code: .identifierRejected,
                                          why: "client id longer than \(config.mqtt.maxClientIDLength) bytes",
                                          denial: nil))
         }
         if config.tls.requireClientCertificate, let tls = slab[Int(slot)].tls {
             // Mutual TLS: the verified certificate is the credential, for this client id only.
             guard let cn = tls.peerCN, cn == c.clientID else {
-                return .failure(RefusalError(code: .notAuthorized,
+                return .refuse(RefusalError(code: .notAuthorized,
                                              why: "certificate CN \(tls.peerCN ?? "(none)") is not the client id",
                                              denial: .certificate))
             }
-            return .success(ctx.acl.role(username: c.username ?? cn, authenticated: true))
+            return .allow(role: ctx.acl.role(username: c.username ?? cn, authenticated: true))
         }
         let peer = slab[Int(slot)].peer
-        if let r = ctx.authenticator.check(username: c.username, password: c.password, peer: peer) {
-            var why = r.why
+        switch ctx.authenticator.check(username: c.username, password: c.password, peer: peer, nowMs: monotonicMillis(),
+                                       redisUp: redis?.connection.state == .up) {
+        case .accepted:
+            let authenticated = c.username != nil && ctx.authenticator.checksUsers
+            return .allow(role: ctx.acl.role(username: c.username, authenticated: authenticated))
+        case .lookup(let user):
+            return .lookup(user)
+        case .refused(let code, var why):
+            if code == .serverUnavailable { return .refuse(RefusalError(code: code, why: why, denial: nil)) }
             if ctx.connectGuard.authFailed(peer, now: monotonicNanos()) {
                 counters.add(.authFailureBans)
                 why += "; IP banned for \(config.limits.authFailureBan) s after \(config.limits.authFailuresPerIP) failures"
             }
-            return .failure(RefusalError(code: r.code, why: why, denial: .auth))
+            return .refuse(RefusalError(code: code, why: why, denial: .auth))
         }
-        let authenticated = c.username != nil && !config.auth.passwordFile.isEmpty
-        return .success(ctx.acl.role(username: c.username, authenticated: authenticated))
     }
 
     /// nil to allow, else the reason.

@@ -59,6 +59,15 @@ public struct Config: Sendable {
         /// mosquitto_passwd-compatible file (`pilegate passwd` maintains it). Empty: user
         /// names are not checked and every client counts as anonymous.
         public var passwordFile = ""
+        /// Redis hash of further users (field = user name, value = a `$7$` entry as in
+        /// the password file), read through the bridge's connection. Empty: off.
+        public var redisHash = ""
+        /// Entries kept in each credential cache (Redis entries, verified passwords).
+        public var cacheSize = 250_000
+        /// Seconds a Redis entry is trusted before it is fetched again (a changed or
+        /// removed password takes effect within this; stale entries are used while
+        /// Redis is unreachable).
+        public var cacheSeconds = 300
     }
 
     /// What each client may publish and subscribe to. Patterns are topic filters whose
@@ -275,6 +284,9 @@ public struct Config: Sendable {
         try r.table("auth") { t in
             try t.string("allow_anonymous", &auth.allowAnonymous)
             try t.string("password_file", &auth.passwordFile)
+            try t.string("redis_hash", &auth.redisHash)
+            try t.int("cache_size", &auth.cacheSize, 2...100_000_000)
+            try t.int("cache_seconds", &auth.cacheSeconds, 0...30 * 86400)
             guard ["true", "false", "loopback"].contains(auth.allowAnonymous) else {
                 throw Invalid(description: "config: auth.allow_anonymous must be \"true\", \"false\" or \"loopback\"")
             }
@@ -370,6 +382,9 @@ public struct Config: Sendable {
                                 jsonValue: value.isEmpty ? nil : value, stream: stream))
         }
         try r.finish()
+        if !auth.redisHash.isEmpty && !redis.enabled {
+            throw Invalid(description: "config: auth.redis_hash needs the Redis bridge ([redis] enabled = true)")
+        }
         guard recvBufferCountIsPowerOfTwo else {
             throw Invalid(description: "config: server.recv_buffers must be a power of two")
         }

@@ -11,6 +11,23 @@ public struct PasswordFile: Sendable {
         var iterations: Int
         var salt: [UInt8]
         var hash: [UInt8]
+
+        init(iterations: Int, salt: [UInt8], hash: [UInt8]) {
+            self.iterations = iterations; self.salt = salt; self.hash = hash
+        }
+
+        /// `$7$ITERATIONS$SALT$HASH` (a file line after `user:`, or a Redis hash value).
+        init?<S: StringProtocol>(_ text: S) {
+            let parts = text.split(separator: "$", omittingEmptySubsequences: false)
+            guard parts.count == 5, parts[0].isEmpty, parts[1] == "7", let iterations = Int(parts[2]), iterations > 0,
+                  let salt = Data(base64Encoded: String(parts[3])), let hash = Data(base64Encoded: String(parts[4])),
+                  hash.count == 64 else { return nil }
+            self.init(iterations: iterations, salt: [UInt8](salt), hash: [UInt8](hash))
+        }
+
+        func verify(_ password: [UInt8]) -> Bool {
+            CRYPTO_memcmp(PasswordFile.pbkdf2(password, salt, iterations), hash, 64) == 0
+        }
     }
 
     /// Iterations for new entries: Mosquitto's own default. Measured with the same
@@ -32,13 +49,10 @@ public struct PasswordFile: Sendable {
                 throw Config.Invalid(description: "password file line \(n + 1): expected user:hash")
             }
             let user = String(line[..<colon])
-            let parts = line[line.index(after: colon)...].split(separator: "$", omittingEmptySubsequences: false)
-            guard parts.count == 5, parts[0].isEmpty, parts[1] == "7", let iterations = Int(parts[2]), iterations > 0,
-                  let salt = Data(base64Encoded: String(parts[3])), let hash = Data(base64Encoded: String(parts[4])),
-                  hash.count == 64 else {
+            guard let e = Entry(line[line.index(after: colon)...]) else {
                 throw Config.Invalid(description: "password file line \(n + 1): not a $7$ (PBKDF2-SHA512) entry for \(user)")
             }
-            set(user, Entry(iterations: iterations, salt: [UInt8](salt), hash: [UInt8](hash)))
+            set(user, e)
         }
     }
 
@@ -70,10 +84,6 @@ public struct PasswordFile: Sendable {
         }.joined()
     }
 
-    public func verify(_ user: String, _ password: [UInt8]) -> Bool {
-        guard let e = entries[user] else { return false }
-        return CRYPTO_memcmp(Self.pbkdf2(password, e.salt, e.iterations), e.hash, 64) == 0
-    }
 
     static func pbkdf2(_ password: [UInt8], _ salt: [UInt8], _ iterations: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 64)
@@ -93,37 +103,116 @@ public struct PasswordFile: Sendable {
     }
 }
 
-/// Who may connect: the password file, and anonymous access by peer. Shared by all
-/// shards; successful verifications are cached (user -> SHA-256 of the password)
-/// so a reconnect storm re-verifies with a hash, not a key derivation.
+/// Who may connect: the password file, an optional Redis hash of the same entries
+/// (`auth.redis_hash`: user -> `$7$...`), and anonymous access by peer. Shared by all
+/// shards. Both caches are bounded (`auth.cache_size`):
+/// - entries fetched from Redis, trusted for `auth.cache_seconds` (and past that while
+///   Redis is unreachable), unknown users included, so a storm does not hammer Redis;
+/// - successful verifications (user -> SHA-256 of the password and the entry's salt),
+///   so a reconnect storm re-verifies with a hash, not a key derivation, and a changed
+///   entry is verified afresh.
 final class Authenticator: @unchecked Sendable {
     enum Anonymous: String { case never = "false", always = "true", loopback }
 
+    enum Verdict: Equatable {
+        case accepted
+        case refused(ConnectReturnCode, String)
+        /// Ask Redis for this user's entry (`learn`), then check again.
+        case lookup(String)
+    }
+
+    private struct Fetched {
+        var entry: PasswordFile.Entry?
+        var atMs: UInt64
+    }
+
+    private struct Verified {
+        var digest: [UInt8]
+        var salt: [UInt8]
+    }
+
     private let file: PasswordFile?
+    let redisHash: String?
     private let anonymous: Anonymous
+    private let ttlMs: UInt64
     private let lock = Lock()
-    private var verified: [String: [UInt8]] = [:]
+    private var fetched: BoundedCache<String, Fetched>
+    private var verified: BoundedCache<String, Verified>
 
     init(config: Config.Auth) throws {
         anonymous = Anonymous(rawValue: config.allowAnonymous)!
         file = config.passwordFile.isEmpty ? nil : try PasswordFile(path: config.passwordFile)
+        redisHash = config.redisHash.isEmpty ? nil : config.redisHash
+        ttlMs = UInt64(config.cacheSeconds) * 1000
+        fetched = BoundedCache(capacity: config.cacheSize)
+        verified = BoundedCache(capacity: config.cacheSize)
     }
 
-    /// nil: accepted (and whether as anonymous); else the CONNACK refusal and why.
-    func check(username: String?, password: [UInt8]?, peer: Peer) -> (code: ConnectReturnCode, why: String)? {
-        guard let file, let username else {
+    /// Are user names checked at all (else every client is anonymous)?
+    var checksUsers: Bool { file != nil || redisHash != nil }
+
+    /// `redisUp`: a lookup can be answered now; when not, a stale Redis entry is used.
+    func check(username: String?, password: [UInt8]?, peer: Peer, nowMs: UInt64 = 0,
+               redisUp: Bool = false) -> Verdict {
+        guard checksUsers, let username else {
             switch anonymous {
-            case .always: return nil
-            case .loopback where peer.isLoopback: return nil
-            case .loopback: return (.notAuthorized, "anonymous clients only from loopback (auth.allow_anonymous)")
-            case .never: return (.notAuthorized, "anonymous access is off")
+            case .always: return .accepted
+            case .loopback where peer.isLoopback: return .accepted
+            case .loopback: return .refused(.notAuthorized, "anonymous clients only from loopback (auth.allow_anonymous)")
+            case .never: return .refused(.notAuthorized, "anonymous access is off")
             }
         }
+        var entry = file?.entries[username]
+        if entry == nil && redisHash != nil {
+            guard let f = lock.withLock({ fetched.get(username) }) else {
+                return redisUp ? .lookup(username)
+                               : .refused(.serverUnavailable, "credential store (Redis) unreachable")
+            }
+            if redisUp && nowMs &- f.atMs > ttlMs { return .lookup(username) }
+            entry = f.entry
+        }
+        guard let entry else { return .refused(.badUsernameOrPassword, "bad user name or password") }
         let pw = password ?? []
         let digest = PasswordFile.sha256(pw)
-        if lock.withLock({ verified[username] }) == digest { return nil }
-        guard file.verify(username, pw) else { return (.badUsernameOrPassword, "bad user name or password") }
-        lock.withLock { verified[username] = digest }
-        return nil
+        if let v = lock.withLock({ verified.get(username) }), v.digest == digest, v.salt == entry.salt { return .accepted }
+        guard entry.verify(pw) else { return .refused(.badUsernameOrPassword, "bad user name or password") }
+        lock.withLock { verified.set(username, Verified(digest: digest, salt: entry.salt)) }
+        return .accepted
     }
+
+    /// Redis answered a lookup: the user's `$7$` entry, or nil (no such user, or a
+    /// value that is not an entry).
+    func learn(_ username: String, entry: String?, nowMs: UInt64) {
+        let e = entry.flatMap { PasswordFile.Entry($0) }
+        lock.withLock { fetched.set(username, Fetched(entry: e, atMs: nowMs)) }
+    }
+}
+
+/// A map bounded by two generations: lookups try the young map, then the old one
+/// (moving a hit to the young map); when the young map fills half the capacity the
+/// old one is dropped. At most `capacity` entries, and roughly least recently used
+/// ones go first, with no per-entry bookkeeping.
+struct BoundedCache<Key: Hashable, Value> {
+    private var young: [Key: Value] = [:]
+    private var old: [Key: Value] = [:]
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = max(2, capacity) }
+
+    mutating func get(_ key: Key) -> Value? {
+        if let v = young[key] { return v }
+        guard let v = old.removeValue(forKey: key) else { return nil }
+        set(key, v)
+        return v
+    }
+
+    mutating func set(_ key: Key, _ value: Value) {
+        young[key] = value
+        if young.count >= capacity / 2 {
+            old = young
+            young = [:]
+        }
+    }
+
+    var count: Int { young.count + old.count }
 }

@@ -1,4 +1,5 @@
 import MQTTCodec
+import PileLoop
 
 extension Shard {
     /// CONNECT (3.1): check the client id, pass the front door's storm limits,
@@ -28,9 +29,15 @@ extension Shard {
 
     func authorizeAndAttach(_ slot: UInt32, _ c: Connect) {
         switch authorizeConnect(slot, c) {
-        case .failure(let r):
+        case .refuse(let r):
             return refuseConnect(slot, r.code, why: r.why, clientID: c.clientID, denial: r.denial)
-        case .success(let role):
+        case .lookup(let user):
+            // Not read until Redis answers (`credentialsReplied`); the CONNECT deadline still runs.
+            awaitingCredentials[slot] = c
+            slab[Int(slot)].throttled = true
+            stopReading(slot)
+            redis?.lookupCredentials(user, expect: .credentials(slot: slot, generation: slab[Int(slot)].generation, user: user))
+        case .allow(let role):
             slab[Int(slot)].keepAlive = c.keepAlive
             attachSession(slot, c, role: role)
         }
@@ -71,6 +78,21 @@ extension Shard {
             ])
             if present { resumeSession(slot) }
         }
+    }
+
+    /// Redis answered a credential lookup: learn the entry, then decide the CONNECT.
+    func credentialsReplied(slot: UInt32, generation: UInt32, user: String, _ r: RedisReply) {
+        if r.isError {
+            counters.add(.redisErrors)
+            logger.warning("redis error on credential lookup: \(r.text)")
+        } else {
+            ctx.authenticator.learn(user, entry: r.isNil ? nil : r.text, nowMs: monotonicMillis())
+        }
+        guard isCurrent(slot, generation), let c = awaitingCredentials.removeValue(forKey: slot) else { return }
+        slab[Int(slot)].throttled = false
+        if r.isError { return refuseConnect(slot, .serverUnavailable, why: "credential lookup failed", clientID: c.clientID) }
+        authorizeAndAttach(slot, c)
+        if slab[Int(slot)].state == .connected { resumeReading(slot) }
     }
 
     /// CONNACK with a refusal code, then close once it is sent (3.2.2.3). A refusal

@@ -96,6 +96,8 @@ extension Shard {
             }
         case .downlink(let step):
             downlinkReplied(step, r)
+        case .credentials(let slot, let generation, let user):
+            credentialsReplied(slot: slot, generation: generation, user: user, r)
         }
     }
 }

@@ -10,6 +10,8 @@ enum RedisExpectation {
     /// Events, presence, QoS 0 XADDs, XACKs: only an error matters.
     case bookkeeping
     case downlink(Downlink.Step)
+    /// HGET of a user's credentials for a waiting CONNECT.
+    case credentials(slot: UInt32, generation: UInt32, user: String)
 }
 
 /// One shard's side of the Redis contract (DESIGN.md, "Data flows"): uplink XADDs
@@ -24,12 +26,14 @@ final class RedisBridge {
     private let bootMs = wallMillis()
     private var sequence: UInt64 = 0
     private let maxlen: String
+    private let credentialsKey: String
 
     init(config: Config, address: SocketAddress, shard: Int, ring: Ring, logger: Logger) {
         self.config = config.redis
         node = config.server.node
         self.shard = shard
         maxlen = String(config.redis.streamMaxlen)
+        credentialsKey = config.auth.redisHash
         router = Router(routes: config.routes, defaultStream: config.redis.defaultStream)
         connection = RedisConnection(id: 0, name: "uplink", address: address,
                                      handshake: config.redis.handshake(clientName: "pilegate-\(node)-\(shard)"),
@@ -71,6 +75,12 @@ final class RedisBridge {
                     "node", node, "ts", String(wallMillis())] + fields.flatMap { [$0.0, $0.1] }
         connection.enqueue(.bookkeeping) { $0.respCommand(args) }
         return true
+    }
+
+    /// HGET auth.redis_hash USER. Not subject to the bookkeeping bound: a CONNECT
+    /// waits on it, and only while Redis is up (see Authenticator).
+    func lookupCredentials(_ user: String, expect: RedisExpectation) {
+        connection.enqueue(expect) { $0.respCommand(["HGET", credentialsKey, user]) }
     }
 
     /// presence[device] = "node|since": where the pile is and since when.

@@ -86,6 +86,8 @@ final class Shard {
     var waitingConnects: [UInt32: (connect: Connect, role: UInt16)] = [:]
     /// CONNECTs holding a connect-rate slot in the future (limits.over_rate = "wait").
     var delayedConnects: [UInt32: Connect] = [:]
+    /// CONNECTs waiting for their user's credentials from Redis.
+    var awaitingCredentials: [UInt32: Connect] = [:]
     /// Quota day (RateRules.day), refreshed every tick.
     var today: UInt32 = 0
     private var freeSlots: [UInt32] = []
@@ -614,6 +616,7 @@ final class Shard {
             ctx.connectGuard.closed(slab[Int(slot)].peer)
         }
         delayedConnects[slot] = nil
+        awaitingCredentials[slot] = nil
         let owner = Owner(shard: index, slot: slot, generation: slab[Int(slot)].generation)
         if was == .connected, let session = slab[Int(slot)].session {
             counters.subtract(.clientsConnected)
@@ -747,7 +750,7 @@ final class Shard {
               slab[s].timerDeadline == UInt32(truncatingIfNeeded: e.deadline) else {
             return   // stale: the connection is gone or has a newer entry
         }
-        if slab[s].throttled && slab[s].isOpen { return endHold(e.slot) }
+        if slab[s].throttled && slab[s].isOpen && awaitingCredentials[e.slot] == nil { return endHold(e.slot) }
         switch slab[s].state {
         case .awaitingConnect where slab[s].tls?.handshakeDone == false:
             counters.add(.tlsHandshakeTimeouts)

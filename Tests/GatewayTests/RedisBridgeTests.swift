@@ -37,6 +37,33 @@ final class RedisBridgeTests: XCTestCase {
         Array(#"{"命令":"运行数据","reqid":\#(i),"VIN":""#.utf8) + [0xC3, 0x28, 0xFF, UInt8(i & 0xFF)] + Array(#""}"#.utf8)
     }
 
+    /// Denials and rate actions reach the events stream with kind and reason.
+    func testDenialsAreEvents() throws {
+        let g = try startGateway("""
+        [rate]
+        messages_per_second = 1
+        burst = 1
+        action = "drop"
+        """)
+        let pile = try connected(g, "AAAAAJQX")
+        pile.send(.publish(Publish(topic: "$SYS/forged", payload: [1], qos: .atLeastOnce, packetID: 1)))
+        XCTAssertEqual(pile.receive(), .puback(1))
+        for i in 2...3 {
+            pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAJQX/msg", payload: [1], qos: .atLeastOnce, packetID: UInt16(i))))
+            XCTAssertEqual(pile.receive(), .puback(UInt16(i)))
+        }
+        var denied: [[String: [UInt8]]] = []
+        XCTAssertTrue(try redis.waitUntil {
+            denied = try redis.entries("pilegate:events").map(\.fields).filter { $0["type"] == Array("denied".utf8) }
+            return denied.count == 2
+        })
+        XCTAssertEqual(denied.map { String(decoding: $0["kind"] ?? [], as: UTF8.self) }, ["publish_acl", "rate"])
+        XCTAssertEqual(denied[0]["device"], Array("AAAAAJQX".utf8))
+        XCTAssertEqual(denied[1]["rule"], Array("device".utf8))
+        XCTAssertEqual(denied[1]["action"], Array("drop".utf8))
+        XCTAssertNotNil(denied[0]["reason"])
+    }
+
     func testEachAcknowledgedQoS1PublishIsOneByteExactStreamEntry() throws {
         let g = try startGateway()
         let pile = try connected(g, "AAAAAJQX")

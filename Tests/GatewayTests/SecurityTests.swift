@@ -121,12 +121,64 @@ final class SecurityTests: XCTestCase {
             a.allowAnonymous = policy
             var p = Peer()
             p.isLoopback = loopback
-            return try Authenticator(config: a).check(username: nil, password: nil, peer: p)?.code
+            if case .refused(let code, _) = try Authenticator(config: a).check(username: nil, password: nil, peer: p) {
+                return code
+            }
+            return nil
         }
         XCTAssertNil(try check("loopback", loopback: true))
         XCTAssertEqual(try check("loopback", loopback: false), .notAuthorized)
         XCTAssertNil(try check("true", loopback: false))
         XCTAssertEqual(try check("false", loopback: true), .notAuthorized)
+    }
+}
+
+extension SecurityTests {
+    /// Credentials held in a Redis hash (the same `$7$` entries), read through the
+    /// bridge and cached: found, wrong, unknown, changed in Redis, Redis away.
+    func testCredentialsFromARedisHash() throws {
+        let redis = try RedisServer()
+        let entry = try String(contentsOfFile: "\(dir!)/passwd", encoding: .utf8)
+            .split(separator: "\n").first { $0.hasPrefix("AAAAAJQX:") }!.dropFirst("AAAAAJQX:".count)
+        _ = try redis.command(["HSET", "pilegate:credentials", "REDISPILE", String(entry)])
+        let g = try Gateway(config: """
+        [redis]
+        address = "\(redis.address)"
+        [auth]
+        allow_anonymous = "false"
+        redis_hash = "pilegate:credentials"
+        cache_seconds = 1
+        """)
+        gw = g
+        XCTAssertNotNil(g.waitForLog("connected to redis"))
+        XCTAssertEqual(try connect(g, "REDISPILE", user: "REDISPILE", password: "pile-secret").1, .accepted)
+        XCTAssertEqual(try connect(g, "REDISPILE", user: "REDISPILE", password: "nope").1, .badUsernameOrPassword)
+        XCTAssertEqual(try connect(g, "GHOST", user: "GHOST", password: "x").1, .badUsernameOrPassword, "not in the hash")
+        // Change the password in Redis: the old one stops working once the cached entry ages out.
+        var other = PasswordFile()
+        other.set("REDISPILE", password: "rotated")
+        _ = try redis.command(["HSET", "pilegate:credentials", "REDISPILE",
+                               String(other.text.dropFirst("REDISPILE:".count).dropLast())])
+        sleep(2)
+        XCTAssertEqual(try connect(g, "REDISPILE", user: "REDISPILE", password: "pile-secret").1, .badUsernameOrPassword)
+        XCTAssertEqual(try connect(g, "REDISPILE", user: "REDISPILE", password: "rotated").1, .accepted)
+        // Redis away: a known (cached) pile still gets in; an unknown one gets CONNACK 3.
+        redis.stop()
+        sleep(2)
+        XCTAssertEqual(try connect(g, "REDISPILE", user: "REDISPILE", password: "rotated").1, .accepted, "stale entry used")
+        XCTAssertEqual(try connect(g, "NEWPILE", user: "NEWPILE", password: "x").1, .serverUnavailable)
+    }
+
+    func testBoundedCacheStaysBounded() {
+        var c = BoundedCache<Int, Int>(capacity: 100)
+        for i in 0..<10_000 {
+            c.set(i, i)
+            _ = c.get(0)   // a hot key survives every generation change
+        }
+        XCTAssertLessThanOrEqual(c.count, 100)
+        XCTAssertEqual(c.get(0), 0)
+        XCTAssertEqual(c.get(9_999), 9_999)
+        XCTAssertNil(c.get(5_000))
     }
 }
 
