@@ -23,6 +23,8 @@ struct Plan: Sendable {
     var fileTable: Int
     /// Reconnect after a refusal or a close, after 100-1000 ms (a pile's own backoff).
     var retry: Bool
+    /// Piles log in as user = client id with this password (the fan-in subscriber stays anonymous).
+    var password: String?
 }
 
 /// Counters the main thread reads for progress and the report.
@@ -214,7 +216,9 @@ final class Worker {
             clients[i].state = .awaitingConnack
             let sub = plan.hostsSubscriber && i == 0
             let id = sub ? "pileload-sub-\(plan.firstIndex)" : pileID(plan.firstIndex + i)
-            queue(i, .connect(Connect(cleanSession: true, keepAlive: plan.keepAlive, clientID: id)))
+            let login = sub ? nil : plan.password
+            queue(i, .connect(Connect(cleanSession: true, keepAlive: plan.keepAlive, clientID: id,
+                                      username: login == nil ? nil : id, password: login.map { Array($0.utf8) })))
             ring.recvMultishot(fixed: Int32(i), bufferGroup: 1, tag: self.tag(LOp.recv, i))
         case LOp.recv:
             if c.res > 0, let id = c.bufferID {

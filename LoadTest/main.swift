@@ -36,6 +36,7 @@ struct PileLoad: ParsableCommand {
     @Option(help: "fanin: QoS of publishes and of the subscription.") var qos: UInt8 = 0
     @Option(help: "fanin: total messages per second, 0 = as fast as possible.") var rate = 0
     @Flag(help: "idle: each pile subscribes to its own /xjdy/ops/v1/TCU/{id}/cmd.") var subscribe = false
+    @Option(help: "Piles log in with user name = client id and this password.") var password: String?
     @Flag(help: "Reconnect after a CONNACK refusal or a close, 100-1000 ms later (as piles do).") var retry = false
     @Option(help: "Worker threads (rings); 0 = enough for the fixed-file tables.") var workers = 0
     @Option(help: "Write the final report as JSON here.") var json: String?
@@ -69,7 +70,7 @@ struct PileLoad: ParsableCommand {
                             keepAlive: keepalive, connectRate: max(1, connectRate / nWorkers),
                             maxPending: max(1, maxPending / nWorkers), payload: payload, burst: burst,
                             qos: QoS(rawValue: qos)!, rate: rate / nWorkers, subscribeOwn: subscribe,
-                            hostsSubscriber: profile == .fanin && w == 0, fileTable: table, retry: retry)
+                            hostsSubscriber: profile == .fanin && w == 0, fileTable: table, retry: retry, password: password)
             first += share
             let stats = Stats()
             statsList.append(stats)
@@ -86,6 +87,7 @@ struct PileLoad: ParsableCommand {
         let rssBefore = broker?.rssKiB() ?? 0
 
         // Connect phase
+        let connectCPU0 = broker?.cpuSeconds() ?? 0
         let t0 = monotonicMillis()
         var last = t0
         while true {
@@ -99,6 +101,7 @@ struct PileLoad: ParsableCommand {
             if c >= total || (!retry && c + f >= total) || now - t0 > UInt64(connectTimeout) * 1000 { break }
         }
         let connectMs = monotonicMillis() - t0
+        let connectCPU = (broker?.cpuSeconds() ?? 0) - connectCPU0
         let connected = sum(\.connected)
         say("ALL CONNECTED connected=\(connected) failed=\(sum(\.failed)) seconds=\(String(format: "%.2f", Double(connectMs) / 1000)) rate=\(Int(Double(connected) / max(0.001, Double(connectMs) / 1000)))/s")
 
@@ -163,6 +166,8 @@ struct PileLoad: ParsableCommand {
         if broker != nil {
             report += [
                 ("broker_rss_before_kib", "\(rssBefore)"),
+                ("broker_cpu_connect_seconds", String(format: "%.2f", connectCPU)),
+                ("connects_per_broker_cpu_second", String(format: "%.0f", Double(connected) / max(0.001, connectCPU))),
                 ("broker_rss_connected_kib", "\(rssConnected)"),
                 ("broker_rss_end_kib", "\(rssSteady)"),
                 ("rss_per_connection_bytes", String(format: "%.0f", Double(rssConnected - rssBefore) * 1024 / Double(max(1, connected)))),

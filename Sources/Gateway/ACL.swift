@@ -6,7 +6,7 @@ import MQTTCodec
 /// or 200,000 devices and allocates nothing.
 struct ACL: Sendable {
     enum Level: Sendable, Equatable {
-        case literal(String), plus, hash, clientID, username
+        case literal([UInt8]), plus, hash, clientID, username
     }
 
     struct Role: Sendable {
@@ -40,7 +40,7 @@ struct ACL: Sendable {
             case "#": .hash
             case "%c": .clientID
             case "%u": .username
-            default: .literal(String($0))
+            default: .literal(Array($0.utf8))
             }
         }
     }
@@ -66,26 +66,37 @@ struct ACL: Sendable {
     /// covered by patterns that name the `$` level (as in topic matching, 4.7.2).
     private static func matches(_ pattern: [Level], _ subject: String, _ clientID: String, _ username: String?,
                                 subset: Bool) -> Bool {
-        var levels = Topic.Levels(subject.utf8)
+        var s = subject, c = clientID, u = username ?? ""
+        return s.withUTF8 { sb in
+            c.withUTF8 { cb in
+                u.withUTF8 { ub in matches(pattern, sb, cb, username == nil ? nil : ub, subset: subset) }
+            }
+        }
+    }
+
+    /// The walk itself, over contiguous UTF-8 (byte compares, no Unicode work).
+    private static func matches(_ pattern: [Level], _ subject: UnsafeBufferPointer<UInt8>,
+                                _ clientID: UnsafeBufferPointer<UInt8>, _ username: UnsafeBufferPointer<UInt8>?,
+                                subset: Bool) -> Bool {
+        var levels = Topic.Levels(subject)
         var first = true
         for p in pattern {
             if p == .hash {
-                return !(first && subject.utf8.first == UInt8(ascii: "$"))
+                return !(first && subject.first == UInt8(ascii: "$"))
             }
             guard let l = levels.next() else { return false }
-            let isPlus = l.elementsEqual("+".utf8), isHash = l.elementsEqual("#".utf8)
+            let wild = subset && (l.isLevel("+") || l.isLevel("#"))
             switch p {
             case .plus:
                 if first && l.first == UInt8(ascii: "$") { return false }
-                if subset && isHash { return false }
+                if subset && l.isLevel("#") { return false }
             case .literal(let s):
-                if subset && (isPlus || isHash) { return false }
-                if !l.elementsEqual(s.utf8) { return false }
+                if wild { return false }
+                if !s.withUnsafeBufferPointer({ l.sameBytes($0) }) { return false }
             case .clientID:
-                if subset && (isPlus || isHash) { return false }
-                if !l.elementsEqual(clientID.utf8) { return false }
+                if wild || !l.sameBytes(clientID) { return false }
             case .username:
-                guard let username, !(subset && (isPlus || isHash)), l.elementsEqual(username.utf8) else { return false }
+                guard let username, !wild, l.sameBytes(username) else { return false }
             case .hash:
                 break
             }

@@ -38,35 +38,51 @@ public enum Topic {
     /// Does `filter` match `topic`? Topics starting with `$` are not matched by a
     /// filter starting with a wildcard (4.7.2). Walks both in place, no allocation.
     public static func matches(filter: String, topic: String) -> Bool {
-        if topic.utf8.first == UInt8(ascii: "$"), let first = filter.utf8.first,
+        var f = filter, t = topic
+        return f.withUTF8 { fb in t.withUTF8 { tb in matches(filter: fb, topic: tb) } }
+    }
+
+    /// The same over contiguous UTF-8 (`String.withUTF8`): the hot-path form.
+    public static func matches(filter: UnsafeBufferPointer<UInt8>, topic: UnsafeBufferPointer<UInt8>) -> Bool {
+        if topic.first == UInt8(ascii: "$"), let first = filter.first,
            first == UInt8(ascii: "+") || first == UInt8(ascii: "#") {
             return false
         }
-        var f = Levels(filter.utf8), t = Levels(topic.utf8)
+        var f = Levels(filter), t = Levels(topic)
         while let fl = f.next() {
-            if fl.elementsEqual("#".utf8) { return true }
+            if fl.isLevel("#") { return true }
             guard let tl = t.next() else { return false }
-            if !fl.elementsEqual("+".utf8) && !fl.elementsEqual(tl) { return false }
+            if !fl.isLevel("+") && !fl.sameBytes(tl) { return false }
         }
         return t.next() == nil
     }
 
-    /// The `/`-separated levels of a topic or filter, empty ones included
-    /// ("a/" is "a" then "").
+    /// The `/`-separated levels of a topic or filter, empty ones included ("a/" is
+    /// "a" then ""), as slices of the caller's bytes: no allocation, no Unicode work.
     public struct Levels {
-        let utf8: String.UTF8View
-        var position: String.Index?
+        let bytes: UnsafeBufferPointer<UInt8>
+        var position: Int?
 
-        public init(_ utf8: String.UTF8View) { self.utf8 = utf8; position = utf8.startIndex }
+        public init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes; position = 0 }
 
-        public mutating func next() -> Substring.UTF8View? {
+        public mutating func next() -> UnsafeBufferPointer<UInt8>? {
             guard let p = position else { return nil }
-            if let slash = utf8[p...].firstIndex(of: UInt8(ascii: "/")) {
-                position = utf8.index(after: slash)
-                return Substring(utf8[p..<slash]).utf8
-            }
-            position = nil
-            return Substring(utf8[p...]).utf8
+            var i = p
+            while i < bytes.count && bytes[i] != UInt8(ascii: "/") { i += 1 }
+            position = i < bytes.count ? i + 1 : nil
+            return UnsafeBufferPointer(rebasing: bytes[p..<i])
         }
     }
+}
+
+extension UnsafeBufferPointer where Element == UInt8 {
+    /// Byte-wise equality.
+    @inlinable public func sameBytes(_ other: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard count == other.count else { return false }
+        for i in 0..<count where self[i] != other[i] { return false }
+        return true
+    }
+
+    /// Is this level exactly the one-byte `+` or `#`?
+    @inlinable public func isLevel(_ c: Unicode.Scalar) -> Bool { count == 1 && self[0] == UInt8(ascii: c) }
 }
