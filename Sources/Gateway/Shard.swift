@@ -650,16 +650,26 @@ final class Shard {
         }
     }
 
-    /// Cancel what the kernel still has for this socket (the multishot recv), then
-    /// close the direct descriptor. Hard-linked: the close runs even when there was
-    /// nothing to cancel.
+    /// Cancel what the kernel still has for this socket (its multishot recv, a send
+    /// in flight) by user_data, then close the direct descriptor. Hard-linked: the
+    /// close runs even when there was nothing to cancel. (Cancelling by file instead
+    /// makes the kernel scan every request armed on the ring: with 19k piles per
+    /// ring, closing them all cost 27 s of CPU for 200k.)
     private func tearDown(_ slot: UInt32) {
         guard !slab[Int(slot)].tornDown else { return }
         slab[Int(slot)].tornDown = true
-        let file = slab[Int(slot)].file
-        ring.cancelAll(fixed: file, tag: tag(Op.cancel, slot), hardLink: true)
-        ring.closeDirect(UInt32(file), tag: tag(Op.close, slot))
-        slab[Int(slot)].pendingOps += 2
+        ring.reserve(3)   // one submission: a link must not be split
+        var ops: UInt16 = 1
+        if slab[Int(slot)].recvArmed {
+            ring.cancel(tag: tag(Op.recv, slot), tag: tag(Op.cancel, slot), hardLink: true)
+            ops += 1
+        }
+        if slab[Int(slot)].sending {
+            ring.cancel(tag: tag(Op.send, slot), tag: tag(Op.cancel, slot), hardLink: true)
+            ops += 1
+        }
+        ring.closeDirect(UInt32(slab[Int(slot)].file), tag: tag(Op.close, slot))
+        slab[Int(slot)].pendingOps += ops
     }
 
     /// One of the slot's operations finished; free the slot when nothing is owed.

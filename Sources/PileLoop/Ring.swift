@@ -135,25 +135,19 @@ public final class Ring {
         io_uring_sqe_set_data64(s, tag)
     }
 
-    /// Cancel every request on a fixed file (its multishot recv above all), so the
-    /// socket's last reference drops when the direct descriptor is closed.
-    /// `hardLink`: the next SQE runs after this one whatever its result.
-    public func cancelAll(fixed file: Int32, tag: UInt64, hardLink: Bool) {
-        let s = sqe()
-        io_uring_prep_cancel_fd(s, file, IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED)
-        if hardLink { s.pointee.flags |= CUR_IOSQE_IO_HARDLINK }
-        io_uring_sqe_set_data64(s, tag)
-    }
-
     public func closeDirect(_ file: UInt32, tag: UInt64) {
         let s = sqe()
         io_uring_prep_close_direct(s, file)
         io_uring_sqe_set_data64(s, tag)
     }
 
-    public func cancel(tag target: UInt64, tag: UInt64) {
+    /// Cancel the request whose user_data is `target` (a hash lookup in the kernel;
+    /// cancelling by file scans every request armed on the ring).
+    /// `hardLink`: the next SQE runs after this one whatever its result.
+    public func cancel(tag target: UInt64, tag: UInt64, hardLink: Bool = false) {
         let s = sqe()
         io_uring_prep_cancel64(s, target, 0)
+        if hardLink { s.pointee.flags |= CUR_IOSQE_IO_HARDLINK }
         io_uring_sqe_set_data64(s, tag)
     }
 
