@@ -86,6 +86,13 @@ public struct Config: Sendable {
         public var users: [String: String] = [:]
     }
 
+    /// The operator's HTTP endpoint: /metrics, /healthz, /readyz.
+    public struct Admin: Sendable {
+        public var enabled = true
+        /// Loopback by default: put it on a management network deliberately.
+        public var bind = "127.0.0.1:9883"
+    }
+
     /// The TLS listener (OpenSSL 3 through memory BIOs on the shard's ring).
     public struct TLS: Sendable {
         public var enabled = false
@@ -212,6 +219,7 @@ public struct Config: Sendable {
     public var routes: [Route] = []
     public var limits = Limits()
     public var tls = TLS()
+    public var admin = Admin()
     public var rate = Rate()
 
     public init() {}
@@ -309,6 +317,13 @@ public struct Config: Sendable {
             try t.eachString("users") { user, role in acl.users[user] = role }
             for role in [acl.defaultRole, acl.anonymousRole] + acl.users.values where acl.roles[role] == nil {
                 throw Invalid(description: "config: acl role \"\(role)\" is not defined under [acl.roles]")
+            }
+        }
+        try r.table("admin") { t in
+            try t.bool("enabled", &admin.enabled)
+            try t.string("bind", &admin.bind)
+            if SocketAddress(admin.bind) == nil {
+                throw Invalid(description: "config: admin.bind \"\(admin.bind)\" is not HOST:PORT")
             }
         }
         try r.table("tls") { t in

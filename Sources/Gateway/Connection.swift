@@ -3,7 +3,7 @@ import MQTTCodec
 import PileLoop
 
 /// Why a connection ended: logged, counted, and it decides whether the will is sent.
-enum CloseReason: String, Sendable {
+enum CloseReason: String, Sendable, CaseIterable {
     case clientDisconnect = "client disconnect"
     case peerClosed = "connection closed by peer"
     case keepalive = "keepalive expired"

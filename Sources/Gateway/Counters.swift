@@ -48,6 +48,8 @@ public enum Counter: Int, CaseIterable, Sendable {
     case rateBans                // a rate rule (or the quota) banned a client id
     case quotaBreaches           // a device went over its daily byte quota (once a day)
     case inflightInPauses        // a pile hit max_inflight_in and stopped being read
+    case redisInflight           // a gauge: commands sent to Redis and not yet answered (set each tick)
+    case redisUp                 // a gauge: 1 while this shard's Redis connection is up (set each tick)
     case tlsHandshakes           // TLS handshakes completed
     case tlsFailures             // TLS connections closed for a TLS error (bad handshake, bad certificate)
     case tlsHandshakeTimeouts    // TLS handshake not finished within tls.handshake_timeout
@@ -55,8 +57,22 @@ public enum Counter: Int, CaseIterable, Sendable {
 
 public final class Counters: Sendable {
     private let values: [ManagedAtomic<UInt64>]
+    /// Connections closed, by `CloseReason` (in `allCases` order).
+    private let closes: [ManagedAtomic<UInt64>]
 
-    public init() { values = Counter.allCases.map { _ in ManagedAtomic(0) } }
+    public init() {
+        values = Counter.allCases.map { _ in ManagedAtomic(0) }
+        closes = CloseReason.allCases.map { _ in ManagedAtomic(0) }
+    }
+
+    func closed(_ r: CloseReason) { closes[r.index].wrappingIncrement(ordering: .relaxed) }
+
+    static func totalClosed(_ r: CloseReason, _ sets: [Counters]) -> UInt64 {
+        sets.reduce(0) { $0 + $1.closes[r.index].load(ordering: .relaxed) }
+    }
+
+    /// For gauges a shard owns.
+    func set(_ c: Counter, _ v: UInt64) { slot(c).store(v, ordering: .relaxed) }
 
     @inlinable public func add(_ c: Counter, _ n: UInt64 = 1) {
         slot(c).wrappingIncrement(by: n, ordering: .relaxed)
@@ -74,4 +90,9 @@ public final class Counters: Sendable {
     public static func total(_ c: Counter, _ sets: [Counters]) -> UInt64 {
         sets.reduce(0) { $0 + $1.value(c) }
     }
+}
+
+extension CloseReason {
+    /// Position in `allCases`: the per-reason counter.
+    var index: Int { CloseReason.allCases.firstIndex(of: self)! }
 }

@@ -98,6 +98,21 @@ public final class Server {
                     metadata: ["shards": "\(shards)", "fixed_files_per_shard": "\(tableSize)",
                                "node": "\(config.server.node)", "version": "\(pilegateVersion)"])
 
+        var admin: AdminHTTP?
+        var adminThread: PileLoop.Thread?
+        if config.admin.enabled {
+            let a = try AdminHTTP(address: SocketAddress(config.admin.bind)!,
+                                  metrics: Metrics(counters: counters, broker: broker), counters: counters,
+                                  redisEnabled: config.redis.enabled, logger: logger)
+            admin = a
+            adminThread = PileLoop.Thread(name: "admin-http") { a.run() }
+            logger.info("admin HTTP on \(hostPort(SocketAddress(config.admin.bind)!, a.fd)) (/metrics /healthz /readyz)")
+        }
+        defer {
+            admin?.stop()
+            adminThread?.join()
+            if let admin { Glibc.close(admin.fd) }
+        }
         if let tlsListenFD {
             logger.info("TLS listener on \(hostPort(SocketAddress(config.tls.bind)!, tlsListenFD))",
                         metadata: ["mutual_tls": "\(config.tls.requireClientCertificate)"])

@@ -167,6 +167,7 @@ final class Shard {
         redis?.connection.onReply = { [unowned self] e, r in self.redisReplied(e, r) }
         downlink?.connection.onReply = { [unowned self] e, r in self.redisReplied(e, r) }
         downlink?.connection.onState = { [unowned self] s in if s == .up { self.downlink?.start() } }
+        redis?.connection.onState = { [unowned self] s in self.counters.set(.redisUp, s == .up ? 1 : 0) }
         redis?.connection.tick(nowMs: monotonicMillis())
         downlink?.connection.tick(nowMs: monotonicMillis())
         armAccepts()
@@ -611,6 +612,7 @@ final class Shard {
         slab[Int(slot)].state = .closing
         ctx.live.remove()
         counters.add(.connectionsClosed)
+        counters.closed(reason)
         if slab[Int(slot)].ipCounted {
             slab[Int(slot)].ipCounted = false
             ctx.connectGuard.closed(slab[Int(slot)].peer)
@@ -748,6 +750,7 @@ final class Shard {
         }
         redis?.connection.tick(nowMs: ms)
         downlink?.connection.tick(nowMs: ms)
+        if let r = redis?.connection { counters.set(.redisInflight, UInt64(r.unanswered)) }
         if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
             nextSys = now + ticks(seconds: config.server.sysInterval)
             publishSysStats()

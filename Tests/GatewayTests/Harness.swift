@@ -26,6 +26,8 @@ final class Gateway {
         sys_interval = 1
         [log]
         level = "debug"
+        [admin]
+        bind = "127.0.0.1:0"
 
         """
         try (base + config).write(toFile: configPath, atomically: true, encoding: .utf8)
@@ -62,6 +64,13 @@ final class Gateway {
     deinit { if process.isRunning { stop() } }
 
     var logText: String { log.text }
+
+    /// Port of the admin HTTP endpoint (/metrics, /healthz, /readyz).
+    var adminPort: UInt16? {
+        guard let line = log.waitFor("admin HTTP on 127.0.0.1:", timeout: 5) else { return nil }
+        let rest = line.components(separatedBy: "admin HTTP on 127.0.0.1:")[1]
+        return UInt16(rest.prefix { $0.isNumber })
+    }
 
     /// Port of the TLS listener (config `[tls] bind = "127.0.0.1:0"`).
     var tlsPort: UInt16? {

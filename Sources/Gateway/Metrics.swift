@@ -1,0 +1,152 @@
+import Glibc
+import Prometheus
+
+/// Prometheus exposition of the gateway's counters (DESIGN.md, "Observability").
+///
+/// The hot path keeps bumping its own per-shard atomics (`Counters`); a scrape sums
+/// them and carries the sums into a swift-prometheus registry, which writes the text
+/// format. So scraping costs nothing per packet, and names, types and help text follow
+/// Prometheus conventions in one table below. No label ever names a device.
+final class Metrics: @unchecked Sendable {   // used by the admin thread only
+    private let registry = PrometheusCollectorRegistry()
+    private let sets: [Counters]
+    private var counters: [(Counter, Prometheus.Counter)] = []
+    private var gauges: [(Counter, Gauge)] = []
+    private var closes: [(CloseReason, Prometheus.Counter)] = []
+    private var emitted: [Int: UInt64] = [:]
+    private var closesEmitted: [Int: UInt64] = [:]
+    private let rss: Gauge
+    private let fds: Gauge
+    private let clients: Gauge
+    private let broker: Broker
+
+    init(counters sets: [Counters], broker: Broker) {
+        self.sets = sets
+        self.broker = broker
+        for c in Counter.allCases {
+            let m = c.metric
+            if m.gauge {
+                gauges.append((c, registry.makeGauge(name: m.name, help: m.help)))
+            } else if let labels = m.labels {
+                counters.append((c, registry.makeCounter(name: m.name, labels: labels, help: m.help)))
+            } else {
+                counters.append((c, registry.makeCounter(name: m.name, help: m.help)))
+            }
+        }
+        for r in CloseReason.allCases {
+            closes.append((r, registry.makeCounter(name: "pilegate_connections_closed_by_reason_total",
+                                                   labels: [("reason", r.eventReason)],
+                                                   help: "Connections closed, by reason")))
+        }
+        rss = registry.makeGauge(name: "pilegate_process_resident_memory_bytes", help: "Resident set size of the process")
+        fds = registry.makeGauge(name: "pilegate_process_open_fds", help: "File descriptors open in the process table (fixed-file slots are not counted)")
+        clients = registry.makeGauge(name: "pilegate_sessions", help: "Client sessions known to the broker (connected and parked)")
+    }
+
+    /// The text exposition format (version 0.0.4).
+    func scrape() -> [UInt8] {
+        for (c, counter) in counters {
+            let total = Counters.total(c, sets)
+            let before = emitted[c.rawValue] ?? 0
+            if total > before { counter.increment(by: Int64(total - before)) }
+            emitted[c.rawValue] = max(total, before)
+        }
+        for (c, gauge) in gauges { gauge.set(Double(Counters.total(c, sets))) }
+        for (r, counter) in closes {
+            let total = Counters.totalClosed(r, sets)
+            let before = closesEmitted[r.index] ?? 0
+            if total > before { counter.increment(by: Int64(total - before)) }
+            closesEmitted[r.index] = max(total, before)
+        }
+        rss.set(Double(Metrics.residentBytes()))
+        fds.set(Double(Metrics.openFDs()))
+        clients.set(Double(broker.clientCount))
+        var out: [UInt8] = []
+        out.reserveCapacity(16384)
+        registry.emit(into: &out)
+        return out
+    }
+
+    /// Resident pages (second field of /proc/self/statm) in bytes.
+    static func residentBytes() -> Int {
+        guard let f = fopen("/proc/self/statm", "r") else { return 0 }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 128)
+        guard fgets(&buf, 128, f) != nil else { return 0 }
+        let fields = buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.split(separator: " ")
+        guard fields.count >= 2, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    static func openFDs() -> Int {
+        guard let d = opendir("/proc/self/fd") else { return 0 }
+        defer { closedir(d) }
+        var n = 0
+        while let e = readdir(d) {
+            if e.pointee.d_name.0 != UInt8(ascii: ".") { n += 1 }
+        }
+        return n - 1   // the directory being read
+    }
+}
+
+extension Counter {
+    /// Prometheus name (base units, `_total` on counters), help, and for a family of
+    /// counters under one name its label.
+    var metric: (name: String, help: String, gauge: Bool, labels: [(String, String)]?) {
+        func c(_ n: String, _ h: String, _ l: [(String, String)]? = nil) -> (String, String, Bool, [(String, String)]?) {
+            ("pilegate_" + n, h, false, l)
+        }
+        func g(_ n: String, _ h: String) -> (String, String, Bool, [(String, String)]?) { ("pilegate_" + n, h, true, nil) }
+        switch self {
+        case .connectionsAccepted: return c("connections_accepted_total", "TCP connections accepted")
+        case .clientsConnected: return g("connections", "Clients connected (CONNACK 0 sent, connection open)")
+        case .connectionsClosed: return c("connections_closed_total", "Connections closed, all reasons")
+        case .connectsAccepted: return c("connects_total", "CONNECTs answered", [("result", "accepted")])
+        case .connectsRefused: return c("connects_total", "CONNECTs answered", [("result", "refused")])
+        case .acceptPauses: return c("accept_table_full_total", "A shard stopped accepting: its fixed-file table was full")
+        case .connectionsOverLimit: return c("connections_over_limit_total", "Connections closed at accept: max_connections reached")
+        case .malformedPackets: return c("malformed_packets_total", "Connections closed for a malformed packet")
+        case .protocolViolations: return c("protocol_violations_total", "Connections closed for a protocol violation")
+        case .keepaliveExpiries: return c("keepalive_expiries_total", "Connections closed: no packet within 1.5x keepalive")
+        case .connectTimeouts: return c("connect_timeouts_total", "Connections closed: no CONNECT in time")
+        case .takeovers: return c("takeovers_total", "Connections closed because their client id connected again")
+        case .willsPublished: return c("wills_published_total", "Will messages published")
+        case .packetsIn: return c("packets_total", "MQTT packets", [("direction", "in")])
+        case .packetsOut: return c("packets_total", "MQTT packets", [("direction", "out")])
+        case .bytesIn: return c("bytes_total", "Bytes on client sockets (after TLS)", [("direction", "in")])
+        case .bytesOut: return c("bytes_total", "Bytes on client sockets (after TLS)", [("direction", "out")])
+        case .publishesIn: return c("publishes_total", "PUBLISH packets", [("direction", "in")])
+        case .publishesOut: return c("publishes_total", "PUBLISH packets", [("direction", "out")])
+        case .queueDrops: return c("queue_drops_total", "Messages dropped: a client's queue or send buffer was full")
+        case .uplinkStored: return c("uplink_stored_total", "Uplink XADDs confirmed by Redis")
+        case .uplinkDropped: return c("uplink_dropped_total", "QoS 0 uplink dropped under backpressure (qos0_overload = drop)")
+        case .redisErrors: return c("redis_errors_total", "Redis error replies")
+        case .backpressurePauses: return c("backpressure_pauses_total", "Connections paused because Redis was busy or away")
+        case .bookkeepingDropped: return c("bookkeeping_dropped_total", "Events and presence updates dropped while Redis was away")
+        case .downlinkDelivered: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "delivered")])
+        case .downlinkQueued: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "queued")])
+        case .downlinkOffline: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "offline")])
+        case .downlinkNotSubscribed: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "not_subscribed")])
+        case .authFailures: return c("auth_failures_total", "CONNECTs refused for credentials or certificate")
+        case .publishDenied: return c("acl_denials_total", "ACL denials", [("packet", "publish")])
+        case .subscribeDenied: return c("acl_denials_total", "ACL denials", [("packet", "subscribe")])
+        case .bannedRefused: return c("banned_refusals_total", "Connections refused: client id or IP banned")
+        case .flappingBans: return c("bans_total", "Bans set", [("cause", "flapping")])
+        case .authFailureBans: return c("bans_total", "Bans set", [("cause", "auth_failures")])
+        case .rateBans: return c("bans_total", "Bans set", [("cause", "rate_rule")])
+        case .connectRateRefused: return c("connect_rate_refusals_total", "CONNACK 3: over a connect rate")
+        case .connectRateWaits: return c("connect_rate_waits_total", "CONNECTs held for their connect-rate slot")
+        case .ipConnectionsRefused: return c("ip_connection_refusals_total", "Connections closed at accept: max_connections_per_ip")
+        case .rateThrottles: return c("rate_actions_total", "Send-rate rule actions", [("action", "throttle")])
+        case .rateDrops: return c("rate_actions_total", "Send-rate rule actions", [("action", "drop")])
+        case .rateDisconnects: return c("rate_actions_total", "Send-rate rule actions", [("action", "disconnect")])
+        case .quotaBreaches: return c("quota_breaches_total", "Devices over their daily byte quota (once a day each)")
+        case .inflightInPauses: return c("inflight_in_pauses_total", "Piles not read: max_inflight_in PUBLISHes waiting on Redis")
+        case .tlsHandshakes: return c("tls_handshakes_total", "TLS handshakes completed")
+        case .tlsFailures: return c("tls_failures_total", "TLS connections closed for a TLS error")
+        case .tlsHandshakeTimeouts: return c("tls_handshake_timeouts_total", "TLS handshakes not finished in time")
+        case .redisInflight: return g("redis_inflight_commands", "Commands sent to Redis and not yet answered")
+        case .redisUp: return g("redis_up_shards", "Shards whose Redis connection is up")
+        }
+    }
+}

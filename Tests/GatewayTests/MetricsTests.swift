@@ -1,0 +1,130 @@
+import Foundation
+import MQTTCodec
+import XCTest
+
+/// /metrics, /healthz and /readyz with real tools: curl, `promtool check metrics`,
+/// and a real Prometheus server scraping the gateway.
+final class MetricsTests: XCTestCase {
+    var gw: Gateway?
+    var redis: RedisServer?
+
+    override func tearDown() {
+        if let gw { XCTAssertEqual(gw.stop(), 0) }
+        redis = nil
+    }
+
+    func start() throws -> (Gateway, UInt16) {
+        let r = try RedisServer()
+        redis = r
+        let g = try Gateway(config: "[redis]\naddress = \"\(r.address)\"\n")
+        gw = g
+        XCTAssertNotNil(g.waitForLog("connected to redis"))
+        guard let port = g.adminPort else { throw Failure("no admin HTTP line in the log") }
+        return (g, port)
+    }
+
+    func get(_ port: UInt16, _ path: String, method: String = "GET") throws -> (status: Int, body: String) {
+        let out = try shell("curl", ["-s", "-X", method, "-w", "\n%{http_code}", "http://127.0.0.1:\(port)\(path)"])
+        let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+    }
+
+    func value(_ metrics: String, _ series: String) -> Double? {
+        metrics.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+    }
+
+    func testScrapePassesPromtoolAndCountersMove() throws {
+        let (g, port) = try start()
+        let piles = try (0..<3).map { i -> RawClient in
+            let c = try RawClient(port: g.port)
+            XCTAssertEqual(c.connect(Connect(clientID: "AAAAAAA\(i)"))?.returnCode, .accepted)
+            return c
+        }
+        for (i, c) in piles.enumerated() {
+            c.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAAA\(i)/msg", payload: [1], qos: .atLeastOnce, packetID: 1)))
+            XCTAssertEqual(c.receive(), .puback(1))
+        }
+        let (status, body) = try get(port, "/metrics")
+        XCTAssertEqual(status, 200)
+        XCTAssertEqual(value(body, "pilegate_connections"), 3)
+        XCTAssertEqual(value(body, "pilegate_publishes_total{direction=\"in\"}"), 3)
+        XCTAssertEqual(value(body, "pilegate_uplink_stored_total"), 3)
+        XCTAssertGreaterThan(value(body, "pilegate_process_resident_memory_bytes") ?? 0, 1_000_000)
+        XCTAssertNotNil(value(body, "pilegate_connections_closed_by_reason_total{reason=\"keepalive\"}"))
+        XCTAssertFalse(body.contains("AAAAAAA"), "no per-device label, ever")
+        // promtool lints the live scrape (names, types, _total suffixes, help)
+        let file = NSTemporaryDirectory() + "scrape-\(UUID().uuidString).txt"
+        try body.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let lint = try shell("sh", ["-c", "promtool check metrics < \(file) 2>&1; echo rc=$?"])
+        XCTAssertTrue(lint.hasSuffix("rc=0\n"), lint)
+        // counters move: a closed connection and more publishes
+        piles[0].send(.disconnect)
+        XCTAssertTrue(piles[0].waitClosed())
+        piles[1].send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAAA1/msg", payload: [2], qos: .atLeastOnce, packetID: 2)))
+        XCTAssertEqual(piles[1].receive(), .puback(2))
+        let after = try get(port, "/metrics").body
+        XCTAssertEqual(value(after, "pilegate_connections"), 2)
+        XCTAssertEqual(value(after, "pilegate_publishes_total{direction=\"in\"}"), 4)
+        XCTAssertEqual(value(after, "pilegate_connections_closed_by_reason_total{reason=\"client\"}"), 1)
+    }
+
+    func testHealthReadinessAndBadRequests() throws {
+        let (g, port) = try start()
+        XCTAssertEqual(try get(port, "/healthz").status, 200)
+        XCTAssertEqual(try get(port, "/readyz").status, 200)
+        XCTAssertEqual(try get(port, "/nope").status, 404)
+        XCTAssertEqual(try get(port, "/metrics", method: "DELETE").status, 405)
+        let garbage = try shell("sh", ["-c", "printf 'garbage\\r\\n\\r\\n' | curl -s -o /dev/null -w '%{http_code}' telnet://127.0.0.1:\(port) --max-time 2; true"])
+        _ = garbage   // whatever curl makes of it, the endpoint must still answer:
+        XCTAssertEqual(try get(port, "/healthz").status, 200)
+        redis?.stop()
+        var ready = 200
+        for _ in 0..<40 where ready == 200 {
+            usleep(100_000)
+            ready = try get(port, "/readyz").status
+        }
+        XCTAssertEqual(ready, 503, "not ready while Redis is unreachable")
+        XCTAssertEqual(try get(port, "/healthz").status, 200, "but alive")
+        _ = g
+    }
+
+    /// A real Prometheus (Debian package) scrapes the gateway; its query API returns
+    /// the connection count.
+    func testPrometheusScrapesTheGateway() throws {
+        let (g, port) = try start()
+        let dir = NSTemporaryDirectory() + "prom-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try """
+        global:
+          scrape_interval: 1s
+        scrape_configs:
+          - job_name: pilegate
+            static_configs:
+              - targets: ["127.0.0.1:\(port)"]
+        """.write(toFile: "\(dir)/prometheus.yml", atomically: true, encoding: .utf8)
+        let promPort = UInt16.random(in: 20000...29999)
+        let prom = Process()
+        prom.executableURL = URL(fileURLWithPath: "/usr/bin/prometheus")
+        prom.arguments = ["--config.file=\(dir)/prometheus.yml", "--storage.tsdb.path=\(dir)/data",
+                          "--web.listen-address=127.0.0.1:\(promPort)"]
+        prom.standardOutput = FileHandle.nullDevice
+        prom.standardError = FileHandle.nullDevice
+        try prom.run()
+        defer { prom.terminate(); prom.waitUntilExit() }
+        let piles = try (0..<4).map { i -> RawClient in
+            let c = try RawClient(port: g.port)
+            XCTAssertEqual(c.connect(Connect(clientID: "PROMPIL\(i)"))?.returnCode, .accepted)
+            return c
+        }
+        var seen = ""
+        for _ in 0..<60 {
+            usleep(500_000)
+            seen = (try? shell("curl", ["-s", "http://127.0.0.1:\(promPort)/api/v1/query?query=pilegate_connections"])) ?? ""
+            if seen.contains("\"4\"") { break }
+        }
+        XCTAssertTrue(seen.contains("\"value\":[") && seen.contains("\"4\"]"), seen)
+        _ = piles
+    }
+}
