@@ -1,9 +1,15 @@
+import Foundation
 import Glibc
 import Logging
 import PileLoop
 
 /// The operator's HTTP endpoint (`[admin] bind`, loopback by default): `/metrics`
-/// for Prometheus, `/healthz` and `/readyz` for load balancers.
+/// for Prometheus, `/healthz` and `/readyz` for load balancers, and with a bearer
+/// token (`[admin] token`) the admin API:
+///   GET  /admin/clients/ID        one connected client (JSON)
+///   GET  /admin/top?n=N           the N clients with the most bytes today (JSON)
+///   POST /admin/clients/ID/kick   close that client's connection
+///   POST /drain                   stop accepting, close piles in paced batches
 ///
 /// Low volume (a scrape every few seconds, a health check per balancer), so it is a
 /// plain blocking loop on its own thread: one request per connection, answered and
@@ -13,13 +19,18 @@ final class AdminHTTP: @unchecked Sendable {
     private let metrics: Metrics
     private let counters: [Counters]
     private let redisEnabled: Bool
+    private let control: AdminControl
+    private let token: [UInt8]
     private let logger: Logger
 
-    init(address: SocketAddress, metrics: Metrics, counters: [Counters], redisEnabled: Bool, logger: Logger) throws {
+    init(address: SocketAddress, metrics: Metrics, counters: [Counters], redisEnabled: Bool,
+         control: AdminControl, token: String, logger: Logger) throws {
         fd = try makeListener(address, backlog: 64)
         self.metrics = metrics
         self.counters = counters
         self.redisEnabled = redisEnabled
+        self.control = control
+        self.token = Array(token.utf8)
         self.logger = logger
     }
 
@@ -54,11 +65,16 @@ final class AdminHTTP: @unchecked Sendable {
         guard let lineEnd = buf[..<n].firstIndex(of: 13) else {
             return respond(c, 400, "text/plain", Array("bad request\n".utf8))
         }
+        let head = String(decoding: buf[..<n], as: UTF8.self)
         let parts = String(decoding: buf[..<lineEnd], as: UTF8.self).split(separator: " ")
         guard parts.count == 3, parts[2].hasPrefix("HTTP/1.") else {
             return respond(c, 400, "text/plain", Array("bad request\n".utf8))
         }
-        let method = parts[0], path = parts[1].split(separator: "?").first.map(String.init) ?? ""
+        let method = parts[0], target = parts[1].split(separator: "?", maxSplits: 1)
+        let path = target.first.map(String.init) ?? ""
+        if path.hasPrefix("/admin/") || path == "/drain" {
+            return admin(c, String(method), path, query: target.count > 1 ? String(target[1]) : "", head: head)
+        }
         switch (method, path) {
         case ("GET", "/metrics"):
             respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", metrics.scrape())
@@ -66,7 +82,8 @@ final class AdminHTTP: @unchecked Sendable {
             respond(c, 200, "text/plain", Array("ok\n".utf8))
         case ("GET", "/readyz"):
             let up = !redisEnabled || Counters.total(.redisUp, counters) > 0
-            respond(c, up ? 200 : 503, "text/plain", Array((up ? "ready\n" : "not ready: redis unreachable\n").utf8))
+            let why = control.isDraining ? "not ready: draining\n" : up ? "ready\n" : "not ready: redis unreachable\n"
+            respond(c, up && !control.isDraining ? 200 : 503, "text/plain", Array(why.utf8))
         case (_, "/metrics"), (_, "/healthz"), (_, "/readyz"):
             respond(c, 405, "text/plain", Array("method not allowed\n".utf8))
         default:
@@ -74,9 +91,47 @@ final class AdminHTTP: @unchecked Sendable {
         }
     }
 
+    /// The token-protected part.
+    private func admin(_ c: Int32, _ method: String, _ path: String, query: String, head: String) {
+        guard !token.isEmpty else {
+            return respond(c, 403, "text/plain", Array("admin API disabled: set [admin] token\n".utf8))
+        }
+        let presented = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("authorization: bearer ") }
+            .map { Array($0.dropFirst("authorization: bearer ".count).utf8) } ?? []
+        guard presented.count == token.count, zip(presented, token).reduce(0, { $0 | ($1.0 ^ $1.1) }) == 0 else {
+            return respond(c, 401, "text/plain", Array("bad or missing bearer token\n".utf8))
+        }
+        let segments = path.split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
+        switch (method, segments.count, segments.first == "admin" ? segments.dropFirst().first : segments.first) {
+        case ("GET", 3, "clients"):
+            guard let info = control.lookup(segments[2]) else { return notConnected(c) }
+            json(c, info.json)
+        case ("POST", 4, "clients") where segments[3] == "kick":
+            guard control.kick(segments[2]) else { return notConnected(c) }
+            logger.notice("admin: kicked \(segments[2])")
+            json(c, ["kicked": segments[2]])
+        case ("GET", 2, "top"):
+            let n = query.split(separator: "&").first { $0.hasPrefix("n=") }.flatMap { Int($0.dropFirst(2)) } ?? 10
+            json(c, ["clients": control.top(min(max(n, 1), 1000)).map(\.json)])
+        case ("POST", 1, "drain"), ("POST", 2, "drain"):
+            logger.notice("admin: drain requested over HTTP")
+            control.drain()
+            respond(c, 202, "application/json", Array("{\"draining\": true}\n".utf8))
+        default:
+            respond(c, 404, "text/plain", Array("not found\n".utf8))
+        }
+    }
+
+    private func notConnected(_ c: Int32) { respond(c, 404, "text/plain", Array("client not connected\n".utf8)) }
+
+    private func json(_ c: Int32, _ object: [String: Any]) {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        respond(c, 200, "application/json", [UInt8](data) + [10])
+    }
+
     private func respond(_ c: Int32, _ status: Int, _ type: String, _ body: [UInt8]) {
-        let reason = [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                      503: "Service Unavailable"][status] ?? "Error"
+        let reason = [200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+                      404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"][status] ?? "Error"
         let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(type)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         let all = Array(head.utf8) + body
         var sent = 0

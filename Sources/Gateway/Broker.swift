@@ -325,6 +325,11 @@ final class Broker: @unchecked Sendable {
         return found
     }
 
+    /// Where a client's live connection is, if it has one (admin API).
+    func owner(of clientID: String) -> Owner? {
+        lock.withLock { byID[clientID].flatMap { clients[Int($0)]?.owner } }
+    }
+
     // MARK: Figures
 
     var clientCount: Int { lock.withLock { byID.count } }

@@ -91,6 +91,10 @@ public struct Config: Sendable {
         public var enabled = true
         /// Loopback by default: put it on a management network deliberately.
         public var bind = "127.0.0.1:9883"
+        /// Bearer token for /admin/* and /drain. Empty: those are refused (403).
+        public var token = ""
+        /// Piles closed per second over the node while draining.
+        public var drainRate = 2000
     }
 
     /// The TLS listener (OpenSSL 3 through memory BIOs on the shard's ring).
@@ -322,6 +326,8 @@ public struct Config: Sendable {
         try r.table("admin") { t in
             try t.bool("enabled", &admin.enabled)
             try t.string("bind", &admin.bind)
+            try t.string("token", &admin.token)
+            try t.int("drain_rate", &admin.drainRate, 1...1_000_000)
             if SocketAddress(admin.bind) == nil {
                 throw Invalid(description: "config: admin.bind \"\(admin.bind)\" is not HOST:PORT")
             }

@@ -21,12 +21,14 @@ enum CloseReason: String, Sendable, CaseIterable {
     case tlsError = "TLS error"
     case tlsHandshakeTimeout = "TLS handshake timeout"
     case shutdown = "server shutdown"
+    case kicked = "closed by an operator"
+    case drain = "node draining"
 
     /// The will is published unless the client said DISCONNECT (3.14.4-3) or the
     /// server is stopping on purpose (or the client never got a session).
     var publishesWill: Bool {
         switch self {
-        case .clientDisconnect, .shutdown, .refused, .connectTimeout, .overLimit, .tlsHandshakeTimeout: false
+        case .clientDisconnect, .shutdown, .drain, .refused, .connectTimeout, .overLimit, .tlsHandshakeTimeout: false
         default: true
         }
     }

@@ -139,6 +139,8 @@ extension CloseReason {
         case .tlsError: "tls_error"
         case .tlsHandshakeTimeout: "tls_handshake_timeout"
         case .shutdown: "shutdown"
+        case .kicked: "kicked"
+        case .drain: "drain"
         }
     }
 }

@@ -44,7 +44,7 @@ public final class Server {
         // Signals go to sigwait below, not to whichever thread the kernel picks.
         var signals = sigset_t()
         sigemptyset(&signals)
-        for s in [SIGINT, SIGTERM, SIGPIPE] { sigaddset(&signals, s) }
+        for s in [SIGINT, SIGTERM, SIGPIPE, SIGUSR1] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let listenFD = try makeListener(address, backlog: Int32(config.listener.backlog))
@@ -100,10 +100,13 @@ public final class Server {
 
         var admin: AdminHTTP?
         var adminThread: PileLoop.Thread?
+        let control = AdminControl(broker: broker, inboxes: inboxes, listeners: [listenFD] + (tlsListenFD.map { [$0] } ?? []),
+                                   drainRate: config.admin.drainRate)
         if config.admin.enabled {
             let a = try AdminHTTP(address: SocketAddress(config.admin.bind)!,
                                   metrics: Metrics(counters: counters, broker: broker), counters: counters,
-                                  redisEnabled: config.redis.enabled, logger: logger)
+                                  redisEnabled: config.redis.enabled, control: control, token: config.admin.token,
+                                  logger: logger)
             admin = a
             adminThread = PileLoop.Thread(name: "admin-http") { a.run() }
             logger.info("admin HTTP on \(hostPort(SocketAddress(config.admin.bind)!, a.fd)) (/metrics /healthz /readyz)")
@@ -119,7 +122,15 @@ public final class Server {
         }
 
         var sig: Int32 = 0
-        repeat { sigwait(&signals, &sig) } while sig == SIGPIPE
+        while true {
+            sigwait(&signals, &sig)
+            if sig == SIGUSR1 {
+                logger.notice("SIGUSR1: draining")
+                control.drain()
+            } else if sig != SIGPIPE {
+                break
+            }
+        }
         logger.info("stopping on signal \(sig): closing clients")
         // Stop accepting now: shutdown(2) takes the socket out of LISTEN, so new piles
         // are refused at once (and go to another node) instead of completing into a

@@ -12,6 +12,11 @@ enum ShardMessage: Sendable {
     case kick(slot: UInt32, generation: UInt32, reason: CloseReason)
     /// The previous holder of this connection's client id is gone: finish CONNECT.
     case resumeConnect(slot: UInt32, generation: UInt32)
+    /// Admin API: describe one connection; list this shard's top clients by bytes today.
+    case inspect(slot: UInt32, generation: UInt32, reply: Inbox<ClientInfo>)
+    case top(Int, reply: Inbox<[ClientInfo]>)
+    /// Close connected piles, `perTick` each 100 ms tick, so they reconnect elsewhere.
+    case drain(perTick: Int)
     case shutdown
 }
 
@@ -122,6 +127,9 @@ final class Shard {
     private var timeout = __kernel_timespec(tv_sec: 0, tv_nsec: Int64(Shard.tickMillis) * 1_000_000)
     private var nextSys: UInt64 = 0
     private var nextSweep: UInt64 = 0
+    /// Draining: connections to close per tick (0: not draining).
+    var drainPerTick = 0
+    var drainCursor = 0
     private var stopDeadline: UInt64 = 0
     static let tickMillis: UInt64 = 100
     static let recvGroup: UInt16 = 1
@@ -740,6 +748,7 @@ final class Shard {
         expired.removeAll(keepingCapacity: true)
         ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
         if !stopping && index >= ctx.primaryShards { reviewAccepting() }
+        if drainPerTick > 0 { drainSome() }
         let ms = monotonicMillis()
         let day = ctx.rates.day(wallSeconds: Int64(wallMillis() / 1000))
         if index == 0 && day != today { broker.forgetUsage(before: day) }
@@ -821,6 +830,12 @@ final class Shard {
                     drainInbound(slot)
                 }
             }
+        case .inspect(let slot, let gen, let reply):
+            reply.post(isCurrent(slot, gen) ? info(slot) : ClientInfo(clientID: "", shard: index))
+        case .top(let n, let reply):
+            reply.post(top(n))
+        case .drain(let perTick):
+            drainPerTick = max(1, perTick)
         case .shutdown:
             stopping = true
             stopDeadline = monotonicMillis() + 5000

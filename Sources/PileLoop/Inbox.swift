@@ -38,6 +38,19 @@ public final class Inbox<Message: Sendable>: @unchecked Sendable {
         box.withLock { box in swap(&box, &spare) }
     }
 
+    /// For a thread without a ring: block until something is posted or
+    /// `timeoutMillis` pass, then take what is there.
+    public func wait(timeoutMillis: Int32) -> [Message] {
+        var p = pollfd(fd: eventFD, events: Int16(POLLIN), revents: 0)
+        if poll(&p, 1, timeoutMillis) > 0 {
+            var v: UInt64 = 0
+            _ = read(eventFD, &v, 8)
+        }
+        var out: [Message] = []
+        drain(into: &out)
+        return out
+    }
+
     private func signal() {
         var one: UInt64 = 1
         _ = write(eventFD, &one, 8)

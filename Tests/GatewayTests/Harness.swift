@@ -17,6 +17,8 @@ final class Gateway {
         return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("pilegate")
     }
 
+    /// `config` is appended to a base config that ends with the `[admin]` table, so
+    /// keys before its first table header are admin keys.
     init(config: String = "", listen: String = "127.0.0.1:0") throws {
         configPath = NSTemporaryDirectory() + "pilegate-test-\(UUID().uuidString).toml"
         let base = """

@@ -1,0 +1,124 @@
+import Foundation
+import PileLoop
+
+/// What the admin API says about one connection. Built on the shard that owns it
+/// (a session is only ever touched by its owner), then handed to the admin thread.
+struct ClientInfo: Sendable {
+    var clientID: String
+    var shard: Int
+    var connectedAtMs: UInt64 = 0
+    var peer = ""
+    var tls = false
+    var subscriptions: [String] = []
+    var usage = DailyUsage()
+    var lastSeenSecondsAgo: Double = 0
+    var held = false
+    var paused = false
+
+    var json: [String: Any] {
+        ["client_id": clientID, "shard": shard, "connected_since_ms": connectedAtMs, "peer": peer, "tls": tls,
+         "subscriptions": subscriptions,
+         "today": ["bytes_in": usage.bytesIn, "bytes_out": usage.bytesOut,
+                   "packets_in": usage.packetsIn, "packets_out": usage.packetsOut],
+         "last_seen_seconds_ago": lastSeenSecondsAgo,
+         "rate": ["throttled": held, "backpressure_paused": paused, "quota_breached_today": usage.breachReported]]
+    }
+}
+
+extension Shard {
+    func info(_ slot: UInt32) -> ClientInfo {
+        let c = slab[Int(slot)]
+        guard let s = c.session else { return ClientInfo(clientID: "", shard: index) }
+        s.usage.roll(to: today)
+        return ClientInfo(clientID: s.clientID, shard: index, connectedAtMs: s.connectedAtMs, peer: "\(c.peer)",
+                          tls: c.tls != nil, subscriptions: s.subscriptions.map(\.filter), usage: s.usage,
+                          lastSeenSecondsAgo: Double(nowTick32 &- c.lastSeen) * Double(Shard.tickMillis) / 1000,
+                          held: c.throttled, paused: c.paused)
+    }
+
+    /// This shard's `n` connected clients with the most bytes today.
+    func top(_ n: Int) -> [ClientInfo] {
+        var best: [(UInt64, UInt32)] = []
+        for i in slab.indices where slab[i].state == .connected {
+            guard let s = slab[i].session else { continue }
+            s.usage.roll(to: today)
+            best.append((s.usage.total, UInt32(i)))
+        }
+        best.sort { $0.0 > $1.0 }
+        return best.prefix(n).map { info($0.1) }
+    }
+
+    /// One drain step: close up to `drainPerTick` connected piles, walking the slab.
+    func drainSome() {
+        var closed = 0
+        while closed < drainPerTick && drainCursor < slab.count {
+            let slot = UInt32(drainCursor)
+            drainCursor += 1
+            if slab[Int(slot)].isOpen {
+                close(slot, .drain)
+                closed += 1
+            }
+        }
+        if drainCursor >= slab.count { drainCursor = 0 }   // later arrivals (before the listener closed)
+    }
+}
+
+/// The admin API's view of the running node: the operations that reach into shards.
+final class AdminControl: @unchecked Sendable {
+    let broker: Broker
+    let inboxes: [Inbox<ShardMessage>]
+    let listeners: [Int32]
+    let drainRate: Int
+    private let draining = ManagedFlag()
+
+    init(broker: Broker, inboxes: [Inbox<ShardMessage>], listeners: [Int32], drainRate: Int) {
+        self.broker = broker; self.inboxes = inboxes; self.listeners = listeners; self.drainRate = drainRate
+    }
+
+    var isDraining: Bool { draining.value }
+
+    func lookup(_ clientID: String) -> ClientInfo? {
+        guard let o = broker.owner(of: clientID) else { return nil }
+        let reply = Inbox<ClientInfo>()
+        inboxes[o.shard].post(.inspect(slot: o.slot, generation: o.generation, reply: reply))
+        return reply.wait(timeoutMillis: 2000).first.flatMap { $0.clientID.isEmpty ? nil : $0 }
+    }
+
+    func top(_ n: Int) -> [ClientInfo] {
+        let reply = Inbox<[ClientInfo]>()
+        for inbox in inboxes { inbox.post(.top(n, reply: reply)) }
+        var all: [ClientInfo] = []
+        var answers = 0
+        let deadline = monotonicMillis() + 5000
+        while answers < inboxes.count && monotonicMillis() < deadline {
+            let got = reply.wait(timeoutMillis: 500)
+            answers += got.count
+            all += got.joined()
+        }
+        return Array(all.sorted { $0.usage.total > $1.usage.total }.prefix(n))
+    }
+
+    func kick(_ clientID: String) -> Bool {
+        guard let o = broker.owner(of: clientID) else { return false }
+        inboxes[o.shard].post(.kick(slot: o.slot, generation: o.generation, reason: .kicked))
+        return true
+    }
+
+    /// Stop accepting (the listeners leave LISTEN, so new piles go to other nodes),
+    /// then close connected piles at `drain_rate` per second over all shards.
+    func drain() {
+        guard draining.set() else { return }
+        for fd in listeners { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        let perTick = max(1, drainRate * Int(Shard.tickMillis) / 1000 / inboxes.count)
+        for inbox in inboxes { inbox.post(.drain(perTick: perTick)) }
+    }
+}
+
+/// A flag set once, readable from any thread.
+final class ManagedFlag: @unchecked Sendable {
+    private let lock = Lock()
+    private var on = false
+    var value: Bool { lock.withLock { on } }
+    /// Set it; false when it was already set.
+    func set() -> Bool { lock.withLock { defer { on = true }; return !on } }
+}
