@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import PileLoop
 
@@ -69,13 +70,13 @@ final class AdminControl: @unchecked Sendable {
     let inboxes: [Inbox<ShardMessage>]
     let listeners: [Int32]
     let drainRate: Int
-    private let draining = ManagedFlag()
+    private let draining = ManagedAtomic<Bool>(false)
 
     init(broker: Broker, inboxes: [Inbox<ShardMessage>], listeners: [Int32], drainRate: Int) {
         self.broker = broker; self.inboxes = inboxes; self.listeners = listeners; self.drainRate = drainRate
     }
 
-    var isDraining: Bool { draining.value }
+    var isDraining: Bool { draining.load(ordering: .relaxed) }
 
     func lookup(_ clientID: String) -> ClientInfo? {
         guard let o = broker.owner(of: clientID) else { return nil }
@@ -107,18 +108,10 @@ final class AdminControl: @unchecked Sendable {
     /// Stop accepting (the listeners leave LISTEN, so new piles go to other nodes),
     /// then close connected piles at `drain_rate` per second over all shards.
     func drain() {
-        guard draining.set() else { return }
+        guard draining.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
         for fd in listeners { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
         let perTick = max(1, drainRate * Int(Shard.tickMillis) / 1000 / inboxes.count)
         for inbox in inboxes { inbox.post(.drain(perTick: perTick)) }
     }
 }
 
-/// A flag set once, readable from any thread.
-final class ManagedFlag: @unchecked Sendable {
-    private let lock = Lock()
-    private var on = false
-    var value: Bool { lock.withLock { on } }
-    /// Set it; false when it was already set.
-    func set() -> Bool { lock.withLock { defer { on = true }; return !on } }
-}

@@ -111,39 +111,34 @@ final class ConnectGuard: @unchecked Sendable {
                 }
                 flapping[clientID] = f
             }
-            var ip = peer.isV6 ? nil : ips[peer.v4]
-            var perIPTAT = ip?.tat ?? 0
-            if let g = limits.perIP, ip != nil {
-                // Probe first so a refusal here does not use up a global slot.
-                var probe = perIPTAT
-                if limits.overRate == .refuse, g.take(&probe, now: now) != nil {
+            // The per-IP rate (for IPs `accepted` tracks) is taken on a copy and kept
+            // only once the global rate has admitted the CONNECT too.
+            let perIP = peer.isV6 ? nil : limits.perIP.flatMap { g in ips[peer.v4].map { (g, $0.tat) } }
+            var ipTAT = perIP?.1 ?? 0
+            var wait: UInt64 = 0
+            switch limits.overRate {
+            case .refuse:
+                if let (g, _) = perIP, g.take(&ipTAT, now: now) != nil {
                     return .refuse(.serverUnavailable, why: "over the per-IP connect rate", kind: .connectRatePerIP)
                 }
-            }
-            var wait: UInt64 = 0
-            if let g = limits.global {
-                if limits.overRate == .refuse {
-                    if g.take(&globalTAT, now: now) != nil {
-                        return .refuse(.serverUnavailable, why: "over the global connect rate", kind: .connectRate)
-                    }
-                } else {
+                if let g = limits.global, g.take(&globalTAT, now: now) != nil {
+                    return .refuse(.serverUnavailable, why: "over the global connect rate", kind: .connectRate)
+                }
+            case .wait:
+                if let g = limits.global {
                     guard let w = g.reserve(&globalTAT, now: now, maxWait: limits.maxWaitNanos) else {
                         return .refuse(.serverUnavailable, why: "over the global connect rate (queue full)", kind: .connectRate)
                     }
                     wait = w
                 }
-            }
-            if let g = limits.perIP, ip != nil {
-                if limits.overRate == .refuse {
-                    _ = g.take(&perIPTAT, now: now)
-                } else if let w = g.reserve(&perIPTAT, now: now + wait, maxWait: limits.maxWaitNanos) {
+                if let (g, _) = perIP {
+                    guard let w = g.reserve(&ipTAT, now: now + wait, maxWait: limits.maxWaitNanos) else {
+                        return .refuse(.serverUnavailable, why: "over the per-IP connect rate (queue full)", kind: .connectRatePerIP)
+                    }
                     wait += w
-                } else {
-                    return .refuse(.serverUnavailable, why: "over the per-IP connect rate (queue full)", kind: .connectRatePerIP)
                 }
-                ip!.tat = perIPTAT
-                ips[peer.v4] = ip
             }
+            if perIP != nil { ips[peer.v4]?.tat = ipTAT }
             return wait > 0 ? .wait(nanos: wait) : .go
         }
     }

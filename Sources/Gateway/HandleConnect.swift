@@ -34,8 +34,7 @@ extension Shard {
         case .lookup(let user):
             // Not read until Redis answers (`credentialsReplied`); the CONNECT deadline still runs.
             awaitingCredentials[slot] = c
-            slab[Int(slot)].throttled = true
-            stopReading(slot)
+            holdReading(slot)
             redis?.lookupCredentials(user, expect: .credentials(slot: slot, generation: slab[Int(slot)].generation, user: user))
         case .allow(let role):
             slab[Int(slot)].keepAlive = c.keepAlive

@@ -10,11 +10,9 @@ import Prometheus
 final class Metrics: @unchecked Sendable {   // used by the admin thread only
     private let registry = PrometheusCollectorRegistry()
     private let sets: [Counters]
-    private var counters: [(Counter, Prometheus.Counter)] = []
+    private var counters: [(Counter, Mirror)] = []
     private var gauges: [(Counter, Gauge)] = []
-    private var closes: [(CloseReason, Prometheus.Counter)] = []
-    private var emitted: [Int: UInt64] = [:]
-    private var closesEmitted: [Int: UInt64] = [:]
+    private var closes: [(CloseReason, Mirror)] = []
     private let rss: Gauge
     private let fds: Gauge
     private let clients: Gauge
@@ -26,38 +24,26 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         for c in Counter.allCases {
             let m = c.metric
             if m.gauge {
-                gauges.append((c, registry.makeGauge(name: m.name, help: m.help)))
-            } else if let labels = m.labels {
-                counters.append((c, registry.makeCounter(name: m.name, labels: labels, help: m.help)))
+                gauges.append((c, registry.makeGauge(descriptor: Metrics.metric(m.name, m.help))))
             } else {
-                counters.append((c, registry.makeCounter(name: m.name, help: m.help)))
+                counters.append((c, Mirror(registry.makeCounter(descriptor: Metrics.metric(m.name, m.help), labels: m.labels ?? []))))
             }
         }
+        let closed = Metrics.metric("pilegate_connections_closed_by_reason_total", "Connections closed, by reason")
         for r in CloseReason.allCases {
-            closes.append((r, registry.makeCounter(name: "pilegate_connections_closed_by_reason_total",
-                                                   labels: [("reason", r.eventReason)],
-                                                   help: "Connections closed, by reason")))
+            closes.append((r, Mirror(registry.makeCounter(descriptor: closed, labels: [("reason", r.eventReason)]))))
         }
-        rss = registry.makeGauge(name: "pilegate_process_resident_memory_bytes", help: "Resident set size of the process")
-        fds = registry.makeGauge(name: "pilegate_process_open_fds", help: "File descriptors open in the process table (fixed-file slots are not counted)")
-        clients = registry.makeGauge(name: "pilegate_sessions", help: "Client sessions known to the broker (connected and parked)")
+        rss = registry.makeGauge(descriptor: Metrics.metric("pilegate_process_resident_memory_bytes", "Resident set size of the process"))
+        fds = registry.makeGauge(descriptor: Metrics.metric("pilegate_process_open_fds",
+                                                    "File descriptors open in the process table (fixed-file slots are not counted)"))
+        clients = registry.makeGauge(descriptor: Metrics.metric("pilegate_sessions", "Client sessions known to the broker (connected and parked)"))
     }
 
     /// The text exposition format (version 0.0.4).
     func scrape() -> [UInt8] {
-        for (c, counter) in counters {
-            let total = Counters.total(c, sets)
-            let before = emitted[c.rawValue] ?? 0
-            if total > before { counter.increment(by: Int64(total - before)) }
-            emitted[c.rawValue] = max(total, before)
-        }
+        for i in counters.indices { counters[i].1.advance(to: Counters.total(counters[i].0, sets)) }
         for (c, gauge) in gauges { gauge.set(Double(Counters.total(c, sets))) }
-        for (r, counter) in closes {
-            let total = Counters.totalClosed(r, sets)
-            let before = closesEmitted[r.index] ?? 0
-            if total > before { counter.increment(by: Int64(total - before)) }
-            closesEmitted[r.index] = max(total, before)
-        }
+        for i in closes.indices { closes[i].1.advance(to: Counters.totalClosed(closes[i].0, sets)) }
         rss.set(Double(Metrics.residentBytes()))
         fds.set(Double(Metrics.openFDs()))
         clients.set(Double(broker.clientCount))
@@ -65,6 +51,24 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         out.reserveCapacity(16384)
         registry.emit(into: &out)
         return out
+    }
+
+    /// Our names are complete (prefix, base unit, `_total`): the descriptor adds nothing.
+    private static func metric(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
+    /// A Prometheus counter following one of our totals: it can only be incremented,
+    /// so each scrape adds what the total gained since the last.
+    private struct Mirror {
+        let counter: Prometheus.Counter
+        var emitted: UInt64 = 0
+        init(_ c: Prometheus.Counter) { counter = c }
+
+        mutating func advance(to total: UInt64) {
+            if total > emitted { counter.increment(by: Int64(total - emitted)) }
+            emitted = max(total, emitted)
+        }
     }
 
     /// Resident pages (second field of /proc/self/statm) in bytes.

@@ -77,8 +77,12 @@ public struct RateRules: Sendable {
     let tlsOverhead: UInt64
     let dayOffsetSeconds: Int64
 
+    /// Any rate rule or quota at all (otherwise the publish path skips this file).
+    let active: Bool
+
     init(_ c: Config.Rate) {
         rules = [c.device] + c.topics
+        active = c.dailyQuotaBytes > 0 || rules.contains { $0.isLimited }
         quota = UInt64(c.dailyQuotaBytes)
         quotaAction = c.quotaAction
         quotaBanSeconds = c.quotaBanSeconds
@@ -86,9 +90,6 @@ public struct RateRules: Sendable {
         tlsOverhead = UInt64(c.tlsOverheadBytes)
         dayOffsetSeconds = Int64(c.dayOffsetMinutes) * 60
     }
-
-    /// Any rate rule or quota at all (otherwise the publish path skips this file).
-    var active: Bool { quota > 0 || rules.contains { $0.isLimited } }
 
     /// The rule governing `topic`: the first topic rule that matches, else the device rule.
     func ruleIndex(for topic: String) -> Int {
@@ -147,15 +148,16 @@ extension RateRules {
             return quotaAction == .throttle ? .wait(UInt64.max, rule: -1) : .act(quotaAction, rule: -1)
         }
         let i = rules.count == 1 ? 0 : ruleIndex(for: topic)
-        let rule = rules[i]
-        guard rule.isLimited else { return .pass }
+        // Fields read in place: copying the Rule would retain its strings per PUBLISH.
+        guard rules[i].isLimited else { return .pass }
         if state.tats.isEmpty { state.tats = Array(repeating: 0, count: 2 * rules.count) }
         var m = state.tats[2 * i], b = state.tats[2 * i + 1]
         var wait: UInt64 = 0
-        if let g = rule.messages, let w = g.take(&m, now: now) { wait = w }
-        if wait == 0, let g = rule.bytes, let w = g.take(&b, cost: UInt64(size), now: now) { wait = w }
+        if let g = rules[i].messages, let w = g.take(&m, now: now) { wait = w }
+        if wait == 0, let g = rules[i].bytes, let w = g.take(&b, cost: UInt64(size), now: now) { wait = w }
         if wait > 0 {
-            return rule.action == .throttle ? .wait(wait, rule: i) : .act(rule.action, rule: i)
+            let action = rules[i].action
+            return action == .throttle ? .wait(wait, rule: i) : .act(action, rule: i)
         }
         state.tats[2 * i] = m
         state.tats[2 * i + 1] = b
@@ -190,8 +192,7 @@ extension Shard {
     func gatePublish(_ slot: UInt32, _ p: Publish, size: Int) -> PublishGate {
         if p.qos != .atMostOnce && redis != nil && Int(slab[Int(slot)].uplinksPending) >= config.limits.maxInflightIn {
             counters.add(.inflightInPauses)
-            slab[Int(slot)].throttled = true   // released by redisReplied, not by a timer
-            stopReading(slot)
+            holdReading(slot)   // released by redisReplied, not by a timer
             return .hold
         }
         guard ctx.rates.active, let session = slab[Int(slot)].session else { return .pass }
@@ -228,10 +229,15 @@ extension Shard {
         }
     }
 
-    /// Stop reading for `nanos` (rounded up to the wheel's tick); `endHold` resumes.
-    func hold(_ slot: UInt32, nanos: UInt64) {
+    /// Stop reading until whoever set the hold ends it.
+    func holdReading(_ slot: UInt32) {
         slab[Int(slot)].throttled = true
         stopReading(slot)
+    }
+
+    /// Stop reading for `nanos` (rounded up to the wheel's tick); `endHold` resumes.
+    func hold(_ slot: UInt32, nanos: UInt64) {
+        holdReading(slot)
         let ms = Shard.tickMillis * 1_000_000
         schedule(slot, at: wheel.now + max(1, (nanos + ms - 1) / ms))
     }

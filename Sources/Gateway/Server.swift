@@ -81,20 +81,13 @@ public final class Server {
             })
         }
         var results: [Int] = []
-        var spare: [Int] = []
-        while results.count < shards {
-            var v: UInt64 = 0
-            _ = read(ready.eventFD, &v, 8)
-            ready.drain(into: &spare)
-            results += spare
-            spare.removeAll()
-        }
+        while results.count < shards { results += ready.wait(timeoutMillis: -1) }
         if results.contains(where: { $0 != 0 }) {
             inboxes.forEach { $0.post(.shutdown) }
             threads.forEach { $0.join() }
             throw RingError("shard setup (see log)", Int32(results.first { $0 != 0 }!))
         }
-        logger.info("listening on \(address.family == AF_INET6 ? "[\(address.description)]" : "")\(hostPort(address, listenFD))",
+        logger.info("listening on \(hostPort(address, listenFD))",
                     metadata: ["shards": "\(shards)", "fixed_files_per_shard": "\(tableSize)",
                                "node": "\(config.server.node)", "version": "\(pilegateVersion)"])
 
@@ -147,9 +140,10 @@ public final class Server {
         ])
     }
 
+    /// The configured host (bracketed for IPv6) with the port actually bound (port 0 picks one).
     private func hostPort(_ a: SocketAddress, _ fd: Int32) -> String {
         let host = a.description.split(separator: ":").dropLast().joined(separator: ":")
-        return a.family == AF_INET6 ? "\(host):\(boundPort(fd))" : "\(host):\(boundPort(fd))"
+        return "\(host):\(boundPort(fd))"
     }
 
     private static func shardMain(index: Int, context: ShardContext, logger: Logger, ready: Inbox<Int>) {

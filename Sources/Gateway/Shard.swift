@@ -426,7 +426,7 @@ final class Shard {
     /// Feed received bytes to the decoder. A packet that straddles buffers is the
     /// only thing copied, into the connection's reassembly buffer.
     private func received(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
-        let waiting = slab[Int(slot)].state == .awaitingTakeover || slab[Int(slot)].paused || slab[Int(slot)].throttled
+        let waiting = slab[Int(slot)].state == .awaitingTakeover || !isReadable(slot)
         if waiting || !slab[Int(slot)].inbound.isEmpty {
             slab[Int(slot)].inbound.append(bytes)
             if waiting {
