@@ -1,4 +1,5 @@
 import Atomics
+import MQTTCodec
 
 /// Every count the gateway keeps, in one place. One `Counters` per shard (plus one
 /// for the Broker), so the hot path bumps a counter nobody else writes; readers
@@ -17,8 +18,6 @@ public enum Counter: Int, CaseIterable, Sendable {
     case connectTimeouts
     case takeovers
     case willsPublished
-    case packetsIn
-    case packetsOut
     case bytesIn
     case bytesOut
     case publishesIn
@@ -59,10 +58,45 @@ public final class Counters: Sendable {
     private let values: [ManagedAtomic<UInt64>]
     /// Connections closed, by `CloseReason` (in `allCases` order).
     private let closes: [ManagedAtomic<UInt64>]
+    /// MQTT packets by direction and type: `direction * 16 + type`.
+    private let packets: [ManagedAtomic<UInt64>]
+    /// Uplink PUBLISHes by the stream they were routed to (`Router.streams` order).
+    private let routed: [ManagedAtomic<UInt64>]
+    /// Send-rate actions by rule (`RateRules.rules` order, then the quota).
+    private let ruleActions: [ManagedAtomic<UInt64>]
+    /// Enqueue to reply of uplink XADDs, in nanoseconds.
+    let xaddLatency = Histogram(bounds: [50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000,
+                                         250_000, 1_000_000].map { $0 * 1000 })
+    /// SQEs submitted and CQEs handled per loop turn.
+    let sqesPerTurn = Histogram(bounds: Histogram.powersOfTwo)
+    let cqesPerTurn = Histogram(bounds: Histogram.powersOfTwo)
 
-    public init() {
+    /// `streams` and `rules` size the configured label families.
+    public init(streams: Int = 1, rules: Int = 1) {
         values = Counter.allCases.map { _ in ManagedAtomic(0) }
         closes = CloseReason.allCases.map { _ in ManagedAtomic(0) }
+        packets = (0..<32).map { _ in ManagedAtomic(0) }
+        routed = (0..<streams).map { _ in ManagedAtomic(0) }
+        ruleActions = (0...rules).map { _ in ManagedAtomic(0) }
+    }
+
+    enum Direction: Int { case `in` = 0, out = 1 }
+
+    func packet(_ d: Direction, _ t: PacketType) {
+        packets[d.rawValue << 4 | Int(t.rawValue)].wrappingIncrement(ordering: .relaxed)
+    }
+    func routed(toStream i: Int) { routed[i].wrappingIncrement(ordering: .relaxed) }
+    /// `rule` as in `RateVerdict`: an index into the rules, or -1 for the quota.
+    func rateAction(rule: Int) { ruleActions[rule < 0 ? ruleActions.count - 1 : rule].wrappingIncrement(ordering: .relaxed) }
+
+    static func totalPackets(_ d: Direction, _ t: PacketType, _ sets: [Counters]) -> UInt64 {
+        sets.reduce(0) { $0 + $1.packets[d.rawValue << 4 | Int(t.rawValue)].load(ordering: .relaxed) }
+    }
+    static func totalRouted(_ i: Int, _ sets: [Counters]) -> UInt64 {
+        sets.reduce(0) { $0 + (i < $1.routed.count ? $1.routed[i].load(ordering: .relaxed) : 0) }
+    }
+    static func totalRateActions(rule i: Int, _ sets: [Counters]) -> UInt64 {
+        sets.reduce(0) { $0 + (i < $1.ruleActions.count ? $1.ruleActions[i].load(ordering: .relaxed) : 0) }
     }
 
     func closed(_ r: CloseReason) { closes[r.index].wrappingIncrement(ordering: .relaxed) }
@@ -89,6 +123,44 @@ public final class Counters: Sendable {
     /// Sum of one counter over several sets.
     public static func total(_ c: Counter, _ sets: [Counters]) -> UInt64 {
         sets.reduce(0) { $0 + $1.value(c) }
+    }
+}
+
+/// A fixed-bucket histogram written by one shard and summed by a scrape.
+///
+/// Not swift-prometheus's `Histogram`: that one takes a lock and walks every bucket
+/// per observation, and one instance would be shared by all shards. Here a record
+/// is a short scan and two relaxed increments on memory only this shard writes;
+/// `Metrics` renders the cumulative Prometheus buckets at scrape time.
+final class Histogram: Sendable {
+    /// Upper bounds, ascending, in the recorded unit; one more bucket for +Inf.
+    let bounds: [UInt64]
+    private let counts: [ManagedAtomic<UInt64>]
+    private let total: ManagedAtomic<UInt64> = ManagedAtomic(0)
+
+    static let powersOfTwo: [UInt64] = (0...12).map { 1 << $0 }
+
+    init(bounds: [UInt64]) {
+        self.bounds = bounds
+        counts = (0...bounds.count).map { _ in ManagedAtomic(0) }
+    }
+
+    func record(_ v: UInt64) {
+        var i = 0
+        while i < bounds.count && v > bounds[i] { i += 1 }
+        counts[i].wrappingIncrement(ordering: .relaxed)
+        total.wrappingIncrement(by: v, ordering: .relaxed)
+    }
+
+    /// Per-bucket counts (not cumulative, +Inf last) and the sum, over several shards.
+    static func merged(_ hs: [Histogram]) -> (counts: [UInt64], sum: UInt64) {
+        var c = [UInt64](repeating: 0, count: hs[0].counts.count)
+        var sum: UInt64 = 0
+        for h in hs {
+            for i in c.indices { c[i] &+= h.counts[i].load(ordering: .relaxed) }
+            sum &+= h.total.load(ordering: .relaxed)
+        }
+        return (c, sum)
     }
 }
 

@@ -53,7 +53,7 @@ extension Shard {
                               dup: dup, packetID: id, into: &slab[Int(slot)].outbound)
         m.payload.withUnsafeBytes { slab[Int(slot)].outbound.append($0) }
         counters.add(.publishesOut)
-        counters.add(.packetsOut)
+        counters.packet(.out, .publish)
         slab[Int(slot)].session?.countOut(size, overhead: overhead(slot), today: today)
         markDirty(slot)
     }

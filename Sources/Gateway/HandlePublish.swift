@@ -19,7 +19,7 @@ extension Shard {
             if let redis {
                 // Stored before acked: a QoS 1/2 acknowledgement waits for Redis (redisReplied).
                 if p.qos == .atMostOnce {
-                    if redis.canAccept { redis.xadd(m, device: session.clientID, expect: .bookkeeping) }
+                    if redis.canAccept { redis.xadd(m, device: session.clientID, expect: .uplinkQoS0) }
                     else { counters.add(.uplinkDropped) }   // qos0_overload = "drop"
                 } else {
                     slab[Int(slot)].uplinksPending += 1
@@ -74,9 +74,11 @@ extension Shard {
     }
 
     /// A reply from Redis to something this shard sent.
-    func redisReplied(_ e: RedisExpectation, _ r: RedisReply) {
+    /// `waited`: nanoseconds from enqueue to reply (the XADD latency histogram).
+    func redisReplied(_ e: RedisExpectation, _ r: RedisReply, waited: UInt64) {
         switch e {
         case .uplink(let slot, let generation, let packetID, let qos):
+            counters.xaddLatency.record(waited)
             if isCurrent(slot, generation) { uplinkAnswered(slot) }
             guard !r.isError else {
                 counters.add(.redisErrors)
@@ -88,6 +90,14 @@ extension Shard {
             counters.add(.uplinkStored)
             if isCurrent(slot, generation) && slab[Int(slot)].state == .connected {
                 acknowledge(slot, packetID, qos)
+            }
+        case .uplinkQoS0:
+            counters.xaddLatency.record(waited)
+            if r.isError {
+                counters.add(.redisErrors)
+                logger.warning("redis refused a QoS 0 uplink XADD: \(r.text)")
+            } else {
+                counters.add(.uplinkStored)
             }
         case .bookkeeping:
             if r.isError {

@@ -1,5 +1,17 @@
 import Glibc
+import MQTTCodec
 import Prometheus
+
+extension PacketType {
+    /// Packet types that can travel in direction `d` (3.1.1 table 2.1).
+    func flows(_ d: Counters.Direction) -> Bool {
+        switch self {
+        case .connect, .subscribe, .unsubscribe, .pingreq, .disconnect: d == .in
+        case .connack, .suback, .unsuback, .pingresp: d == .out
+        case .publish, .puback, .pubrec, .pubrel, .pubcomp: true
+        }
+    }
+}
 
 /// Prometheus exposition of the gateway's counters (DESIGN.md, "Observability").
 ///
@@ -13,12 +25,17 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
     private var counters: [(Counter, Mirror)] = []
     private var gauges: [(Counter, Gauge)] = []
     private var closes: [(CloseReason, Mirror)] = []
+    private var packets: [(Counters.Direction, PacketType, Mirror)] = []
+    private var routed: [Mirror] = []
+    private var ruleActions: [Mirror] = []
     private let rss: Gauge
     private let fds: Gauge
     private let clients: Gauge
     private let broker: Broker
 
-    init(counters sets: [Counters], broker: Broker) {
+    /// `streams` and `rules` name the configured label values (Router.streams,
+    /// RateRules.rules), in the order `Counters` keeps them.
+    init(counters sets: [Counters], broker: Broker, streams: [String], rules: [String]) {
         self.sets = sets
         self.broker = broker
         for c in Counter.allCases {
@@ -33,6 +50,19 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         for r in CloseReason.allCases {
             closes.append((r, Mirror(registry.makeCounter(descriptor: closed, labels: [("reason", r.eventReason)]))))
         }
+        let packet = Metrics.metric("pilegate_packets_total", "MQTT packets, by direction and type")
+        for d in [Counters.Direction.in, .out] {
+            for t in PacketType.allCases where t.flows(d) {
+                packets.append((d, t, Mirror(registry.makeCounter(descriptor: packet,
+                                                                  labels: [("direction", d == .in ? "in" : "out"),
+                                                                           ("type", "\(t)")]))))
+            }
+        }
+        let route = Metrics.metric("pilegate_uplink_routed_total", "Uplink PUBLISHes, by the Redis stream they were routed to")
+        let registry = registry
+        routed = streams.map { Mirror(registry.makeCounter(descriptor: route, labels: [("stream", $0)])) }
+        let rule = Metrics.metric("pilegate_rate_rule_actions_total", "Send-rate actions (throttle, drop, disconnect, ban), by rule")
+        ruleActions = (rules + ["daily_quota"]).map { Mirror(registry.makeCounter(descriptor: rule, labels: [("rule", $0)])) }
         rss = registry.makeGauge(descriptor: Metrics.metric("pilegate_process_resident_memory_bytes", "Resident set size of the process"))
         fds = registry.makeGauge(descriptor: Metrics.metric("pilegate_process_open_fds",
                                                     "File descriptors open in the process table (fixed-file slots are not counted)"))
@@ -44,13 +74,36 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         for i in counters.indices { counters[i].1.advance(to: Counters.total(counters[i].0, sets)) }
         for (c, gauge) in gauges { gauge.set(Double(Counters.total(c, sets))) }
         for i in closes.indices { closes[i].1.advance(to: Counters.totalClosed(closes[i].0, sets)) }
+        for i in packets.indices { packets[i].2.advance(to: Counters.totalPackets(packets[i].0, packets[i].1, sets)) }
+        for i in routed.indices { routed[i].advance(to: Counters.totalRouted(i, sets)) }
+        for i in ruleActions.indices { ruleActions[i].advance(to: Counters.totalRateActions(rule: i, sets)) }
         rss.set(Double(Metrics.residentBytes()))
         fds.set(Double(Metrics.openFDs()))
         clients.set(Double(broker.clientCount))
         var out: [UInt8] = []
         out.reserveCapacity(16384)
         registry.emit(into: &out)
+        Metrics.histogram(&out, "pilegate_redis_xadd_latency_seconds",
+                          "Uplink XADDs, from enqueue to Redis's reply", sets.map(\.xaddLatency), scale: 1e-9)
+        Metrics.histogram(&out, "pilegate_ring_submissions_per_turn",
+                          "io_uring SQEs submitted per event-loop turn", sets.map(\.sqesPerTurn), scale: 1)
+        Metrics.histogram(&out, "pilegate_ring_completions_per_turn",
+                          "io_uring CQEs handled per event-loop turn", sets.map(\.cqesPerTurn), scale: 1)
         return out
+    }
+
+    /// One histogram in the text format, summed over the shards' `Histogram`s.
+    private static func histogram(_ out: inout [UInt8], _ name: String, _ help: String, _ hs: [Histogram], scale: Double) {
+        let (counts, sum) = Histogram.merged(hs)
+        var text = "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+        var cumulative: UInt64 = 0
+        for (i, bound) in hs[0].bounds.enumerated() {
+            cumulative += counts[i]
+            text += "\(name)_bucket{le=\"\(Double(bound) * scale)\"} \(cumulative)\n"
+        }
+        cumulative += counts[counts.count - 1]
+        text += "\(name)_bucket{le=\"+Inf\"} \(cumulative)\n\(name)_sum \(Double(sum) * scale)\n\(name)_count \(cumulative)\n"
+        out += text.utf8
     }
 
     /// Our names are complete (prefix, base unit, `_total`): the descriptor adds nothing.
@@ -115,14 +168,12 @@ extension Counter {
         case .connectTimeouts: return c("connect_timeouts_total", "Connections closed: no CONNECT in time")
         case .takeovers: return c("takeovers_total", "Connections closed because their client id connected again")
         case .willsPublished: return c("wills_published_total", "Will messages published")
-        case .packetsIn: return c("packets_total", "MQTT packets", [("direction", "in")])
-        case .packetsOut: return c("packets_total", "MQTT packets", [("direction", "out")])
         case .bytesIn: return c("bytes_total", "Bytes on client sockets (after TLS)", [("direction", "in")])
         case .bytesOut: return c("bytes_total", "Bytes on client sockets (after TLS)", [("direction", "out")])
         case .publishesIn: return c("publishes_total", "PUBLISH packets", [("direction", "in")])
         case .publishesOut: return c("publishes_total", "PUBLISH packets", [("direction", "out")])
         case .queueDrops: return c("queue_drops_total", "Messages dropped: a client's queue or send buffer was full")
-        case .uplinkStored: return c("uplink_stored_total", "Uplink XADDs confirmed by Redis")
+        case .uplinkStored: return c("uplink_stored_total", "Uplink XADDs confirmed by Redis (any QoS)")
         case .uplinkDropped: return c("uplink_dropped_total", "QoS 0 uplink dropped under backpressure (qos0_overload = drop)")
         case .redisErrors: return c("redis_errors_total", "Redis error replies")
         case .backpressurePauses: return c("backpressure_pauses_total", "Connections paused because Redis was busy or away")

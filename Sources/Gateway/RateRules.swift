@@ -1,4 +1,5 @@
 import Glibc
+import PileLoop
 import MQTTCodec
 
 /// A rate limit as GCRA (the "virtual scheduling" form of a token bucket): the
@@ -168,12 +169,6 @@ extension RateRules {
     func banSeconds(_ i: Int) -> Int { i < 0 ? quotaBanSeconds : rules[i].banSeconds }
 }
 
-func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
 // MARK: Enforcement on a shard
 
 /// What becomes of a PUBLISH at the gate, before its handler.
@@ -203,6 +198,7 @@ extension Shard {
             return .pass
         case .wait(let nanos, let rule):
             counters.add(.rateThrottles)
+            counters.rateAction(rule: rule)
             if rule < 0 { reportQuota(slot, session) } else { reportRate(slot, session, rule, "throttle") }
             let wait = rule < 0
                 ? UInt64(ctx.rates.secondsToNextDay(wallSeconds: Int64(wallMillis() / 1000))) * 1_000_000_000
@@ -210,6 +206,7 @@ extension Shard {
             hold(slot, nanos: wait)
             return .hold
         case .act(let action, let rule):
+            counters.rateAction(rule: rule)
             if rule < 0 { reportQuota(slot, session) } else { reportRate(slot, session, rule, action.rawValue) }
             switch action {
             case .throttle, .drop:

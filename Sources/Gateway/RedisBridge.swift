@@ -7,7 +7,9 @@ import PileLoop
 enum RedisExpectation {
     /// An uplink XADD of a QoS 1/2 PUBLISH: acknowledge the pile once stored.
     case uplink(slot: UInt32, generation: UInt32, packetID: UInt16, qos: QoS)
-    /// Events, presence, QoS 0 XADDs, XACKs: only an error matters.
+    /// A QoS 0 uplink XADD: nobody waits for it, its latency is measured.
+    case uplinkQoS0
+    /// Events, presence, wills, XACKs: only an error matters.
     case bookkeeping
     case downlink(Downlink.Step)
     /// HGET of a user's credentials for a waiting CONNECT.
@@ -27,8 +29,10 @@ final class RedisBridge {
     private var sequence: UInt64 = 0
     private let maxlen: String
     private let credentialsKey: String
+    private let counters: Counters
 
-    init(config: Config, address: SocketAddress, shard: Int, ring: Ring, logger: Logger) {
+    init(config: Config, address: SocketAddress, shard: Int, ring: Ring, counters: Counters, logger: Logger) {
+        self.counters = counters
         self.config = config.redis
         node = config.server.node
         self.shard = shard
@@ -50,7 +54,9 @@ final class RedisBridge {
 
     /// XADD stream MAXLEN ~ N * device .. topic .. qos .. ts .. node .. msgid .. payload ..
     func xadd(_ m: Message, device: String, expect: RedisExpectation) {
-        let stream = router.stream(topic: m.topic, payload: m.payload)
+        let route = router.stream(topic: m.topic, payload: m.payload)
+        counters.routed(toStream: route)
+        let stream = router.streams[route]
         sequence &+= 1
         let msgid = "\(node)-\(bootMs)-\(shard)-\(sequence)"
         let ts = String(wallMillis())

@@ -8,19 +8,24 @@ struct Router {
         var filter: String
         var key: [UInt8]?
         var value: [UInt8]?
-        var stream: String
+        var stream: Int
     }
 
     private let rules: [Rule]
-    let defaultStream: String
+    /// Every stream a PUBLISH can go to, each once; the default stream first.
+    let streams: [String]
 
     init(routes: [Config.Route], defaultStream: String) {
-        rules = routes.map { Rule(filter: $0.filter, key: $0.jsonKey.map { Array($0.utf8) },
-                                  value: $0.jsonValue.map { Array($0.utf8) }, stream: $0.stream) }
-        self.defaultStream = defaultStream
+        var streams = [defaultStream]
+        for r in routes where !streams.contains(r.stream) { streams.append(r.stream) }
+        rules = routes.map { r in Rule(filter: r.filter, key: r.jsonKey.map { Array($0.utf8) },
+                                       value: r.jsonValue.map { Array($0.utf8) },
+                                       stream: streams.firstIndex(of: r.stream)!) }
+        self.streams = streams
     }
 
-    func stream(topic: String, payload: [UInt8]) -> String {
+    /// Index in `streams` of where this PUBLISH goes.
+    func stream(topic: String, payload: [UInt8]) -> Int {
         for r in rules where Topic.matches(filter: r.filter, topic: topic) {
             guard let key = r.key, let value = r.value else { return r.stream }
             let hit = payload.withUnsafeBytes { p in
@@ -28,7 +33,7 @@ struct Router {
             }
             if hit { return r.stream }
         }
-        return defaultStream
+        return 0
     }
 }
 

@@ -59,8 +59,9 @@ public final class Server {
         let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         let (shards, tableSize) = Server.layout(config: config, cores: cores, fileLimit: fileLimit())
         let inboxes = (0..<shards).map { _ in Inbox<ShardMessage>() }
-        let counters = (0...shards).map { _ in Counters() }
         let rates = RateRules(config.rate)
+        let streams = Router(routes: config.routes, defaultStream: config.redis.defaultStream).streams
+        let counters = (0...shards).map { _ in Counters(streams: streams.count, rules: rates.rules.count) }
         let broker = Broker(limits: config.mqtt, keepUsage: rates.quota > 0, inboxes: inboxes, counters: counters[shards])
         broker.reserve(clients: config.server.maxConnections)
         let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
@@ -97,7 +98,7 @@ public final class Server {
                                    drainRate: config.admin.drainRate)
         if config.admin.enabled {
             let a = try AdminHTTP(address: SocketAddress(config.admin.bind)!,
-                                  metrics: Metrics(counters: counters, broker: broker), counters: counters,
+                                  metrics: Metrics(counters: counters, broker: broker, streams: streams, rules: rates.rules.map(\.name)), counters: counters,
                                   redisEnabled: config.redis.enabled, control: control, token: config.admin.token,
                                   logger: logger)
             admin = a

@@ -149,7 +149,7 @@ final class Shard {
         wheel = TimingWheel(buckets: 4096, startTick: (monotonicMillis() - context.startedAt) / Shard.tickMillis)
         remote = Array(repeating: [], count: context.inboxes.count)
         if let address = context.redisAddress {
-            let bridge = RedisBridge(config: config, address: address, shard: index, ring: ring, logger: self.logger)
+            let bridge = RedisBridge(config: config, address: address, shard: index, ring: ring, counters: counters, logger: self.logger)
             redis = bridge
             if index == 0 { downlink = Downlink(config: config, address: address, ring: ring, logger: self.logger) }
         }
@@ -172,8 +172,8 @@ final class Shard {
 
     func run() {
         acceptsEnabled = wantsConnections
-        redis?.connection.onReply = { [unowned self] e, r in self.redisReplied(e, r) }
-        downlink?.connection.onReply = { [unowned self] e, r in self.redisReplied(e, r) }
+        redis?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
+        downlink?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
         downlink?.connection.onState = { [unowned self] s in if s == .up { self.downlink?.start() } }
         redis?.connection.onState = { [unowned self] s in self.counters.set(.redisUp, s == .up ? 1 : 0) }
         redis?.connection.tick(nowMs: monotonicMillis())
@@ -182,8 +182,13 @@ final class Shard {
         armInbox()
         ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
         while !(stopping && openSlots == 0 && redisSettled) {
+            let submitted = ring.submitted
             ring.submitAndWait(1)
-            _ = ring.drainCompletions { c in self.complete(c) }
+            counters.sqesPerTurn.record(ring.submitted &- submitted)
+            let now = monotonicNanos()
+            redis?.connection.clock = now
+            downlink?.connection.clock = now
+            counters.cqesPerTurn.record(UInt64(ring.drainCompletions { c in self.complete(c) }))
             endTurn()
         }
         logger.debug("shard stopped")
@@ -481,7 +486,7 @@ final class Shard {
                     }
                 }
                 offset += n
-                counters.add(.packetsIn)
+                counters.packet(.in, packet.type)
                 slab[Int(slot)].lastSeen = nowTick32
                 if let s = slab[Int(slot)].session { s.countIn(n, overhead: overhead(slot), today: today) }
                 if handleIt { handle(slot, packet) }
@@ -531,7 +536,7 @@ final class Shard {
         let size = Encoder.size(of: packet)
         slab[Int(slot)].outbound.reserve(size)
         Encoder.encode(packet, into: &slab[Int(slot)].outbound)
-        counters.add(.packetsOut)
+        counters.packet(.out, packet.type)
         slab[Int(slot)].session?.countOut(size, overhead: overhead(slot), today: today)
         markDirty(slot)
     }

@@ -118,6 +118,13 @@ public func boundPort(_ fd: Int32) -> UInt16 {
     return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
 }
 
+/// Monotonic nanoseconds.
+@inlinable public func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
 /// The soft RLIMIT_NOFILE: a ring's fixed-file table can be no larger.
 public func fileLimit() -> Int {
     var rl = rlimit()

@@ -33,6 +33,8 @@ public final class Ring {
     public let raw: UnsafeMutablePointer<io_uring>
     private var cqes: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     private let batch: Int
+    /// SQEs handed to the kernel so far (ring statistics).
+    public private(set) var submitted: UInt64 = 0
 
     public init(entries: UInt32, cqBatch: Int = 512) throws {
         raw = .allocate(capacity: 1)
@@ -65,7 +67,7 @@ public final class Ring {
     /// A free SQE; submits what is queued when the SQ is full.
     @inlinable public func sqe() -> UnsafeMutablePointer<io_uring_sqe> {
         if let s = io_uring_get_sqe(raw) { return s }
-        _ = io_uring_submit(raw)
+        submit()
         guard let s = io_uring_get_sqe(raw) else { fatalError("io_uring SQ exhausted after submit") }
         return s
     }
@@ -73,13 +75,20 @@ public final class Ring {
     /// Make room for `n` SQEs that must go in one submission (a linked chain must
     /// not be split across two submits).
     public func reserve(_ n: UInt32) {
-        if io_uring_sq_space_left(raw) < n { _ = io_uring_submit(raw) }
+        if io_uring_sq_space_left(raw) < n { submit() }
     }
 
     /// Submit queued SQEs and wait for at least `waitFor` completions.
     @discardableResult
     public func submitAndWait(_ waitFor: UInt32) -> Int32 {
-        io_uring_submit_and_wait(raw, waitFor)
+        let n = io_uring_submit_and_wait(raw, waitFor)
+        if n > 0 { submitted &+= UInt64(n) }
+        return n
+    }
+
+    @usableFromInline func submit() {
+        let n = io_uring_submit(raw)
+        if n > 0 { submitted &+= UInt64(n) }
     }
 
     /// Drain available completions in batches, handing each to `body`.

@@ -22,10 +22,7 @@ final class AdminTests: XCTestCase {
     static let token = "s3cret-token"
 
     func call(_ port: UInt16, _ method: String, _ path: String, token: String? = AdminTests.token) throws -> (Int, String) {
-        let out = try shell("curl", ["-s", "-X", method, "-w", "\n%{http_code}"]
-                            + (token.map { ["-H", "Authorization: Bearer \($0)"] } ?? []) + ["http://127.0.0.1:\(port)\(path)"])
-        let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
-        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+        try http(port, path, method: method, token: token)
     }
 
     func json(_ s: String) -> [String: Any] {

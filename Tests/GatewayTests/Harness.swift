@@ -146,6 +146,19 @@ final class LogCapture: @unchecked Sendable {
 
 /// Run a command to completion (bounded), returning stdout; throws on non-zero exit.
 @discardableResult
+/// An HTTP request to the admin endpoint with curl: (status, body).
+func http(_ port: UInt16, _ path: String, method: String = "GET", token: String? = nil) throws -> (status: Int, body: String) {
+    let out = try shell("curl", ["-s", "-X", method, "-w", "\n%{http_code}"]
+                        + (token.map { ["-H", "Authorization: Bearer \($0)"] } ?? []) + ["http://127.0.0.1:\(port)\(path)"])
+    let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
+    return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+}
+
+/// The value of one series (name with its labels, as written) in a /metrics scrape.
+func metricValue(_ metrics: String, _ series: String) -> Double? {
+    metrics.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+}
+
 func shell(_ tool: String, _ args: [String], timeout: TimeInterval = 20) throws -> String {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")

@@ -91,6 +91,9 @@ final class LimitsTests: XCTestCase {
         while case .publish(let p) = sub.receive(timeout: 1) { got += p.payload }
         XCTAssertEqual(got, [1, 2], "the burst passes, the rest is dropped")
         XCTAssertEqual(try g.waitForCounter("rateDrops", atLeast: 4), 4)
+        let metrics = try http(XCTUnwrap(g.adminPort), "/metrics").body
+        XCTAssertEqual(metricValue(metrics, "pilegate_rate_rule_actions_total{rule=\"device\"}"), 4, "counted by rule")
+        XCTAssertEqual(metricValue(metrics, "pilegate_rate_rule_actions_total{rule=\"daily_quota\"}"), 0)
     }
 
     /// Over the daily quota (bytes in and out plus the per-packet overhead), the

@@ -24,14 +24,10 @@ final class MetricsTests: XCTestCase {
     }
 
     func get(_ port: UInt16, _ path: String, method: String = "GET") throws -> (status: Int, body: String) {
-        let out = try shell("curl", ["-s", "-X", method, "-w", "\n%{http_code}", "http://127.0.0.1:\(port)\(path)"])
-        let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
-        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+        try http(port, path, method: method)
     }
 
-    func value(_ metrics: String, _ series: String) -> Double? {
-        metrics.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
-    }
+    func value(_ metrics: String, _ series: String) -> Double? { metricValue(metrics, series) }
 
     func testScrapePassesPromtoolAndCountersMove() throws {
         let (g, port) = try start()
@@ -49,6 +45,15 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(value(body, "pilegate_connections"), 3)
         XCTAssertEqual(value(body, "pilegate_publishes_total{direction=\"in\"}"), 3)
         XCTAssertEqual(value(body, "pilegate_uplink_stored_total"), 3)
+        XCTAssertEqual(value(body, "pilegate_packets_total{direction=\"in\",type=\"publish\"}"), 3)
+        XCTAssertEqual(value(body, "pilegate_packets_total{direction=\"in\",type=\"connect\"}"), 3)
+        XCTAssertEqual(value(body, "pilegate_packets_total{direction=\"out\",type=\"puback\"}"), 3)
+        XCTAssertEqual(value(body, "pilegate_uplink_routed_total{stream=\"pilegate:up\"}"), 3)
+        XCTAssertEqual(value(body, "pilegate_redis_xadd_latency_seconds_count"), 3)
+        XCTAssertEqual(value(body, "pilegate_redis_xadd_latency_seconds_bucket{le=\"+Inf\"}"), 3)
+        XCTAssertGreaterThan(value(body, "pilegate_redis_xadd_latency_seconds_sum") ?? 0, 0)
+        XCTAssertGreaterThan(value(body, "pilegate_ring_completions_per_turn_count") ?? 0, 0)
+        XCTAssertGreaterThan(value(body, "pilegate_ring_submissions_per_turn_sum") ?? 0, 0)
         XCTAssertGreaterThan(value(body, "pilegate_process_resident_memory_bytes") ?? 0, 1_000_000)
         XCTAssertNotNil(value(body, "pilegate_connections_closed_by_reason_total{reason=\"keepalive\"}"))
         XCTAssertFalse(body.contains("AAAAAAA"), "no per-device label, ever")

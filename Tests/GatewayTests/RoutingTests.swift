@@ -30,7 +30,7 @@ final class RoutingTests: XCTestCase {
             .init(filter: "/xjdy/ops/v1/TCU/+/msg", jsonKey: "命令", jsonValue: "启动失败原因", stream: "up:bootfail"),
             .init(filter: "/xjdy/ops/v1/TCU/#", stream: "up:other"),
         ], defaultStream: "up")
-        func s(_ topic: String, _ payload: String) -> String { r.stream(topic: topic, payload: Array(payload.utf8)) }
+        func s(_ topic: String, _ payload: String) -> String { r.streams[r.stream(topic: topic, payload: Array(payload.utf8))] }
         XCTAssertEqual(s("/xjdy/ops/v1/TCU/AAAAAJQX/msg", #"{"命令":"交易记录"}"#), "up:trade")
         XCTAssertEqual(s("/xjdy/ops/v1/TCU/AAAAAJQX/msg", #"{"命令":"启动失败原因"}"#), "up:bootfail")
         XCTAssertEqual(s("/xjdy/ops/v1/TCU/AAAAAJQX/msg", #"{"命令":"运行数据"}"#), "up:other")
