@@ -97,6 +97,23 @@ public struct Config: Sendable {
         public var drainRate = 2000
     }
 
+    /// Per-device accounting and monitoring: the daily traffic rollup into Redis
+    /// (SIM data use) and silent-device events.
+    public struct Devices: Sendable {
+        /// Traffic per device per day goes to hash `traffic_prefix` + YYYY-MM-DD (the
+        /// quota day of `rate.day_offset_minutes`), fields `ID:in` and `ID:out`
+        /// (estimated SIM bytes: MQTT plus `rate.*_overhead_bytes`). Empty: no rollup.
+        public var trafficPrefix = "pilegate:traffic:"
+        /// Each device's bytes since the last flush are added (HINCRBY) this often,
+        /// when its connection ends, and at the day change.
+        public var trafficFlushSeconds = 60
+        /// Each day's hash expires this long after its last update.
+        public var trafficRetentionDays = 62
+        /// A connected pile that sends no PUBLISH for this long is reported once on the
+        /// events stream (`type=silent`), and again when it speaks (`silent_end`). 0: off.
+        public var silentSeconds = 0
+    }
+
     /// The TLS listener (OpenSSL 3 through memory BIOs on the shard's ring).
     public struct TLS: Sendable {
         public var enabled = false
@@ -225,6 +242,7 @@ public struct Config: Sendable {
     public var tls = TLS()
     public var admin = Admin()
     public var rate = Rate()
+    public var devices = Devices()
 
     public init() {}
 
@@ -331,6 +349,12 @@ public struct Config: Sendable {
             if SocketAddress(admin.bind) == nil {
                 throw Invalid(description: "config: admin.bind \"\(admin.bind)\" is not HOST:PORT")
             }
+        }
+        try r.table("devices") { t in
+            try t.string("traffic_prefix", &devices.trafficPrefix)
+            try t.int("traffic_flush_seconds", &devices.trafficFlushSeconds, 1...86400)
+            try t.int("traffic_retention_days", &devices.trafficRetentionDays, 1...3660)
+            try t.int("silent_seconds", &devices.silentSeconds, 0...30 * 86400)
         }
         try r.table("tls") { t in
             try t.bool("enabled", &tls.enabled)

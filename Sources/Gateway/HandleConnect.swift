@@ -56,6 +56,10 @@ extension Shard {
             session.username = c.username
             session.connectedAtMs = wallMillis()
             session.rateReported = false
+            session.lastPublish = nowTick32
+            // The CONNECT arrived before there was a session to count it in.
+            session.countIn(Encoder.size(of: .connect(c)), overhead: overhead(slot), today: today)
+            session.silentReported = false
             slab[Int(slot)].session = session
             if let redis {
                 redis.present(c.clientID, since: session.connectedAtMs)

@@ -5,6 +5,7 @@ extension Shard {
     func handlePublish(_ slot: UInt32, _ p: Publish) {
         counters.add(.publishesIn)
         guard let session = slab[Int(slot)].session else { return }
+        spoke(slot, session)
         // QoS 2, method B (4.3.3): a resent PUBLISH whose id is still unreleased is
         // acknowledged again but not routed again.
         if p.qos == .exactlyOnce && session.awaitingRelease.contains(p.packetID) {

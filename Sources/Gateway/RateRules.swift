@@ -118,6 +118,10 @@ struct DailyUsage: Sendable {
     var packetsOut: UInt32 = 0
     /// The quota breach was reported today (one event per day).
     var breachReported = false
+    /// Bytes not yet added to the day's traffic hash in Redis (Accounting.swift);
+    /// flushed at least every `traffic_flush_seconds`, so 32 bits are plenty.
+    var unflushedIn: UInt32 = 0
+    var unflushedOut: UInt32 = 0
 
     var total: UInt64 { bytesIn + bytesOut }
 
@@ -279,12 +283,14 @@ extension Session {
     func countIn(_ bytes: Int, overhead: UInt64, today: UInt32) {
         usage.roll(to: today)
         usage.bytesIn &+= UInt64(bytes) &+ overhead
+        usage.unflushedIn &+= UInt32(truncatingIfNeeded: UInt64(bytes) &+ overhead)
         usage.packetsIn &+= 1
     }
 
     func countOut(_ bytes: Int, overhead: UInt64, today: UInt32) {
         usage.roll(to: today)
         usage.bytesOut &+= UInt64(bytes) &+ overhead
+        usage.unflushedOut &+= UInt32(truncatingIfNeeded: UInt64(bytes) &+ overhead)
         usage.packetsOut &+= 1
     }
 }

@@ -83,6 +83,24 @@ final class RedisBridge {
         return true
     }
 
+    /// HINCRBY KEY DEVICE:in IN, DEVICE:out OUT (the daily traffic hash); false when
+    /// the bookkeeping bound is reached, so the caller keeps the bytes for later.
+    func addTraffic(key: String, device: String, in bytesIn: UInt32, out bytesOut: UInt32) -> Bool {
+        guard !bookkeepingFull else { return false }
+        for (suffix, n) in [(":in", bytesIn), (":out", bytesOut)] where n > 0 {
+            connection.enqueue(.bookkeeping) { b in
+                b.respArray(4)
+                b.respBulk("HINCRBY"); b.respBulk(key); b.respBulk(device + suffix); b.respBulk(String(n))
+            }
+        }
+        return true
+    }
+
+    func expire(_ key: String, seconds: Int) {
+        guard !bookkeepingFull else { return }
+        connection.enqueue(.bookkeeping) { $0.respCommand(["EXPIRE", key, String(seconds)]) }
+    }
+
     /// HGET auth.redis_hash USER. Not subject to the bookkeeping bound: a CONNECT
     /// waits on it, and only while Redis is up (see Authenticator).
     func lookupCredentials(_ user: String, expect: RedisExpectation) {

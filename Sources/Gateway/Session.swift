@@ -52,6 +52,10 @@ final class Session: @unchecked Sendable {
     var rate = RateState()
     /// A rate action was logged and emitted for the live connection.
     var rateReported = false
+    /// Wheel tick of the last PUBLISH (or of the CONNACK), and whether the live
+    /// connection was reported silent since (Accounting.swift).
+    var lastPublish: UInt32 = 0
+    var silentReported = false
     var inflight: [Outgoing] = []
     /// Inbound QoS 2 packet ids received but not yet released (PUBREL), so a resent
     /// PUBLISH is not routed twice (4.3.3).

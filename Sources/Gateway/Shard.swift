@@ -95,6 +95,10 @@ final class Shard {
     var awaitingCredentials: [UInt32: Connect] = [:]
     /// Quota day (RateRules.day), refreshed every tick.
     var today: UInt32 = 0
+    /// The traffic hash of the day last asked for (Accounting.swift).
+    var trafficKeyCache: (day: UInt32, key: String) = (0, "")
+    private var nextTrafficFlush: UInt64 = 0
+    private var nextSilenceReview: UInt64 = 0
     private var freeSlots: [UInt32] = []
     private var dirty: [UInt32] = []
     private var rearm: [UInt32] = []
@@ -645,6 +649,7 @@ final class Shard {
                 }
             }
             if let redis {
+                flushTraffic(session, redis)
                 redis.absent(session.clientID, since: session.connectedAtMs)
                 if !redis.event("disconnect", device: session.clientID, [("reason", reason.eventReason)]) {
                     counters.add(.bookkeepingDropped)
@@ -756,8 +761,16 @@ final class Shard {
         if drainPerTick > 0 { drainSome() }
         let ms = monotonicMillis()
         let day = ctx.rates.day(wallSeconds: Int64(wallMillis() / 1000))
+        if day != today || now >= nextTrafficFlush {
+            flushTraffic()   // at a day change, before any device rolls its usage over
+            nextTrafficFlush = now + ticks(seconds: config.devices.trafficFlushSeconds)
+        }
         if index == 0 && day != today { broker.forgetUsage(before: day) }
         today = day
+        if config.devices.silentSeconds > 0 && now >= nextSilenceReview {
+            nextSilenceReview = now + silenceReviewTicks
+            reviewSilence()
+        }
         if index == 0 && now >= nextSweep {
             nextSweep = now + ticks(seconds: 5)
             ctx.connectGuard.sweep(now: monotonicNanos())
