@@ -10,6 +10,9 @@ public struct Config: Sendable {
     public struct Listener: Sendable {
         public var bind = "0.0.0.0:1883"
         public var backlog = 65535
+        /// Every connection starts with a PROXY protocol v2 header (HAProxy
+        /// `send-proxy-v2`): the pile's real address for the ACL, limits and logs.
+        public var proxyProtocol = false
     }
 
     public struct Server: Sendable {
@@ -118,6 +121,8 @@ public struct Config: Sendable {
     public struct TLS: Sendable {
         public var enabled = false
         public var bind = "0.0.0.0:8883"
+        /// As `listener.proxy_protocol`, for the TLS listener (the header comes before the handshake).
+        public var proxyProtocol = false
         /// PEM files: the server's certificate chain and key, and the CA client
         /// certificates must chain to (mutual TLS).
         public var certificate = ""
@@ -260,6 +265,7 @@ public struct Config: Sendable {
         try r.table("listener") { t in
             try t.string("bind", &listener.bind)
             try t.int("backlog", &listener.backlog, 1...65535)
+            try t.bool("proxy_protocol", &listener.proxyProtocol)
         }
         try r.table("server") { t in
             try t.string("node", &server.node)
@@ -359,6 +365,7 @@ public struct Config: Sendable {
         try r.table("tls") { t in
             try t.bool("enabled", &tls.enabled)
             try t.string("bind", &tls.bind)
+            try t.bool("proxy_protocol", &tls.proxyProtocol)
             try t.string("certificate", &tls.certificate)
             try t.string("private_key", &tls.privateKey)
             try t.string("ca", &tls.ca)

@@ -23,12 +23,14 @@ enum CloseReason: String, Sendable, CaseIterable {
     case shutdown = "server shutdown"
     case kicked = "closed by an operator"
     case drain = "node draining"
+    case badProxyHeader = "malformed PROXY protocol header"
 
     /// The will is published unless the client said DISCONNECT (3.14.4-3) or the
     /// server is stopping on purpose (or the client never got a session).
     var publishesWill: Bool {
         switch self {
-        case .clientDisconnect, .shutdown, .drain, .refused, .connectTimeout, .overLimit, .tlsHandshakeTimeout: false
+        case .clientDisconnect, .shutdown, .drain, .refused, .connectTimeout, .overLimit, .tlsHandshakeTimeout,
+             .badProxyHeader: false
         default: true
         }
     }
@@ -36,13 +38,26 @@ enum CloseReason: String, Sendable, CaseIterable {
 
 /// Where a connection comes from, kept small: the IPv4 address and port (an IPv6
 /// peer keeps only its port and whether it is loopback).
-struct Peer: CustomStringConvertible {
+struct Peer: CustomStringConvertible, Equatable {
     var v4: UInt32 = 0          // network order
     var port: UInt16 = 0
     var isV6 = false
     var isLoopback = false
 
     init() {}
+
+    /// From address bytes in network order (a PROXY protocol header).
+    init(v4 a: (UInt8, UInt8, UInt8, UInt8), port: UInt16) {
+        v4 = withUnsafeBytes(of: a) { $0.load(as: UInt32.self) }
+        self.port = port
+        isLoopback = a.0 == 127
+    }
+
+    init(v6 a: UnsafeRawBufferPointer, port: UInt16) {
+        isV6 = true
+        self.port = port
+        isLoopback = a.prefix(15).allSatisfy { $0 == 0 } && a[15] == 1
+    }
 
     init(_ ss: UnsafePointer<sockaddr_storage>) {
         if Int32(ss.pointee.ss_family) == AF_INET {
@@ -52,9 +67,7 @@ struct Peer: CustomStringConvertible {
             isLoopback = UInt8(truncatingIfNeeded: v4) == 127
         } else if Int32(ss.pointee.ss_family) == AF_INET6 {
             let a = UnsafeRawPointer(ss).load(as: sockaddr_in6.self)
-            isV6 = true
-            port = UInt16(bigEndian: a.sin6_port)
-            isLoopback = withUnsafeBytes(of: a.sin6_addr) { b in b.prefix(15).allSatisfy { $0 == 0 } && b[15] == 1 }
+            self = withUnsafeBytes(of: a.sin6_addr) { Peer(v6: $0, port: UInt16(bigEndian: a.sin6_port)) }
         }
     }
 
@@ -93,6 +106,9 @@ struct Connection {
     var throttled = false
     /// Counted in the ConnectGuard's per-IP table (released at close).
     var ipCounted = false
+    /// From a listener with `proxy_protocol`: the first bytes must be a PROXY v2
+    /// header, which replaces `peer` (ProxyProtocol.swift).
+    var awaitingProxy = false
     /// QoS 1/2 PUBLISHes from this pile waiting on Redis (limits.max_inflight_in).
     var uplinksPending: UInt16 = 0
     /// Completions the kernel still owes for this slot; it is reused only at 0.

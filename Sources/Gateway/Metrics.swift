@@ -200,6 +200,7 @@ extension Counter {
         case .tlsHandshakes: return c("tls_handshakes_total", "TLS handshakes completed")
         case .tlsFailures: return c("tls_failures_total", "TLS connections closed for a TLS error")
         case .tlsHandshakeTimeouts: return c("tls_handshake_timeouts_total", "TLS handshakes not finished in time")
+        case .proxyHeaderErrors: return c("proxy_header_errors_total", "Connections closed for a malformed or missing PROXY protocol v2 header")
         case .silentReports: return c("silent_reports_total", "Connected piles reported silent (no PUBLISH for devices.silent_seconds)")
         case .silentDevices: return g("silent_devices", "Connected piles silent at the last review")
         case .redisInflight: return g("redis_inflight_commands", "Commands sent to Redis and not yet answered")

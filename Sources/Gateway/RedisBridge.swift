@@ -165,6 +165,7 @@ extension CloseReason {
         case .shutdown: "shutdown"
         case .kicked: "kicked"
         case .drain: "drain"
+        case .badProxyHeader: "proxy_header"
         }
     }
 }

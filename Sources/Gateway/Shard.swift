@@ -111,6 +111,8 @@ final class Shard {
     /// Listening sockets: plain MQTT, then TLS when configured. Each keeps
     /// `acceptDepth` accepts armed.
     private let listeners: [Int32]
+    /// Per listener: connections start with a PROXY protocol v2 header.
+    private let proxied: [Bool]
     private var acceptsArmed: [Int]
     /// One peer-address buffer per armed accept; the buffer's index rides in the tag
     /// (listener l owns indexes l * acceptDepth ..< (l + 1) * acceptDepth).
@@ -161,6 +163,7 @@ final class Shard {
         slab.reserveCapacity(context.fileTableSize)
         freeFiles = (0..<UInt32(context.fileTableSize)).reversed()
         listeners = [context.listenFD] + (context.tlsListenFD.map { [$0] } ?? [])
+        proxied = [context.config.listener.proxyProtocol, context.config.tls.proxyProtocol]
         acceptsArmed = listeners.map { _ in 0 }
         freeAddrs = listeners.indices.map { l in
             Array((UInt32(l * Shard.acceptDepth)..<UInt32((l + 1) * Shard.acceptDepth)).reversed())
@@ -290,21 +293,17 @@ final class Shard {
             let slot = allocate(file: Int32(file))
             slab[Int(slot)].peer = Peer(acceptAddrs + Int(a))
             if l == 1, let tls = ctx.tls { slab[Int(slot)].tls = TLSSession(tls) }
+            slab[Int(slot)].awaitingProxy = proxied[l]
             counters.add(.connectionsAccepted)
             if stopping || ctx.live.add() > config.server.maxConnections {
                 counters.add(.connectionsOverLimit)
                 logger.warning("closing connection: over max_connections (\(config.server.maxConnections))")
                 close(slot, .overLimit)
-            } else if let d = ctx.connectGuard.accepted(slab[Int(slot)].peer, now: monotonicNanos()) {
-                denied(slot, d, d == .ipBanned ? "IP banned for repeated authentication failures"
-                                              : "over max_connections_per_ip (\(config.limits.maxConnectionsPerIP))")
-                close(slot, .overLimit)
             } else if l == 1 && slab[Int(slot)].tls == nil {
                 counters.add(.tlsFailures)
                 logger.error("closing connection: SSL_new failed: \(TLSSession.lastError())")
                 close(slot, .tlsError)
-            } else {
-                slab[Int(slot)].ipCounted = ctx.connectGuard.tracks(slab[Int(slot)].peer)
+            } else if slab[Int(slot)].awaitingProxy || admitPeer(slot) {   // behind a balancer: once the header names the peer
                 armRecv(slot)
                 let deadline = l == 1 ? min(config.tls.handshakeTimeout, config.mqtt.connectTimeout) : config.mqtt.connectTimeout
                 schedule(slot, at: wheel.now + ticks(seconds: deadline))
@@ -322,6 +321,19 @@ final class Shard {
             logger.debug("fixed-file table full (\(ctx.fileTableSize)): this shard stops accepting")
         }
         armAccepts()
+    }
+
+    /// The per-IP limits, for the peer the socket (or its PROXY header) names;
+    /// false: refused and closed.
+    private func admitPeer(_ slot: UInt32) -> Bool {
+        if let d = ctx.connectGuard.accepted(slab[Int(slot)].peer, now: monotonicNanos()) {
+            denied(slot, d, d == .ipBanned ? "IP banned for repeated authentication failures"
+                                          : "over max_connections_per_ip (\(config.limits.maxConnectionsPerIP))")
+            close(slot, .overLimit)
+            return false
+        }
+        slab[Int(slot)].ipCounted = ctx.connectGuard.tracks(slab[Int(slot)].peer)
+        return true
     }
 
     /// Should this shard take new connections? A primary shard always does. A spill
@@ -382,10 +394,10 @@ final class Shard {
         if c.res > 0, let id = c.bufferID {
             counters.add(.bytesIn, UInt64(c.res))
             if slab[Int(slot)].isOpen {
-                if slab[Int(slot)].tls != nil {
-                    tlsReceived(slot, buffers.bytes(id, Int(c.res)))
+                if slab[Int(slot)].awaitingProxy {
+                    proxyReceived(slot, buffers.bytes(id, Int(c.res)))
                 } else {
-                    received(slot, buffers.bytes(id, Int(c.res)))
+                    deliver(slot, buffers.bytes(id, Int(c.res)))
                 }
             }
             buffers.recycle(id)
@@ -402,6 +414,37 @@ final class Shard {
             socketError(slot, "recv", c.res)
         }
         opDone(slot)
+    }
+
+    /// Bytes from the socket after any PROXY header: through TLS, or straight to MQTT.
+    private func deliver(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
+        if slab[Int(slot)].tls != nil { tlsReceived(slot, bytes) } else { received(slot, bytes) }
+    }
+
+    /// The PROXY v2 header, which may arrive over several receives (kept in
+    /// `inbound` meanwhile, a rare path, hence the copy).
+    private func proxyReceived(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
+        guard !slab[Int(slot)].inbound.isEmpty else { return proxyParsed(slot, bytes) }
+        slab[Int(slot)].inbound.append(bytes)
+        let all = Array(slab[Int(slot)].inbound.bytes)
+        slab[Int(slot)].inbound.release()
+        all.withUnsafeBytes { proxyParsed(slot, $0) }
+    }
+
+    private func proxyParsed(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
+        switch ProxyHeader.parse(bytes) {
+        case .incomplete:
+            slab[Int(slot)].inbound.append(bytes)
+        case .invalid(let why):
+            counters.add(.proxyHeaderErrors)
+            logger.warning("closing connection: bad PROXY protocol header: \(why)", metadata: who(slot))
+            close(slot, .badProxyHeader)
+        case .header(let length, let source):
+            slab[Int(slot)].awaitingProxy = false
+            if let source { slab[Int(slot)].peer = source }
+            guard admitPeer(slot) else { return }
+            if length < bytes.count { deliver(slot, UnsafeRawBufferPointer(rebasing: bytes[length...])) }
+        }
     }
 
     /// Ciphertext from a TLS pile: advance the handshake, decode what decrypts.

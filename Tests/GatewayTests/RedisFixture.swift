@@ -13,7 +13,7 @@ final class RedisServer {
 
     init(password: String? = nil) throws {
         self.password = password
-        port = RedisServer.freePort()
+        port = freeLoopbackPort()
         dir = NSTemporaryDirectory() + "pilegate-redis-test-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try start()
@@ -130,17 +130,5 @@ final class RedisServer {
             usleep(50_000)
         } while Date() < deadline
         return false
-    }
-
-    private static func freePort() -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return UInt16(bigEndian: a.sin_port)
     }
 }
