@@ -35,7 +35,7 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
 
     /// `streams` and `rules` name the configured label values (Router.streams,
     /// RateRules.rules), in the order `Counters` keeps them.
-    init(counters sets: [Counters], broker: Broker, streams: [String], rules: [String]) {
+    init(counters sets: [Counters], broker: Broker, streams: [String], rules: [String], maxConnections: Int) {
         self.sets = sets
         self.broker = broker
         for c in Counter.allCases {
@@ -67,6 +67,10 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         fds = registry.makeGauge(descriptor: Metrics.metric("pilegate_process_open_fds",
                                                     "File descriptors open in the process table (fixed-file slots are not counted)"))
         clients = registry.makeGauge(descriptor: Metrics.metric("pilegate_sessions", "Client sessions known to the broker (connected and parked)"))
+        registry.makeGauge(descriptor: Metrics.metric("pilegate_shards", "Event-loop shards (rings) in this process"))
+            .set(Double(sets.count - 1))   // one Counters per shard, plus the Broker's
+        registry.makeGauge(descriptor: Metrics.metric("pilegate_connections_limit", "server.max_connections"))
+            .set(Double(maxConnections))
     }
 
     /// The text exposition format (version 0.0.4).

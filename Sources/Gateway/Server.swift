@@ -98,7 +98,8 @@ public final class Server {
                                    drainRate: config.admin.drainRate)
         if config.admin.enabled {
             let a = try AdminHTTP(address: SocketAddress(config.admin.bind)!,
-                                  metrics: Metrics(counters: counters, broker: broker, streams: streams, rules: rates.rules.map(\.name)), counters: counters,
+                                  metrics: Metrics(counters: counters, broker: broker, streams: streams, rules: rates.rules.map(\.name),
+                                                   maxConnections: config.server.maxConnections), counters: counters,
                                   redisEnabled: config.redis.enabled, control: control, token: config.admin.token,
                                   logger: logger)
             admin = a

@@ -4,8 +4,7 @@ import XCTest
 
 final class ConfigTests: XCTestCase {
     func testExampleConfigParsesToTheEmbeddedDefaults() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let text = try String(contentsOf: root.appendingPathComponent("ops/pilegate.example.toml"), encoding: .utf8)
+        let text = try String(contentsOf: repoRoot.appendingPathComponent("ops/pilegate.example.toml"), encoding: .utf8)
         let c = try Config(toml: text)
         let d = Config()
         XCTAssertEqual(c.listener.bind, d.listener.bind)

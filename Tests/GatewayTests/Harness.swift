@@ -180,6 +180,9 @@ func shell(_ tool: String, _ args: [String], timeout: TimeInterval = 20) throws 
     return o.text
 }
 
+/// The repository's top directory (for the files under ops/).
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
 /// A loopback TCP port nobody is bound to right now.
 func freeLoopbackPort() -> UInt16 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
