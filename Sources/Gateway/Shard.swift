@@ -97,7 +97,9 @@ final class Shard {
     var today: UInt32 = 0
     /// The traffic hash of the day last asked for (Accounting.swift).
     var trafficKeyCache: (day: UInt32, key: String) = (0, "")
-    private var nextTrafficFlush: UInt64 = 0
+    /// Where the traffic rollup's pass over the slab is, and the days it has written.
+    var trafficCursor = 0
+    var trafficDays: Set<UInt32> = []
     private var nextSilenceReview: UInt64 = 0
     private var freeSlots: [UInt32] = []
     private var dirty: [UInt32] = []
@@ -804,10 +806,7 @@ final class Shard {
         if drainPerTick > 0 { drainSome() }
         let ms = monotonicMillis()
         let day = ctx.rates.day(wallSeconds: Int64(wallMillis() / 1000))
-        if day != today || now >= nextTrafficFlush {
-            flushTraffic()   // at a day change, before any device rolls its usage over
-            nextTrafficFlush = now + ticks(seconds: config.devices.trafficFlushSeconds)
-        }
+        flushTraffic(all: day != today)   // at a day change all, before any device rolls its usage over
         if index == 0 && day != today { broker.forgetUsage(before: day) }
         today = day
         if config.devices.silentSeconds > 0 && now >= nextSilenceReview {
