@@ -44,7 +44,7 @@ final class Gateway {
               let p = line.split(separator: ":").last.flatMap({ UInt16($0.trimmingCharacters(in: .whitespaces)) })
         else {
             process.terminate()
-            throw XCTSkip("pilegate did not start: \(log.text)")
+            throw Failure("pilegate did not start: \(log.text)")   // a failure, never a skip
         }
         port = p
     }
