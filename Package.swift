@@ -10,6 +10,7 @@ import PackageDescription
 //   Gateway    the broker: shards, connections, one handler per packet type, sessions
 //   pilegate   the executable
 //   pileload   the load-test harness (LoadTest/), on the same loop and codec
+//   codecbench micro benchmarks of the codec (bench/CodecBench)
 let package = Package(
     name: "pilegate",
     platforms: [.macOS(.v15)],
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(
@@ -69,12 +71,14 @@ let package = Package(
         .executableTarget(
             name: "pileload",
             dependencies: [
-                "PileLoop", "MQTTCodec", "CURing",
+                "PileLoop", "MQTTCodec", "CURing", "CHiredis",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             path: "LoadTest"
         ),
+        .executableTarget(name: "codecbench", dependencies: ["MQTTCodec"], path: "bench/CodecBench"),
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
         .testTarget(name: "PileLoopTests", dependencies: ["PileLoop"]),
         .testTarget(

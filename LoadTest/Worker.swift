@@ -25,13 +25,24 @@ struct Plan: Sendable {
     var retry: Bool
     /// Piles log in as user = client id with this password (the fan-in subscriber stays anonymous).
     var password: String?
+    /// pile: each gun sends run data every `minInterval...maxInterval` ms; every
+    /// `tradeEvery`-th message of a pile is a trade record (1-2 KB).
+    var guns: Int
+    var minInterval: Int
+    var maxInterval: Int
+    var tradeEvery: Int
+    /// Commands coming back carry their send time (`"t":µs`): record end-to-end latency.
+    var measureEndToEnd: Bool
 }
 
 /// Counters the main thread reads for progress and the report.
 final class Stats: @unchecked Sendable {
-    /// PUBACK latencies (µs) in the measured window. Written by the worker only; read
-    /// by the main thread after `finished` (release/acquire).
-    var latencies: [UInt32] = []
+    /// Latencies in the measured window (PUBACK, command delivery end to end) and of
+    /// every connect (socket to CONNACK). Written by the worker only; read by the
+    /// main thread after `finished` (release/acquire).
+    let puback = LatencyRecorder()
+    let endToEnd = LatencyRecorder()
+    let connect = LatencyRecorder()
     let connected = ManagedAtomic<Int>(0)
     let failed = ManagedAtomic<Int>(0)
     let closedByServer = ManagedAtomic<Int>(0)
@@ -47,7 +58,9 @@ final class Stats: @unchecked Sendable {
 
 /// Shared switches from the main thread.
 final class Control: Sendable {
-    let go = ManagedAtomic<Bool>(false)      // start publishing
+    let go = ManagedAtomic<Bool>(false)      // start publishing (storm: drop everyone)
+    /// µs (monotonic) the run started: latency series count seconds from here.
+    let epoch = micros()
     let measure = ManagedAtomic<Bool>(false) // record latencies (after warm-up)
     let stop = ManagedAtomic<Bool>(false)    // end the run
 }
@@ -86,6 +99,11 @@ private struct Client {
     var rx: [UInt8] = []
     var dirty = false
     var nextID: UInt16 = 0
+    var connectStarted: UInt64 = 0   // µs
+    /// pile: the one QoS 1 PUBLISH whose PUBACK is being timed, and messages sent.
+    var timedID: UInt16 = 0
+    var timedAt: UInt64 = 0
+    var messages: UInt32 = 0
 }
 
 final class Worker {
@@ -115,6 +133,11 @@ final class Worker {
     private var starved: [Int] = []
     /// Clients waiting to reconnect (--retry): (due µs, client).
     private var retryAt: [(UInt64, Int)] = []
+    /// pile: when each gun sends next, on a wheel of 100 ms slots (client * guns + gun).
+    private var schedule: [[Int32]] = []
+    private var scheduleCursor: UInt64 = 0
+    /// storm: everyone was dropped (once, at go).
+    private var stormed = false
 
     init(plan: Plan, stats: Stats, control: Control) throws {
         self.plan = plan
@@ -130,6 +153,10 @@ final class Worker {
         targetAddr.pointee = plan.target.storage
         one = .allocate(capacity: 1)
         one.pointee = 1
+        if plan.profile == .pile {
+            schedule = Array(repeating: [], count: plan.maxInterval / 100 + 2)
+            scheduleCursor = micros() / 100_000
+        }
     }
 
     func run() {
@@ -171,6 +198,8 @@ final class Worker {
         clients[i].rx.removeAll()
         clients[i].out.clear()
         clients[i].inFlight.clear()
+        clients[i].timedID = 0
+        clients[i].connectStarted = micros()
         let slot = UInt32(i)
         ring.reserve(5)
         let src = (plan.firstIndex + i) % plan.sources.count
@@ -271,19 +300,33 @@ final class Worker {
             case PacketType.publish.rawValue:
                 publishes += 1
                 let qos = (first >> 1) & 3
+                let tlen = Int(rest[hdr]) << 8 | Int(rest[hdr + 1])
                 if qos > 0 {
-                    let tlen = Int(rest[hdr]) << 8 | Int(rest[hdr + 1])
                     let id = UInt16(rest[hdr + 2 + tlen]) << 8 | UInt16(rest[hdr + 3 + tlen])
                     queue(i, qos == 1 ? .puback(id) : .pubrec(id))
+                }
+                if plan.measureEndToEnd && control.measure.load(ordering: .relaxed),
+                   let sent = sentTime(UnsafeRawBufferPointer(rebasing: rest[(hdr + 2 + tlen + (qos > 0 ? 2 : 0))..<(hdr + len)])) {
+                    let now = micros()
+                    stats.endToEnd.record(now &- sent, now: now, epoch: control.epoch)
                 }
             case PacketType.pubrel.rawValue:
                 queue(i, .pubcomp(UInt16(rest[hdr]) << 8 | UInt16(rest[hdr + 1])))
             case PacketType.puback.rawValue, PacketType.pubcomp.rawValue:
                 stats.acked.wrappingIncrement(ordering: .relaxed)
-                if clients[i].awaitingAcks > 0 {
+                let now = micros()
+                if plan.profile == .pile {
+                    let id = UInt16(rest[hdr]) << 8 | UInt16(rest[hdr + 1])
+                    if id == clients[i].timedID {
+                        clients[i].timedID = 0
+                        if control.measure.load(ordering: .relaxed) {
+                            stats.puback.record(now - clients[i].timedAt, now: now, epoch: control.epoch)
+                        }
+                    }
+                } else if clients[i].awaitingAcks > 0 {
                     clients[i].awaitingAcks -= 1
                     if control.measure.load(ordering: .relaxed) {
-                        stats.latencies.append(UInt32(min(micros() - clients[i].burstStarted, UInt64(UInt32.max))))
+                        stats.puback.record(now - clients[i].burstStarted, now: now, epoch: control.epoch)
                     }
                     if clients[i].awaitingAcks == 0 && publishing { markDirty(i) }
                 }
@@ -304,12 +347,18 @@ final class Worker {
         clients[i].state = .connected
         pending -= 1
         stats.connected.wrappingIncrement(ordering: .relaxed)
+        let now = micros()
+        stats.connect.record(now - clients[i].connectStarted, now: now, epoch: control.epoch)
         if plan.hostsSubscriber && i == 0 {
             queue(i, .subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/+/#", plan.qos)])))
-        } else if plan.subscribeOwn {
+        } else if plan.subscribeOwn || plan.measureEndToEnd {
             queue(i, .subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/\(pileID(plan.firstIndex + i))/cmd", .atLeastOnce)])))
         }
-        if plan.profile != .idle && !(plan.hostsSubscriber && i == 0) { buildBurst(i) }
+        if plan.profile == .pile {
+            for gun in 0..<plan.guns { schedulePile(i * plan.guns + gun, first: true) }
+        } else if plan.profile == .fanin || plan.profile == .uplink, !(plan.hostsSubscriber && i == 0) {
+            buildBurst(i)
+        }
     }
 
     // MARK: sending
@@ -435,8 +484,94 @@ final class Worker {
         }
         for i in starved { markDirty(i) }
         starved.removeAll(keepingCapacity: true)
+        if plan.profile == .pile { pileTraffic(now) }
+        if plan.profile == .storm && publishing && !stormed { dropEveryone() }
         pings(elapsed)
         if control.stop.load(ordering: .relaxed) { pending = 0 }
+    }
+
+    // MARK: the pile profile
+
+    /// Put gun `entry` (client * guns + gun) on the wheel: a first message at a random
+    /// point of the interval (so piles do not send in step), then every min...max.
+    private func schedulePile(_ entry: Int, first: Bool) {
+        let ms = first ? Int.random(in: 0...plan.maxInterval) : Int.random(in: plan.minInterval...plan.maxInterval)
+        let slot = (scheduleCursor + UInt64(max(1, ms / 100))) % UInt64(schedule.count)
+        schedule[Int(slot)].append(Int32(entry))
+    }
+
+    /// Each 100 ms slot that came due: every gun in it sends its run data (or a
+    /// trade record), QoS `--qos`, and goes back on the wheel.
+    private func pileTraffic(_ now: UInt64) {
+        while scheduleCursor < now / 100_000 {
+            scheduleCursor += 1
+            let slot = Int(scheduleCursor % UInt64(schedule.count))
+            let due = schedule[slot]
+            schedule[slot].removeAll(keepingCapacity: true)
+            for entry in due {
+                let i = Int(entry) / plan.guns
+                guard clients[i].state == .connected else { continue }   // rescheduled at its next CONNACK
+                if publishing { sendPileMessage(i, gun: Int(entry) % plan.guns, now: now) }
+                schedulePile(Int(entry), first: false)
+            }
+        }
+    }
+
+    /// Run data is 300-600 bytes, a trade record 1-2 KB (../shared/pile-protocol.md);
+    /// `"t"` is the send time, which an echoed command brings back.
+    private func sendPileMessage(_ i: Int, gun: Int, now: UInt64) {
+        clients[i].messages &+= 1
+        let trade = plan.tradeEvery > 0 && clients[i].messages % UInt32(plan.tradeEvery) == 0
+        let head = trade ? #"{"命令":"交易记录","数据分区":"\#(gun + 1)枪数据","t":\#(now),"交易流水号":"\#(clients[i].messages)","pad":""#
+                         : #"{"命令":"运行数据","数据分区":"\#(gun + 1)枪数据","t":\#(now),"reqid":\#(clients[i].messages),"pad":""#
+        var payload = Array(head.utf8)
+        let size = trade ? Int.random(in: 1024...2048) : Int.random(in: 300...600)
+        while payload.count < size - 2 { payload.append(UInt8(ascii: "x")) }
+        payload += Array(#""}"#.utf8)
+        var id: UInt16 = 0
+        if plan.qos != .atMostOnce {
+            clients[i].nextID = clients[i].nextID == UInt16.max ? 1 : clients[i].nextID + 1
+            id = clients[i].nextID
+            if clients[i].timedID == 0 {   // one timed message per pile at a time
+                clients[i].timedID = id
+                clients[i].timedAt = now
+            }
+        }
+        queue(i, .publish(Publish(topic: "/xjdy/ops/v1/TCU/\(pileID(plan.firstIndex + i))/msg", payload: payload,
+                                  qos: plan.qos, packetID: id)))
+        stats.published.wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// The `"t":` value of a payload this harness wrote (µs), if there is one.
+    private func sentTime(_ payload: UnsafeRawBufferPointer) -> UInt64? {
+        let key: [UInt8] = Array(#""t":"#.utf8)
+        guard payload.count > key.count else { return nil }
+        for start in 0...(payload.count - key.count) where payload[start] == key[0] {
+            guard (0..<key.count).allSatisfy({ payload[start + $0] == key[$0] }) else { continue }
+            var v: UInt64 = 0, j = start + key.count
+            while j < payload.count, payload[j] >= 0x30, payload[j] <= 0x39 { v = v * 10 + UInt64(payload[j] - 0x30); j += 1 }
+            return j > start + key.count ? v : nil
+        }
+        return nil
+    }
+
+    // MARK: the storm profile
+
+    /// Every pile of this worker drops at once (the cell tower came back) and all
+    /// connect again as fast as --connect-rate lets them.
+    private func dropEveryone() {
+        stormed = true
+        var dropped = 0
+        for i in 0..<started where clients[i].state != .unused {
+            if clients[i].state == .connected { dropped += 1 }
+            ring.closeDirect(UInt32(i), tag: tag(LOp.close, i))
+            clients[i].attempt &+= 1   // completions of the old socket are ignored
+            clients[i].state = .unused
+        }
+        stats.connected.wrappingDecrement(by: dropped, ordering: .relaxed)
+        pending = 0
+        started = 0   // startConnections brings them back from the next tick
+        connectBudget = 0
     }
 
     /// PINGREQ so each connection is heard from twice per keepalive period; spread

@@ -2,6 +2,7 @@ import ArgumentParser
 import Atomics
 import Foundation
 import Glibc
+import Histogram
 import MQTTCodec
 import PileLoop
 
@@ -13,6 +14,18 @@ enum Profile: String, ExpressibleByArgument, CaseIterable, Sendable {
     /// every pile publishes (QoS 1: one window of --burst at a time), no subscriber:
     /// measures acknowledged messages/s and PUBACK latency (into Redis, with the bridge on)
     case uplink
+    /// the traffic mix of ../shared/pile-protocol.md: run data per gun every
+    /// --min/--max-interval, a trade record every --trade-every messages, pings at the
+    /// keepalive; with --redis, the echo worker answers each message with a command
+    /// (end-to-end latency pile -> Redis -> worker -> node -> pile)
+    case pile
+    /// all connect, hold --duration, then all drop at once and connect again: the
+    /// time until every pile is back, and connect latency
+    case storm
+    /// all connect and subscribe to their command topic; then one command per pile is
+    /// XADDed to the node's downlink stream (--redis) as fast as Redis takes them:
+    /// delivery rate and latency from XADD to the pile
+    case downlink
 }
 
 /// pileload: simulated charging piles against an MQTT broker on loopback.
@@ -41,6 +54,15 @@ struct PileLoad: ParsableCommand {
     @Option(help: "Worker threads (rings); 0 = enough for the fixed-file tables.") var workers = 0
     @Option(help: "Write the final report as JSON here.") var json: String?
     @Option(help: "Broker process id: sample its RSS and CPU from /proc at phase boundaries.") var brokerPid: Int32?
+    @Option(help: "pile: guns per pile, each sending its own run data.") var guns = 2
+    @Option(help: "pile: least seconds between one gun's messages.") var minInterval = 10.0
+    @Option(help: "pile: most seconds between one gun's messages.") var maxInterval = 30.0
+    @Option(help: "pile: every Nth message of a pile is a trade record (1-2 KB); 0 = none.") var tradeEvery = 100
+    @Option(help: "pile/downlink: the platform's Redis (loopback HOST:PORT): echo worker / command source.") var redis: String?
+    @Option(help: "pile: the gateway's uplink stream the echo worker reads.") var uplinkStream = "pilegate:up"
+    @Option(help: "pile/downlink: downlink stream prefix (+ node name).") var downlinkPrefix = "pilegate:down:"
+    @Option(help: "downlink: the gateway's node name (its [server] node).") var node = PileLoad.hostname()
+    @Option(help: "Write a PNG of rates and latency over time here (needs python3-matplotlib).") var plot: String?
 
     func validate() throws {
         guard let t = SocketAddress(target), t.isLoopback else {
@@ -52,6 +74,19 @@ struct PileLoad: ParsableCommand {
             throw ValidationError("--connections 1...10M, --duration 1...86400")
         }
         guard qos <= 2 else { throw ValidationError("--qos 0, 1 or 2") }
+        guard minInterval >= 0.1, maxInterval >= minInterval, maxInterval <= 3600, (1...8).contains(guns) else {
+            throw ValidationError("--min-interval >= 0.1, --max-interval in min...3600, --guns 1...8")
+        }
+        if let r = redis, SocketAddress(r)?.isLoopback != true || SocketAddress(r)?.family != AF_INET {
+            throw ValidationError("--redis must be an IPv4 loopback HOST:PORT")
+        }
+        if profile == .downlink && redis == nil { throw ValidationError("--profile downlink needs --redis") }
+    }
+
+    static func hostname() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, 255)
+        return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
     func run() throws {
@@ -70,7 +105,9 @@ struct PileLoad: ParsableCommand {
                             keepAlive: keepalive, connectRate: max(1, connectRate / nWorkers),
                             maxPending: max(1, maxPending / nWorkers), payload: payload, burst: burst,
                             qos: QoS(rawValue: qos)!, rate: rate / nWorkers, subscribeOwn: subscribe,
-                            hostsSubscriber: profile == .fanin && w == 0, fileTable: table, retry: retry, password: password)
+                            hostsSubscriber: profile == .fanin && w == 0, fileTable: table, retry: retry, password: password,
+                            guns: guns, minInterval: Int(minInterval * 1000), maxInterval: Int(maxInterval * 1000),
+                            tradeEvery: tradeEvery, measureEndToEnd: profile == .downlink || (profile == .pile && redis != nil))
             first += share
             let stats = Stats()
             statsList.append(stats)
@@ -112,25 +149,51 @@ struct PileLoad: ParsableCommand {
         }
 
         // Steady phase
+        var echo: EchoWorker?
+        var helpers: [PileLoop.Thread] = []
+        if profile == .pile, let r = redis {
+            let e = try EchoWorker(address: r, stream: uplinkStream, downlinkPrefix: downlinkPrefix, stop: control.stop)
+            echo = e
+            helpers.append(PileLoop.Thread(name: "pileload-echo") { e.run() })
+        }
         if profile != .idle {
             let subDeadline = monotonicMillis() + 5000
-            while profile == .fanin && statsList[0].subscribed.load(ordering: .relaxed) == 0 && monotonicMillis() < subDeadline { usleep(10_000) }
+            let subscribers = profile == .fanin ? 1 : (profile == .downlink || echo != nil) ? connected : 0
+            while sum(\.subscribed) < subscribers && monotonicMillis() < subDeadline { usleep(10_000) }
             control.go.store(true, ordering: .relaxed)
-            usleep(1_000_000)   // warm-up
+            if profile == .fanin || profile == .uplink || profile == .pile { usleep(1_000_000) }   // warm-up
             control.measure.store(true, ordering: .relaxed)
+        }
+        let commandsSent = ManagedAtomic<Int>(0)
+        if profile == .downlink, let r = redis {
+            let stream = downlinkPrefix + node, n = total
+            helpers.append(PileLoop.Thread(name: "pileload-downlink") {
+                do { commandsSent.store(try sendDownlinkBurst(address: r, stream: stream, piles: 0..<n), ordering: .relaxed) } catch {
+                    logError("pileload: downlink: \(error)")
+                }
+            })
         }
         let p0 = sum(\.published), r0 = sum(\.received), a0 = sum(\.acked), s0 = monotonicMillis()
         let cpu0 = broker?.cpuSeconds() ?? 0
-        var lp = p0, lr = r0
+        var lp = p0, lr = r0, la = a0
+        var series: [Sample] = []
+        var stormBackMs: UInt64?
         last = s0
         while monotonicMillis() - s0 < UInt64(duration) * 1000 {
-            usleep(200_000)
+            usleep(100_000)
             let now = monotonicMillis()
+            if profile == .storm && stormBackMs == nil && sum(\.connected) >= total && now - s0 > 200 { stormBackMs = now - s0 }
+            if profile == .downlink && sum(\.received) - r0 >= total { break }   // every command delivered
             if now - last >= 1000 {
-                let p = sum(\.published), r = sum(\.received)
+                let p = sum(\.published), r = sum(\.received), a = sum(\.acked)
                 let dt = Double(now - last) / 1000
-                say("steady t=\(String(format: "%.1f", Double(now - s0) / 1000))s connected=\(sum(\.connected)) pub/s=\(Int(Double(p - lp) / dt)) recv/s=\(Int(Double(r - lr) / dt)) closed_by_server=\(sum(\.closedByServer))")
-                lp = p; lr = r; last = now
+                let sample = Sample(t: Double(micros() - control.epoch) / 1e6, published: Double(p - lp) / dt, received: Double(r - lr) / dt,
+                                    acked: Double(a - la) / dt, connected: sum(\.connected),
+                                    p99: statsList.map { $0.puback.lastP99.load(ordering: .relaxed) }.max() ?? 0,
+                                    e2eP99: statsList.map { $0.endToEnd.lastP99.load(ordering: .relaxed) }.max() ?? 0)
+                series.append(sample)
+                say(sample.line + " closed_by_server=\(sum(\.closedByServer))" + (echo.map { " echoed=\($0.echoed.load(ordering: .relaxed))" } ?? ""))
+                lp = p; lr = r; la = a; last = now
             }
         }
         let secs = Double(monotonicMillis() - s0) / 1000
@@ -140,46 +203,59 @@ struct PileLoad: ParsableCommand {
         control.measure.store(false, ordering: .relaxed)
         control.stop.store(true, ordering: .relaxed)
         control.go.store(false, ordering: .relaxed)
+        helpers.forEach { $0.join() }
         let waitUntil = monotonicMillis() + 5000
         while !statsList.allSatisfy({ $0.finished.load(ordering: .acquiring) }) && monotonicMillis() < waitUntil { usleep(10_000) }
-        var lat = statsList.allSatisfy { $0.finished.load(ordering: .acquiring) } ? statsList.flatMap(\.latencies) : []
-        lat.sort()
-        func pct(_ p: Double) -> String {
-            lat.isEmpty ? "null" : String(format: "%.3f", Double(lat[min(lat.count - 1, Int(Double(lat.count) * p))]) / 1000)
+        let complete = statsList.allSatisfy { $0.finished.load(ordering: .acquiring) }
+        func merged(_ k: KeyPath<Stats, LatencyRecorder>) -> Histogram<UInt64> {
+            var h = LatencyRecorder.make()
+            if complete { for s in statsList { s[keyPath: k].closeSecond(); h.add(s[keyPath: k].total) } }
+            return h
         }
-        var report: [(String, String)] = [
-            ("profile", "\"\(profile.rawValue)\""), ("target", "\"\(target)\""),
-            ("connections", "\(total)"), ("connected", "\(connected)"), ("failed", "\(sum(\.failed))"),
-            ("refused", "\(sum(\.refused))"), ("retries", "\(sum(\.retries))"),
-            ("connect_seconds", String(format: "%.3f", Double(connectMs) / 1000)),
-            ("connect_rate", "\(Int(Double(connected) / max(0.001, Double(connectMs) / 1000)))"),
-            ("steady_seconds", String(format: "%.3f", secs)),
-            ("published", "\(published)"), ("received", "\(received)"),
-            ("published_per_s", "\(Int(Double(published) / secs))"),
-            ("received_per_s", "\(Int(Double(received) / secs))"),
-            ("closed_by_server", "\(sum(\.closedByServer))"),
-            ("acked", "\(acked)"), ("acked_per_s", "\(Int(Double(acked) / secs))"),
-            ("puback_ms_p50", pct(0.50)), ("puback_ms_p90", pct(0.90)), ("puback_ms_p99", pct(0.99)),
-            ("puback_ms_p999", pct(0.999)), ("puback_ms_max", lat.isEmpty ? "null" : String(format: "%.3f", Double(lat.last!) / 1000)),
-            ("latency_samples", "\(lat.count)"),
-        ]
+        let pubackH = merged(\.puback), e2eH = merged(\.endToEnd), connectH = merged(\.connect)
+        var report = Report()
+        report.add("profile", "\"\(profile.rawValue)\"")
+        report.add("target", "\"\(target)\"")
+        report.add("connections", total)
+        report.add("connected", connected)
+        report.add("failed", sum(\.failed))
+        report.add("refused", sum(\.refused))
+        report.add("retries", sum(\.retries))
+        report.add("connect_seconds", Double(connectMs) / 1000)
+        report.add("connect_rate", Int(Double(connected) / max(0.001, Double(connectMs) / 1000)))
+        report.latency("connect_ms", connectH)
+        report.add("steady_seconds", secs)
+        report.add("published", published)
+        report.add("received", received)
+        report.add("published_per_s", Int(Double(published) / secs))
+        report.add("received_per_s", Int(Double(received) / secs))
+        report.add("closed_by_server", sum(\.closedByServer))
+        report.add("acked", acked)
+        report.add("acked_per_s", Int(Double(acked) / secs))
+        report.latency("puback_ms", pubackH)
+        if profile == .pile && echo != nil || profile == .downlink { report.latency("end_to_end_ms", e2eH) }
+        if let echo { report.add("echoed", echo.echoed.load(ordering: .relaxed)) }
+        if profile == .downlink {
+            report.add("commands_sent", commandsSent.load(ordering: .relaxed))
+            report.add("commands_delivered_per_s", Int(Double(received) / secs))
+        }
+        if profile == .storm { report.add("storm_reconnect_seconds", stormBackMs.map { Double($0) / 1000 }) }
         if broker != nil {
-            report += [
-                ("broker_rss_before_kib", "\(rssBefore)"),
-                ("broker_cpu_connect_seconds", String(format: "%.2f", connectCPU)),
-                ("connects_per_broker_cpu_second", String(format: "%.0f", Double(connected) / max(0.001, connectCPU))),
-                ("broker_rss_connected_kib", "\(rssConnected)"),
-                ("broker_rss_end_kib", "\(rssSteady)"),
-                ("rss_per_connection_bytes", String(format: "%.0f", Double(rssConnected - rssBefore) * 1024 / Double(max(1, connected)))),
-                ("broker_cpu_seconds", String(format: "%.2f", cpu)),
-                ("broker_cpu_s_per_million_delivered", String(format: "%.3f", received > 0 ? cpu / Double(received) * 1e6 : 0)),
-            ]
+            report.add("broker_rss_before_kib", rssBefore)
+            report.add("broker_cpu_connect_seconds", connectCPU)
+            report.add("connects_per_broker_cpu_second", Int(Double(connected) / max(0.001, connectCPU)))
+            report.add("broker_rss_connected_kib", rssConnected)
+            report.add("broker_rss_end_kib", rssSteady)
+            report.add("rss_per_connection_bytes", Int(Double(rssConnected - rssBefore) * 1024 / Double(max(1, connected))))
+            report.add("broker_cpu_seconds", cpu)
+            report.add("broker_cpu_s_per_million_delivered", received > 0 ? cpu / Double(received) * 1e6 : 0)
         }
-        say("\nresult")
-        for (k, v) in report { say("  \(k.padding(toLength: 36, withPad: " ", startingAt: 0)) \(v)") }
-        if let path = json {
-            let body = "{" + report.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}\n"
-            try body.write(toFile: path, atomically: true, encoding: .utf8)
+        say("")
+        say(report.table(latencies: [("connect", connectH), ("PUBACK", pubackH), ("end to end", e2eH)]))
+        if let path = json { try report.json().write(toFile: path, atomically: true, encoding: .utf8) }
+        if let plot {
+            let latencySeries = complete ? statsList.map { ($0.puback.series, $0.endToEnd.series) } : []
+            try writePlot(plot, series: series, latency: latencySeries, title: "pileload \(profile.rawValue), \(total) piles")
         }
         // Sockets close with the process; workers need not unwind 200k connections one by one.
         Glibc.exit(0)
