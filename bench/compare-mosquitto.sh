@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # pilegate vs Mosquitto (Debian 2.0.11), same machine, same load, one run.
-#   bench/compare-mosquitto.sh [IDLE_CMP=19900] [IDLE_BIG=60000] [PUBLISHERS=1000] [SECONDS=10]
+#   bench/compare-mosquitto.sh [IDLE_CMP=19900] [IDLE_BIG="50000 100000 200000"] [PUBLISHERS=1000] [SECONDS=10] [QOS1_RATE=40000]
 # Cases (each broker started fresh, loopback only, every run bounded):
 #   idle   N pile connections, each subscribed to its own cmd topic (at most 100 connects in
 #          flight: Mosquitto listens with a backlog of 100): user RSS per connection
 #          (broker RSS after connecting minus before, / N). Mosquitto cannot hold more than
 #          ~19,900 here (RLIMIT_NOFILE 20000), so the comparison is at that count and
-#          pilegate alone goes on to IDLE_BIG.
+#          pilegate alone goes on to each count in IDLE_BIG.
 #   fanin  PUBLISHERS piles publish QoS 0 as fast as TCP lets them; one subscriber on
 #          /xjdy/ops/v1/TCU/+/# counts deliveries: delivered msgs/s and broker CPU per message.
+#   qos1   the same publishers at QOS1_RATE msgs/s in total, QoS 1 both ways (8 in flight
+#          per pile): acknowledged and delivered msgs/s, PUBACK p99, and messages
+#          acknowledged but never delivered. pilegate also stores each one in Redis
+#          (embedded) before its PUBACK; Mosquitto keeps them in memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IDLE_CMP=${1:-19900}; IDLE_BIG=${2:-60000}; PUBLISHERS=${3:-1000}; SECS=${4:-10}
+IDLE_CMP=${1:-19900}; IDLE_BIG=${2:-"50000 100000 200000"}; PUBLISHERS=${3:-1000}; SECS=${4:-10}; QOS1_RATE=${5:-40000}
 out=bench/results/$(date +%Y%m%d-%H%M%S); mkdir -p "$out"
 ops/loadtest-sysctl.sh
 swift build -c release --product pilegate >/dev/null
@@ -55,22 +59,27 @@ run_case() {  # broker name profile connections extra...
 echo "== idle: $IDLE_CMP pile connections, subscribed, held ${SECS}s"
 run_case pilegate idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000 --max-pending 100
 run_case mosquitto idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000 --max-pending 100
-echo "== idle: $IDLE_BIG pile connections (pilegate alone; past one process's fd limit)"
-run_case pilegate idle-big idle "$IDLE_BIG" --subscribe --duration "$SECS" --connect-rate 100000 --sources 32
+for n in $IDLE_BIG; do
+  echo "== idle: $n pile connections (pilegate alone; past one process's fd limit)"
+  run_case pilegate "idle-$n" idle "$n" --subscribe --duration "$SECS" --connect-rate 100000 --sources 64
+done
 echo "== fanin: $PUBLISHERS QoS 0 publishers -> 1 wildcard subscriber, ${SECS}s"
 run_case pilegate fanin fanin "$PUBLISHERS" --duration "$SECS"
 run_case mosquitto fanin fanin "$PUBLISHERS" --duration "$SECS"
+echo "== qos1: $PUBLISHERS QoS 1 publishers at $QOS1_RATE msgs/s -> 1 QoS 1 wildcard subscriber, ${SECS}s"
+run_case pilegate qos1 fanin "$PUBLISHERS" --duration "$SECS" --qos 1 --rate "$QOS1_RATE"
+run_case mosquitto qos1 fanin "$PUBLISHERS" --duration "$SECS" --qos 1 --rate "$QOS1_RATE"
 
-python3 - "$out" <<'PY'
+python3 - "$out" $IDLE_BIG <<'PY'
 import json, sys, os
-d = sys.argv[1]
+d, big = sys.argv[1], sys.argv[2:]
 def j(n):
     p = os.path.join(d, n + ".json")
     return json.load(open(p)) if os.path.exists(p) else {}
 rows = []
 pi, mi = j("pilegate-idle-cmp"), j("mosquitto-idle-cmp")
-pb = j("pilegate-idle-big")
 pf, mf = j("pilegate-fanin"), j("mosquitto-fanin")
+pq, mq = j("pilegate-qos1"), j("mosquitto-qos1")
 def ratio(a, b, inv=False):
     try:
         return f"{(b/a if inv else a/b):.2f}x"
@@ -82,9 +91,17 @@ def row(name, a, b, inv=False):
 row(f"idle conns held (of {pi.get('connections')})", pi.get("connected"), mi.get("connected"))
 row("user RSS per idle connection, bytes (lower wins)", pi.get("rss_per_connection_bytes"), mi.get("rss_per_connection_bytes"), inv=True)
 row("connect rate /s", pi.get("connect_rate"), mi.get("connect_rate"))
-row(f"idle conns held (of {pb.get('connections')}), pilegate alone", pb.get("connected"), None)
-row("  RSS per connection at that count, bytes", pb.get("rss_per_connection_bytes"), None)
+for n in big:
+    pb = j(f"pilegate-idle-{n}")
+    row(f"idle conns held (of {n}), pilegate alone", pb.get("connected"), None)
+    row("  RSS per connection at that count, bytes", pb.get("rss_per_connection_bytes"), None)
 row(f"QoS 0 fan-in delivered msgs/s ({pf.get('connections')} conns)", pf.get("received_per_s"), mf.get("received_per_s"))
 row("broker CPU s per million delivered (lower wins)", pf.get("broker_cpu_s_per_million_delivered"), mf.get("broker_cpu_s_per_million_delivered"), inv=True)
+row(f"QoS 1 fan-in offered {pq.get('published_per_s')}/s: acknowledged/s", pq.get("acked_per_s"), mq.get("acked_per_s"))
+row("  delivered/s", pq.get("received_per_s"), mq.get("received_per_s"))
+row("  PUBACK p99 ms (lower wins)", pq.get("puback_ms_p99"), mq.get("puback_ms_p99"), inv=True)
+lost = lambda r: max(0, r.get("acked", 0) - r.get("received", 0)) if r else None
+row("  acknowledged but not delivered", lost(pq), lost(mq))
+row("  broker CPU s per million delivered (lower wins)", pq.get("broker_cpu_s_per_million_delivered"), mq.get("broker_cpu_s_per_million_delivered"), inv=True)
 print(f"\nraw results: {d}")
 PY

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # QoS 1 uplink into Redis Streams: pilegate's acknowledged messages/s and PUBACK
 # latency, next to the same Redis's own ceiling for pipelined XADD, in one run.
-#   bench/uplink-redis.sh [CONNECTIONS="10000 100000"] [SECONDS=15] [PACED_RATE=20000]
+#   bench/uplink-redis.sh [CONNECTIONS="10000 100000"] [SECONDS=15] [PACED_RATE=20000] [PILES=200000] [PILE_SECONDS=60]
 # For each connection count:
 #   max    every pile keeps a window of 8 QoS 1 messages in flight: the most pilegate
 #          gets acknowledged by Redis per second (PUBACK only after XADD is confirmed);
 #   paced  PACED_RATE messages/s spread over the piles, one in flight each (the pile
 #          profile: 200k piles sending every 10 s is 20k/s): PUBACK latency.
+#   pile   (once) PILES piles in the pile profile (2 guns, run data every 10-30 s each,
+#          trade records): ~PILES/10 msgs/s QoS 1 into Redis, PUBACK percentiles, for
+#          PILE_SECONDS, with the echo worker answering each message through the
+#          downlink stream (end-to-end latency).
 # Ceiling: redis-benchmark pipelining the same XADD (same fields, 400-byte payload) over
 # as many connections as pilegate has shards. Redis runs without persistence for both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COUNTS=${1:-"10000 100000"}; SECS=${2:-15}; PACED=${3:-20000}
+COUNTS=${1:-"10000 100000"}; SECS=${2:-15}; PACED=${3:-20000}; PILES=${4:-200000}; PILE_SECS=${5:-60}
 out=$(pwd)/bench/results/uplink-$(date +%Y%m%d-%H%M%S); mkdir -p "$out"
 ops/loadtest-sysctl.sh
 swift build -c release --product pilegate >/dev/null
@@ -30,22 +34,23 @@ redis-cli -p $RPORT del bench:ceiling >/dev/null
 echo "redis ceiling, pipelined XADD: ${ceiling} /s"
 printf '[redis]\naddress = "127.0.0.1:%s"\n[log]\nlevel = "warning"\n' $RPORT >"$out/pilegate.toml"
 
-run() {  # name connections extra...
-  local name=$1 n=$2; shift 2
+run() {  # name connections profile extra...
+  local name=$1 n=$2 profile=$3; shift 3
   .build/release/pilegate --listen 0.0.0.0:$PORT --config "$out/pilegate.toml" >"$out/pilegate-$name.log" 2>&1 &
   local pid=$!; sleep 1
-  timeout 900 .build/release/pileload --target 127.0.0.1:$PORT --profile uplink --qos 1 --connections "$n" \
-    --sources 64 --connect-rate 50000 --duration "$SECS" --broker-pid $pid --json "$out/$name.json" "$@" >"$out/$name.txt" || true
+  timeout 900 .build/release/pileload --target 127.0.0.1:$PORT --profile "$profile" --qos 1 --connections "$n" \
+    --sources 64 --connect-rate 30000 --broker-pid $pid --json "$out/$name.json" "$@" >"$out/$name.txt" || true
   kill -INT $pid; wait $pid || true
   redis-cli -p $RPORT del pilegate:up pilegate:events pilegate:presence >/dev/null
 }
 for n in $COUNTS; do
-  run "max-$n" "$n" --burst 8
-  run "paced-$n" "$n" --burst 1 --rate "$PACED"
+  run "max-$n" "$n" uplink --burst 8 --duration "$SECS"
+  run "paced-$n" "$n" uplink --burst 1 --rate "$PACED" --duration "$SECS"
 done
-python3 - "$out" "$ceiling" $COUNTS <<'PY'
+run "pile-$PILES" "$PILES" pile --duration "$PILE_SECS" --redis 127.0.0.1:$RPORT --plot "$out/pile-$PILES.png"
+python3 - "$out" "$ceiling" "$PILES" $COUNTS <<'PY'
 import json, os, sys
-d, ceiling, counts = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+d, ceiling, piles, counts = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
 print(f"\n{'connections':>11} {'case':>6} {'acked/s':>9} {'of ceiling':>10} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'CPU s/M':>8} {'failed':>6}")
 for n in counts:
     for case in ("max", "paced"):
@@ -56,5 +61,15 @@ for n in counts:
         a = j["acked_per_s"]
         cpu = j["broker_cpu_seconds"] / max(1, j["acked"]) * 1e6
         print(f"{n:>11} {case:>6} {a:>9} {a/ceiling:>9.0%} {j['puback_ms_p50']:>7} {j['puback_ms_p99']:>7} {j['puback_ms_p999']:>8} {cpu:>8.2f} {j['failed']:>6}")
+p = os.path.join(d, f"pile-{piles}.json")
+if os.path.exists(p):
+    j = json.load(open(p))
+    print(f"\npile profile, {j['connected']} of {piles} piles: {j['acked_per_s']} QoS 1 msgs/s stored; PUBACK ms p50 {j['puback_ms_p50']} "
+          f"p99 {j['puback_ms_p99']} p99.9 {j['puback_ms_p999']} max {j['puback_ms_max']}; end to end (echo worker) p50 "
+          f"{j.get('end_to_end_ms_p50')} p99 {j.get('end_to_end_ms_p99')}; closed by server {j['closed_by_server']}; "
+          f"gateway RSS {j.get('broker_rss_end_kib')} KiB")
+best = max((json.load(open(os.path.join(d, f"max-{n}.json")))["acked_per_s"] for n in counts
+            if os.path.exists(os.path.join(d, f"max-{n}.json"))), default=0)
+print(f"QoS 1 uplink at most {best}/s = {best / ceiling:.0%} of the Redis ceiling")
 print(f"\nredis ceiling (redis-benchmark, pipelined XADD): {ceiling:.0f}/s; raw results: {d}")
 PY
