@@ -61,8 +61,9 @@ public final class Counters: Sendable {
     private let values: [ManagedAtomic<UInt64>]
     /// Connections closed, by `CloseReason` (in `allCases` order).
     private let closes: [ManagedAtomic<UInt64>]
-    /// MQTT packets by direction and type: `direction * 16 + type`.
+    /// MQTT packets, and their bytes, by direction and type: `direction * 16 + type`.
     private let packets: [ManagedAtomic<UInt64>]
+    private let packetBytes: [ManagedAtomic<UInt64>]
     /// Uplink PUBLISHes by the stream they were routed to (`Router.streams` order).
     private let routed: [ManagedAtomic<UInt64>]
     /// Send-rate actions by rule (`RateRules.rules` order, then the quota).
@@ -79,21 +80,24 @@ public final class Counters: Sendable {
         values = Counter.allCases.map { _ in ManagedAtomic(0) }
         closes = CloseReason.allCases.map { _ in ManagedAtomic(0) }
         packets = (0..<32).map { _ in ManagedAtomic(0) }
+        packetBytes = (0..<32).map { _ in ManagedAtomic(0) }
         routed = (0..<streams).map { _ in ManagedAtomic(0) }
         ruleActions = (0...rules).map { _ in ManagedAtomic(0) }
     }
 
     enum Direction: Int { case `in` = 0, out = 1 }
 
-    func packet(_ d: Direction, _ t: PacketType) {
+    func packet(_ d: Direction, _ t: PacketType, bytes: Int) {
         packets[d.rawValue << 4 | Int(t.rawValue)].wrappingIncrement(ordering: .relaxed)
+        packetBytes[d.rawValue << 4 | Int(t.rawValue)].wrappingIncrement(by: UInt64(bytes), ordering: .relaxed)
     }
     func routed(toStream i: Int) { routed[i].wrappingIncrement(ordering: .relaxed) }
     /// `rule` as in `RateVerdict`: an index into the rules, or -1 for the quota.
     func rateAction(rule: Int) { ruleActions[rule < 0 ? ruleActions.count - 1 : rule].wrappingIncrement(ordering: .relaxed) }
 
-    static func totalPackets(_ d: Direction, _ t: PacketType, _ sets: [Counters]) -> UInt64 {
-        sets.reduce(0) { $0 + $1.packets[d.rawValue << 4 | Int(t.rawValue)].load(ordering: .relaxed) }
+    static func totalPackets(_ d: Direction, _ t: PacketType, _ sets: [Counters]) -> (packets: UInt64, bytes: UInt64) {
+        let i = d.rawValue << 4 | Int(t.rawValue)
+        return sets.reduce((0, 0)) { ($0.0 + $1.packets[i].load(ordering: .relaxed), $0.1 + $1.packetBytes[i].load(ordering: .relaxed)) }
     }
     static func totalRouted(_ i: Int, _ sets: [Counters]) -> UInt64 {
         sets.reduce(0) { $0 + (i < $1.routed.count ? $1.routed[i].load(ordering: .relaxed) : 0) }

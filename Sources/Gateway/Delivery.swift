@@ -53,7 +53,7 @@ extension Shard {
                               dup: dup, packetID: id, into: &slab[Int(slot)].outbound)
         m.payload.withUnsafeBytes { slab[Int(slot)].outbound.append($0) }
         counters.add(.publishesOut)
-        counters.packet(.out, .publish)
+        counters.packet(.out, .publish, bytes: size)
         slab[Int(slot)].session?.countOut(size, overhead: overhead(slot), today: today)
         markDirty(slot)
     }

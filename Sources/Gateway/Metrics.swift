@@ -25,7 +25,7 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
     private var counters: [(Counter, Mirror)] = []
     private var gauges: [(Counter, Gauge)] = []
     private var closes: [(CloseReason, Mirror)] = []
-    private var packets: [(Counters.Direction, PacketType, Mirror)] = []
+    private var packets: [(Counters.Direction, PacketType, count: Mirror, bytes: Mirror)] = []
     private var routed: [Mirror] = []
     private var ruleActions: [Mirror] = []
     private let rss: Gauge
@@ -51,11 +51,12 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
             closes.append((r, Mirror(registry.makeCounter(descriptor: closed, labels: [("reason", r.eventReason)]))))
         }
         let packet = Metrics.metric("pilegate_packets_total", "MQTT packets, by direction and type")
+        let packetBytes = Metrics.metric("pilegate_packet_bytes_total", "MQTT bytes (before TLS), by direction and packet type")
         for d in [Counters.Direction.in, .out] {
             for t in PacketType.allCases where t.flows(d) {
-                packets.append((d, t, Mirror(registry.makeCounter(descriptor: packet,
-                                                                  labels: [("direction", d == .in ? "in" : "out"),
-                                                                           ("type", "\(t)")]))))
+                let labels = [("direction", d == .in ? "in" : "out"), ("type", "\(t)")]
+                packets.append((d, t, Mirror(registry.makeCounter(descriptor: packet, labels: labels)),
+                                Mirror(registry.makeCounter(descriptor: packetBytes, labels: labels))))
             }
         }
         let route = Metrics.metric("pilegate_uplink_routed_total", "Uplink PUBLISHes, by the Redis stream they were routed to")
@@ -78,7 +79,11 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         for i in counters.indices { counters[i].1.advance(to: Counters.total(counters[i].0, sets)) }
         for (c, gauge) in gauges { gauge.set(Double(Counters.total(c, sets))) }
         for i in closes.indices { closes[i].1.advance(to: Counters.totalClosed(closes[i].0, sets)) }
-        for i in packets.indices { packets[i].2.advance(to: Counters.totalPackets(packets[i].0, packets[i].1, sets)) }
+        for i in packets.indices {
+            let (n, bytes) = Counters.totalPackets(packets[i].0, packets[i].1, sets)
+            packets[i].count.advance(to: n)
+            packets[i].bytes.advance(to: bytes)
+        }
         for i in routed.indices { routed[i].advance(to: Counters.totalRouted(i, sets)) }
         for i in ruleActions.indices { ruleActions[i].advance(to: Counters.totalRateActions(rule: i, sets)) }
         rss.set(Double(Metrics.residentBytes()))

@@ -535,7 +535,7 @@ final class Shard {
                     }
                 }
                 offset += n
-                counters.packet(.in, packet.type)
+                counters.packet(.in, packet.type, bytes: n)
                 slab[Int(slot)].lastSeen = nowTick32
                 if let s = slab[Int(slot)].session { s.countIn(n, overhead: overhead(slot), today: today) }
                 if handleIt { handle(slot, packet) }
@@ -585,7 +585,7 @@ final class Shard {
         let size = Encoder.size(of: packet)
         slab[Int(slot)].outbound.reserve(size)
         Encoder.encode(packet, into: &slab[Int(slot)].outbound)
-        counters.packet(.out, packet.type)
+        counters.packet(.out, packet.type, bytes: size)
         slab[Int(slot)].session?.countOut(size, overhead: overhead(slot), today: today)
         markDirty(slot)
     }

@@ -48,6 +48,10 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(value(body, "pilegate_packets_total{direction=\"in\",type=\"publish\"}"), 3)
         XCTAssertEqual(value(body, "pilegate_packets_total{direction=\"in\",type=\"connect\"}"), 3)
         XCTAssertEqual(value(body, "pilegate_packets_total{direction=\"out\",type=\"puback\"}"), 3)
+        XCTAssertEqual(value(body, "pilegate_packet_bytes_total{direction=\"out\",type=\"puback\"}"), 12, "4 bytes each")
+        XCTAssertEqual(value(body, "pilegate_packet_bytes_total{direction=\"in\",type=\"publish\"}"),
+                       Double(3 * Encoder.size(of: .publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAAA0/msg", payload: [1],
+                                                                    qos: .atLeastOnce, packetID: 1)))))
         XCTAssertEqual(value(body, "pilegate_uplink_routed_total{stream=\"pilegate:up\"}"), 3)
         XCTAssertEqual(value(body, "pilegate_redis_xadd_latency_seconds_count"), 3)
         XCTAssertEqual(value(body, "pilegate_redis_xadd_latency_seconds_bucket{le=\"+Inf\"}"), 3)
