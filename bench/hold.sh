@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Issue 5's endurance target: PILES pile connections held for SECONDS, none dropped.
+#   bench/hold.sh [PILES=200000] [SECONDS=600]
+# Piles subscribe to their own command topic and ping at the keepalive (120 s) for
+# the whole hold; pileload reports piles the server closed, and the gateway's RSS
+# after connecting and at the end (growth over the hold = a leak or queues).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PILES=${1:-200000}; SECS=${2:-600}
+out=$(pwd)/bench/results/hold-$(date +%Y%m%d-%H%M%S); mkdir -p "$out"
+ops/loadtest-sysctl.sh
+swift build -c release --product pilegate >/dev/null
+swift build -c release --product pileload >/dev/null
+PORT=18886
+printf '[log]\nlevel = "warning"\n[admin]\nbind = "127.0.0.1:19886"\n' >"$out/pilegate.toml"
+.build/release/pilegate --listen 127.0.0.1:$PORT --config "$out/pilegate.toml" >"$out/pilegate.log" 2>&1 &
+pid=$!; sleep 1
+timeout $((SECS + 600)) .build/release/pileload --target 127.0.0.1:$PORT --profile idle --subscribe --connections "$PILES" \
+  --sources 64 --connect-rate 30000 --duration "$SECS" --broker-pid $pid --json "$out/hold.json" >"$out/hold.txt" || true
+closed=$(curl -s 127.0.0.1:19886/metrics | grep -E '^pilegate_connections_closed_total ' | awk '{print $2}')
+kill -INT $pid; wait $pid || true
+python3 - "$out" "$closed" <<'PY'
+import json, sys
+d, closed = sys.argv[1], sys.argv[2]
+j = json.load(open(d + "/hold.json"))
+print(f"held {j['connected']} of {j['connections']} piles for {j['steady_seconds']:.0f} s; closed by server: {j['closed_by_server']}; "
+      f"gateway connections closed (metrics): {closed}")
+print(f"gateway RSS: {j['broker_rss_connected_kib']} KiB connected, {j['broker_rss_end_kib']} KiB at the end; "
+      f"{j['rss_per_connection_bytes']} B per connection; connect {j['connect_seconds']:.1f} s")
+print(f"raw results: {d}")
+PY
