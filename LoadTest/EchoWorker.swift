@@ -94,6 +94,7 @@ final class EchoWorker: @unchecked Sendable {
                                                "BLOCK", "100", "STREAMS", stream, ">"])
                 guard let entries = batch.items.first?.items.dropFirst().first?.items, !entries.isEmpty else { continue }
                 var ids: [[UInt8]] = []
+                var commands = 0
                 for e in entries {
                     guard let id = e.items.first?.bytes else { continue }
                     ids.append(id)
@@ -105,10 +106,10 @@ final class EchoWorker: @unchecked Sendable {
                     guard let device = fields["device"], let node = fields["node"], let payload = fields["payload"] else { continue }
                     redis.append([Array("XADD".utf8), Array(downlinkPrefix.utf8) + node, Array("*".utf8),
                                   Array("device".utf8), device, Array("payload".utf8), payload, Array("qos".utf8), Array("1".utf8)])
+                    commands += 1
                 }
                 redis.append([Array("XACK".utf8), Array(stream.utf8), Array("pileload-echo".utf8)] + ids)
-                for _ in 0..<entries.count { _ = try redis.reply() }   // XADDs (skipped entries appended none)
-                _ = try redis.reply()
+                for _ in 0...commands { _ = try redis.reply() }   // the XADDs, then the XACK
                 echoed.wrappingIncrement(by: entries.count, ordering: .relaxed)
             }
         } catch {
@@ -123,19 +124,20 @@ func sendDownlinkBurst(address: String, stream: String, piles: Range<Int>) throw
     let redis = try RedisClient(address)
     var sent = 0
     var batch = 0
+    func collect() throws {
+        for _ in 0..<batch { if case .error(let e) = try redis.reply() { throw PileLoadError("XADD: \(e)") } }
+        sent += batch
+        batch = 0
+    }
     for n in piles {
         let payload = Array(#"{"命令":"更新主站","reqid":\#(n),"t":\#(micros()),"pad":"firmware"}"#.utf8)
         redis.append([Array("XADD".utf8), Array(stream.utf8), Array("*".utf8), Array("device".utf8), Array(pileID(n).utf8),
                       Array("payload".utf8), payload, Array("qos".utf8), Array("1".utf8)])
         batch += 1
-        if batch == 1000 {
-            for _ in 0..<batch { if case .error(let e) = try redis.reply() { throw PileLoadError("XADD: \(e)") } }
-            sent += batch
-            batch = 0
-        }
+        if batch == 1000 { try collect() }
     }
-    for _ in 0..<batch { if case .error(let e) = try redis.reply() { throw PileLoadError("XADD: \(e)") } }
-    return sent + batch
+    try collect()
+    return sent
 }
 
 struct PileLoadError: Error, CustomStringConvertible {

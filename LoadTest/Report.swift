@@ -24,7 +24,6 @@ struct Report {
     private var fields: [(String, String)] = []
 
     mutating func add(_ key: String, _ value: Int) { fields.append((key, "\(value)")) }
-    mutating func add(_ key: String, _ value: Double) { fields.append((key, String(format: "%.3f", value))) }
     mutating func add(_ key: String, _ value: Double?) { fields.append((key, value.map { String(format: "%.3f", $0) } ?? "null")) }
     mutating func add(_ key: String, _ json: String) { fields.append((key, json)) }
 

@@ -235,10 +235,7 @@ struct PileLoad: ParsableCommand {
         report.latency("puback_ms", pubackH)
         if profile == .pile && echo != nil || profile == .downlink { report.latency("end_to_end_ms", e2eH) }
         if let echo { report.add("echoed", echo.echoed.load(ordering: .relaxed)) }
-        if profile == .downlink {
-            report.add("commands_sent", commandsSent.load(ordering: .relaxed))
-            report.add("commands_delivered_per_s", Int(Double(received) / secs))
-        }
+        if profile == .downlink { report.add("commands_sent", commandsSent.load(ordering: .relaxed)) }
         if profile == .storm { report.add("storm_reconnect_seconds", stormBackMs.map { Double($0) / 1000 }) }
         if broker != nil {
             report.add("broker_rss_before_kib", rssBefore)

@@ -71,7 +71,7 @@ extension Shard {
             if s.silentReported { continue }
             s.silentReported = true
             counters.add(.silentReports)
-            let seconds = String(UInt64(now &- s.lastPublish) * Shard.tickMillis / 1000)
+            let seconds = silence(s, now)
             logger.info("silent: no PUBLISH for \(seconds) s", metadata: who(UInt32(i)))
             redis?.event("silent", device: s.clientID, [("seconds", seconds)])
         }
@@ -83,11 +83,16 @@ extension Shard {
         let now = nowTick32
         if s.silentReported {
             s.silentReported = false
-            let seconds = String(UInt64(now &- s.lastPublish) * Shard.tickMillis / 1000)
+            let seconds = silence(s, now)
             logger.info("silent_end: PUBLISH after \(seconds) s", metadata: who(slot))
             redis?.event("silent_end", device: s.clientID, [("seconds", seconds)])
         }
         s.lastPublish = now
+    }
+
+    /// Whole seconds since the session's last PUBLISH, for logs and events.
+    private func silence(_ s: Session, _ now: UInt32) -> String {
+        String(UInt64(now &- s.lastPublish) * Shard.tickMillis / 1000)
     }
 
     /// How often `reviewSilence` runs: a tenth of the threshold, 1 to 30 s.

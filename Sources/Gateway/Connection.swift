@@ -46,11 +46,16 @@ struct Peer: CustomStringConvertible, Equatable {
 
     init() {}
 
-    /// From address bytes in network order (a PROXY protocol header).
-    init(v4 a: (UInt8, UInt8, UInt8, UInt8), port: UInt16) {
-        v4 = withUnsafeBytes(of: a) { $0.load(as: UInt32.self) }
+    /// `address` as in `in_addr.s_addr` (network byte order).
+    init(v4 address: UInt32, port: UInt16) {
+        v4 = address
         self.port = port
-        isLoopback = a.0 == 127
+        isLoopback = UInt8(truncatingIfNeeded: address) == 127   // first octet
+    }
+
+    /// From the four address bytes, first octet first (a PROXY protocol header).
+    init(v4 a: (UInt8, UInt8, UInt8, UInt8), port: UInt16) {
+        self.init(v4: withUnsafeBytes(of: a) { $0.load(as: UInt32.self) }, port: port)
     }
 
     init(v6 a: UnsafeRawBufferPointer, port: UInt16) {
@@ -62,12 +67,12 @@ struct Peer: CustomStringConvertible, Equatable {
     init(_ ss: UnsafePointer<sockaddr_storage>) {
         if Int32(ss.pointee.ss_family) == AF_INET {
             let a = UnsafeRawPointer(ss).load(as: sockaddr_in.self)
-            v4 = a.sin_addr.s_addr
-            port = UInt16(bigEndian: a.sin_port)
-            isLoopback = UInt8(truncatingIfNeeded: v4) == 127
+            self.init(v4: a.sin_addr.s_addr, port: UInt16(bigEndian: a.sin_port))
         } else if Int32(ss.pointee.ss_family) == AF_INET6 {
             let a = UnsafeRawPointer(ss).load(as: sockaddr_in6.self)
             self = withUnsafeBytes(of: a.sin6_addr) { Peer(v6: $0, port: UInt16(bigEndian: a.sin6_port)) }
+        } else {
+            self.init()
         }
     }
 

@@ -21,7 +21,6 @@ public enum Counter: Int, CaseIterable, Sendable {
     case bytesIn
     case bytesOut
     case publishesIn
-    case publishesOut
     case queueDrops              // message dropped: client queue at its bound
     case uplinkStored            // XADD confirmed by Redis
     case uplinkDropped           // QoS 0 dropped under backpressure (qos0_overload = "drop")
@@ -100,10 +99,10 @@ public final class Counters: Sendable {
         return sets.reduce((0, 0)) { ($0.0 + $1.packets[i].load(ordering: .relaxed), $0.1 + $1.packetBytes[i].load(ordering: .relaxed)) }
     }
     static func totalRouted(_ i: Int, _ sets: [Counters]) -> UInt64 {
-        sets.reduce(0) { $0 + (i < $1.routed.count ? $1.routed[i].load(ordering: .relaxed) : 0) }
+        sets.reduce(0) { $0 + $1.routed[i].load(ordering: .relaxed) }
     }
     static func totalRateActions(rule i: Int, _ sets: [Counters]) -> UInt64 {
-        sets.reduce(0) { $0 + (i < $1.ruleActions.count ? $1.ruleActions[i].load(ordering: .relaxed) : 0) }
+        sets.reduce(0) { $0 + $1.ruleActions[i].load(ordering: .relaxed) }
     }
 
     func closed(_ r: CloseReason) { closes[r.index].wrappingIncrement(ordering: .relaxed) }

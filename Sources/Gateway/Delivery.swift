@@ -52,7 +52,6 @@ extension Shard {
         Encoder.publishHeader(topic: m.topic, payloadCount: m.payload.count, qos: qos, retain: retain,
                               dup: dup, packetID: id, into: &slab[Int(slot)].outbound)
         m.payload.withUnsafeBytes { slab[Int(slot)].outbound.append($0) }
-        counters.add(.publishesOut)
         counters.packet(.out, .publish, bytes: size)
         slab[Int(slot)].session?.countOut(size, overhead: overhead(slot), today: today)
         markDirty(slot)

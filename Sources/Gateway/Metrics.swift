@@ -26,6 +26,10 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
     private var gauges: [(Counter, Gauge)] = []
     private var closes: [(CloseReason, Mirror)] = []
     private var packets: [(Counters.Direction, PacketType, count: Mirror, bytes: Mirror)] = []
+    /// `pilegate_publishes_total{direction="out"}`: every PUBLISH sent, which is the
+    /// outgoing PUBLISH packet count (the incoming side counts handled PUBLISHes,
+    /// a Counter of its own).
+    private var publishesOut: Mirror
     private var routed: [Mirror] = []
     private var ruleActions: [Mirror] = []
     private let rss: Gauge
@@ -59,6 +63,8 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
                                 Mirror(registry.makeCounter(descriptor: packetBytes, labels: labels))))
             }
         }
+        publishesOut = Mirror(registry.makeCounter(descriptor: Metrics.metric("pilegate_publishes_total", "PUBLISH packets"),
+                                                   labels: [("direction", "out")]))
         let route = Metrics.metric("pilegate_uplink_routed_total", "Uplink PUBLISHes, by the Redis stream they were routed to")
         let registry = registry
         routed = streams.map { Mirror(registry.makeCounter(descriptor: route, labels: [("stream", $0)])) }
@@ -84,6 +90,7 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
             packets[i].count.advance(to: n)
             packets[i].bytes.advance(to: bytes)
         }
+        publishesOut.advance(to: Counters.totalPackets(.out, .publish, sets).packets)
         for i in routed.indices { routed[i].advance(to: Counters.totalRouted(i, sets)) }
         for i in ruleActions.indices { ruleActions[i].advance(to: Counters.totalRateActions(rule: i, sets)) }
         rss.set(Double(Metrics.residentBytes()))
@@ -180,7 +187,6 @@ extension Counter {
         case .bytesIn: return c("bytes_total", "Bytes on client sockets (after TLS)", [("direction", "in")])
         case .bytesOut: return c("bytes_total", "Bytes on client sockets (after TLS)", [("direction", "out")])
         case .publishesIn: return c("publishes_total", "PUBLISH packets", [("direction", "in")])
-        case .publishesOut: return c("publishes_total", "PUBLISH packets", [("direction", "out")])
         case .queueDrops: return c("queue_drops_total", "Messages dropped: a client's queue or send buffer was full")
         case .uplinkStored: return c("uplink_stored_total", "Uplink XADDs confirmed by Redis (any QoS)")
         case .uplinkDropped: return c("uplink_dropped_total", "QoS 0 uplink dropped under backpressure (qos0_overload = drop)")

@@ -282,15 +282,17 @@ extension Shard {
 extension Session {
     func countIn(_ bytes: Int, overhead: UInt64, today: UInt32) {
         usage.roll(to: today)
-        usage.bytesIn &+= UInt64(bytes) &+ overhead
-        usage.unflushedIn &+= UInt32(truncatingIfNeeded: UInt64(bytes) &+ overhead)
+        let n = UInt64(bytes) &+ overhead
+        usage.bytesIn &+= n
+        usage.unflushedIn &+= UInt32(truncatingIfNeeded: n)
         usage.packetsIn &+= 1
     }
 
     func countOut(_ bytes: Int, overhead: UInt64, today: UInt32) {
         usage.roll(to: today)
-        usage.bytesOut &+= UInt64(bytes) &+ overhead
-        usage.unflushedOut &+= UInt32(truncatingIfNeeded: UInt64(bytes) &+ overhead)
+        let n = UInt64(bytes) &+ overhead
+        usage.bytesOut &+= n
+        usage.unflushedOut &+= UInt32(truncatingIfNeeded: n)
         usage.packetsOut &+= 1
     }
 }

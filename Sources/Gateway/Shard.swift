@@ -190,10 +190,12 @@ final class Shard {
         armAccepts()
         armInbox()
         ring.timeout(&timeout, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
+        var submitted = ring.submitted
         while !(stopping && openSlots == 0 && redisSettled) {
-            let submitted = ring.submitted
             ring.submitAndWait(1)
+            // Since the last turn's wait: SQEs submitted early because the SQ filled count too.
             counters.sqesPerTurn.record(ring.submitted &- submitted)
+            submitted = ring.submitted
             let now = monotonicNanos()
             redis?.connection.clock = now
             downlink?.connection.clock = now

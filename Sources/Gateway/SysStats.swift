@@ -13,7 +13,7 @@ extension Shard {
         put("clients/connected", "\(Counters.total(.clientsConnected, sets))")
         put("clients/total", "\(broker.clientCount)")
         put("messages/received", "\(Counters.total(.publishesIn, sets))")
-        put("messages/sent", "\(Counters.total(.publishesOut, sets))")
+        put("messages/sent", "\(Counters.totalPackets(.out, .publish, sets).packets)")
         put("load/bytes/received", "\(Counters.total(.bytesIn, sets))")
         put("load/bytes/sent", "\(Counters.total(.bytesOut, sets))")
         for c in Counter.allCases {
