@@ -2,7 +2,7 @@
 # Installs what pilegate needs to build, run and test on Debian bookworm.
 # Idempotent: skips apt when every package is already there.
 set -euo pipefail
-pkgs=(liburing-dev libhiredis-dev libssl-dev openssl curl prometheus mosquitto mosquitto-clients redis-server python3-pip python3-matplotlib haproxy)
+pkgs=(liburing-dev libhiredis-dev libssl-dev openssl curl prometheus mosquitto mosquitto-clients redis-server python3-pip python3-matplotlib haproxy systemd)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
