@@ -20,15 +20,21 @@ enum DownlinkOutcome: String {
 /// Reads `downlink_prefix + node` with consumer group `group`, consumer = node.
 /// On every (re)connect: create the group if missing, claim every pending entry
 /// (XAUTOCLAIM from 0-0: what a crashed run read but never acknowledged), then read
-/// new entries. Each entry is delivered, XACKed and its outcome reported through
-/// the uplink bridge.
+/// new entries. Each entry is delivered, its outcome reported through the uplink
+/// bridge, and each batch XACKed with one command.
 final class Downlink {
     enum Step { case createGroup, claim, read }
+
+    /// Reads kept in flight: while the shard works through one batch, Redis is
+    /// already collecting the next (one read at a time capped a burst at ~30k/s).
+    static let readsInFlight = 2
+    static let batch = "1000"
 
     let connection: RedisConnection<RedisExpectation>
     let key: String
     private let group: String
     private let consumer: String
+    private var reading = 0
 
     init(config: Config, address: SocketAddress, ring: Ring, logger: Logger) {
         key = config.redis.downlinkPrefix + config.server.node
@@ -41,39 +47,63 @@ final class Downlink {
     }
 
     /// The connection is up: start from the top (the journal was emptied by design:
-    /// only the latest step is ever outstanding, and it is re-issued here).
+    /// nothing outstanding survives a reconnect, so it is all re-issued here).
     func start() {
+        reading = 0
         connection.enqueue(.downlink(.createGroup)) { $0.respCommand(["XGROUP", "CREATE", key, group, "$", "MKSTREAM"]) }
         claim(from: "0-0")
     }
 
     func claim(from cursor: String) {
         connection.enqueue(.downlink(.claim)) {
-            $0.respCommand(["XAUTOCLAIM", key, group, consumer, "0", cursor, "COUNT", "500"])
+            $0.respCommand(["XAUTOCLAIM", key, group, consumer, "0", cursor, "COUNT", Downlink.batch])
         }
     }
 
-    func read() {
-        connection.enqueue(.downlink(.read)) {
-            $0.respCommand(["XREADGROUP", "GROUP", group, consumer, "COUNT", "500", "BLOCK", "1000", "STREAMS", key, ">"])
-        }
-    }
-
-    /// Entries of an XREADGROUP or XAUTOCLAIM reply as (id, fields).
-    static func entries(_ list: RedisReply) -> [(id: String, fields: [String: [UInt8]])] {
-        list.elements.compactMap { e in
-            let parts = e.elements
-            guard parts.count == 2 else { return nil }   // deleted entries come back as nil fields
-            let kv = parts[1].elements
-            var fields: [String: [UInt8]] = [:]
-            var i = 0
-            while i + 1 < kv.count {
-                fields[kv[i].text] = kv[i + 1].bytes
-                i += 2
+    /// A read came back (or the claim phase ended): keep `readsInFlight` outstanding.
+    func read(answered: Bool = false) {
+        if answered { reading -= 1 }
+        while reading < Downlink.readsInFlight {
+            reading += 1
+            connection.enqueue(.downlink(.read)) {
+                $0.respCommand(["XREADGROUP", "GROUP", group, consumer, "COUNT", Downlink.batch, "BLOCK", "1000",
+                                "STREAMS", key, ">"])
             }
-            return (parts[0].text, fields)
         }
     }
+}
+
+/// One downlink stream entry: its id and the fields the contract names, read
+/// straight out of the reply (no dictionary per entry).
+struct DownlinkEntry {
+    var id: String
+    var device = ""
+    var topic: String?
+    var qos: String?
+    var payload: [UInt8] = []
+
+    /// Nil for an entry XAUTOCLAIM reports as deleted (its fields are nil).
+    init?(_ entry: RedisReply) {
+        let parts = entry.elements
+        guard parts.count == 2 else { return nil }
+        id = parts[0].text
+        let kv = parts[1].elements
+        var i = 0
+        while i + 1 < kv.count {
+            let value = kv[i + 1]
+            switch kv[i].text {
+            case "device": device = value.text
+            case "topic": topic = value.text
+            case "qos": qos = value.text
+            case "payload": payload = value.bytes
+            default: break
+            }
+            i += 2
+        }
+    }
+
+    /// The entries of an XREADGROUP stream's or an XAUTOCLAIM reply's entry list.
+    static func all(_ list: RedisReply) -> [DownlinkEntry] { list.elements.compactMap(DownlinkEntry.init) }
 }
 
 extension Shard {
@@ -91,9 +121,9 @@ extension Shard {
                 logger.error("downlink: XAUTOCLAIM failed: \(r.text)")
                 return downlink.read()
             }
-            let claimed = Downlink.entries(parts[1])
+            let claimed = DownlinkEntry.all(parts[1])
             if !claimed.isEmpty { logger.info("downlink: re-delivering \(claimed.count) entries left pending") }
-            for e in claimed { deliverCommand(id: e.id, fields: e.fields, key: downlink.key) }
+            deliverCommands(claimed, key: downlink.key)
             let next = parts[0].text
             if next == "0-0" || claimed.isEmpty { downlink.read() } else { downlink.claim(from: next) }
         case .read:
@@ -103,29 +133,32 @@ extension Shard {
                 for stream in r.elements {
                     let parts = stream.elements
                     guard parts.count == 2 else { continue }
-                    for e in Downlink.entries(parts[1]) { deliverCommand(id: e.id, fields: e.fields, key: downlink.key) }
+                    deliverCommands(DownlinkEntry.all(parts[1]), key: downlink.key)
                 }
             }
-            downlink.read()
+            downlink.read(answered: true)
         }
     }
 
-    /// One command from a worker: `device` (required), `payload`, optional `topic`
-    /// (default: the pile's command topic) and `qos` (default 1).
-    private func deliverCommand(id: String, fields: [String: [UInt8]], key: String) {
-        guard let redis else { return }
-        let device = fields["device"].map { String(decoding: $0, as: UTF8.self) } ?? ""
-        let topic = fields["topic"].map { String(decoding: $0, as: UTF8.self) } ?? "/xjdy/ops/v1/TCU/\(device)/cmd"
-        let qosByte = fields["qos"].flatMap { UInt8(String(decoding: $0, as: UTF8.self)) } ?? 1
-        guard !device.isEmpty, Topic.isValidName(Array(topic.utf8)), let qos = QoS(rawValue: qosByte) else {
-            logger.warning("downlink: entry \(id) is missing device or has a bad topic/qos; acknowledged as offline")
-            redis.downlinkDone(key: key, id: id, device: device, outcome: .offline)
-            return
+    /// A batch of commands from workers, each: `device` (required), `payload`,
+    /// optional `topic` (default: the pile's command topic) and `qos` (default 1).
+    /// Outcomes are reported one by one, then the batch is acknowledged at once.
+    private func deliverCommands(_ entries: [DownlinkEntry], key: String) {
+        guard let redis, !entries.isEmpty else { return }
+        for e in entries {
+            let topic = e.topic ?? "/xjdy/ops/v1/TCU/\(e.device)/cmd"
+            let qosByte = e.qos.map { UInt8($0) } ?? 1
+            guard !e.device.isEmpty, Topic.isValidName(Array(topic.utf8)), let qos = qosByte.flatMap(QoS.init) else {
+                logger.warning("downlink: entry \(e.id) is missing device or has a bad topic/qos; acknowledged as offline")
+                redis.downlinkOutcome(id: e.id, device: e.device, .offline)
+                continue
+            }
+            let outcome = dispatch(Message(topic: topic, payload: e.payload, qos: qos, retain: false), target: e.device)
+                ?? .offline
+            counters.add(outcome.counter)
+            redis.downlinkOutcome(id: e.id, device: e.device, outcome)
         }
-        let outcome = dispatch(Message(topic: topic, payload: fields["payload"] ?? [], qos: qos, retain: false), target: device)
-            ?? .offline
-        counters.add(outcome.counter)
-        redis.downlinkDone(key: key, id: id, device: device, outcome: outcome)
+        redis.acknowledge(key: key, ids: entries.lazy.map(\.id), count: entries.count)
     }
 }
 

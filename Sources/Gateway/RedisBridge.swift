@@ -125,12 +125,24 @@ final class RedisBridge {
     private static let deleteIfOwned =
         "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
 
-    /// XACK a downlink entry and report what became of it.
-    func downlinkDone(key: String, id: String, device: String, outcome: DownlinkOutcome) {
-        connection.enqueue(.bookkeeping) { $0.respCommand(["XACK", key, config.group, id]) }
-        connection.enqueue(.bookkeeping) {
-            $0.respCommand(["XADD", config.outcomeStream, "MAXLEN", "~", maxlen, "*", "id", id, "device", device,
-                            "outcome", outcome.rawValue, "node", node, "ts", String(wallMillis())])
+    /// Report what became of a downlink entry on the outcome stream.
+    func downlinkOutcome(id: String, device: String, _ outcome: DownlinkOutcome) {
+        let ts = String(wallMillis())
+        connection.enqueue(.bookkeeping) { b in
+            b.respArray(16)
+            b.respBulk("XADD"); b.respBulk(config.outcomeStream); b.respBulk("MAXLEN"); b.respBulk("~"); b.respBulk(maxlen)
+            b.respBulk("*"); b.respBulk("id"); b.respBulk(id); b.respBulk("device"); b.respBulk(device)
+            b.respBulk("outcome"); b.respBulk(outcome.rawValue); b.respBulk("node"); b.respBulk(node)
+            b.respBulk("ts"); b.respBulk(ts)
+        }
+    }
+
+    /// XACK a batch of downlink entries with one command.
+    func acknowledge<IDs: Sequence<String>>(key: String, ids: IDs, count: Int) {
+        connection.enqueue(.bookkeeping) { b in
+            b.respArray(3 + count)
+            b.respBulk("XACK"); b.respBulk(key); b.respBulk(config.group)
+            for id in ids { b.respBulk(id) }
         }
     }
 }

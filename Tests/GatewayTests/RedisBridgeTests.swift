@@ -181,18 +181,44 @@ final class RedisBridgeTests: XCTestCase {
         let b = try redis.command(["XADD", key, "*", "device", "AAAAAAAZ", "payload", "{}"]).text!
         let c = try redis.command(["XADD", key, "*", "device", "AAAAAAAC", "payload", "{}"]).text!
         XCTAssertEqual(sub.finish().trimmingCharacters(in: .whitespacesAndNewlines), cmd, "the pile got its command")
-        var outcomes: [String: String] = [:]
-        XCTAssertTrue(try redis.waitUntil {
-            outcomes = Dictionary(try redis.entries("pilegate:down:outcome").map {
-                (String(decoding: $0.fields["id"]!, as: UTF8.self), String(decoding: $0.fields["outcome"]!, as: UTF8.self))
-            }, uniquingKeysWith: { x, _ in x })
-            return outcomes.count == 3
-        })
+        let outcomes = try waitForOutcomes(3)
         XCTAssertEqual(outcomes[a], "delivered")
         XCTAssertEqual(outcomes[b], "offline")
         XCTAssertEqual(outcomes[c], "not_subscribed")
         XCTAssertEqual(try redis.command(["XPENDING", key, "pilegate"]).items.first?.int, 0, "every entry XACKed")
         _ = quiet
+    }
+
+    /// The outcome stream once it holds `n` entries: entry id -> outcome.
+    private func waitForOutcomes(_ n: Int) throws -> [String: String] {
+        var outcomes: [String: String] = [:]
+        XCTAssertTrue(try redis.waitUntil {
+            outcomes = Dictionary(try redis.entries("pilegate:down:outcome").map {
+                (String(decoding: $0.fields["id"]!, as: UTF8.self), String(decoding: $0.fields["outcome"]!, as: UTF8.self))
+            }, uniquingKeysWith: { x, _ in x })
+            return outcomes.count == n
+        })
+        return outcomes
+    }
+
+    func testMalformedDownlinkEntriesAreAcknowledgedAsOfflineAndTheReaderGoesOn() throws {
+        let g = try startGateway()
+        let sub = try Background("mosquitto_sub", ["-h", "127.0.0.1", "-p", "\(g.port)", "-i", "AAAAAAAD",
+                                                   "-t", "/xjdy/ops/v1/TCU/AAAAAAAD/cmd", "-q", "1", "-C", "1", "-W", "10"])
+        XCTAssertNotNil(g.waitSubscribed("/xjdy/ops/v1/TCU/AAAAAAAD/cmd"))
+        let key = "pilegate:down:test-node"
+        let bad = [["payload", "{}"],                                        // no device
+                   ["device", "AAAAAAAD", "topic", "a/#", "payload", "{}"],  // wildcard in a topic name
+                   ["device", "AAAAAAAD", "qos", "7", "payload", "{}"],      // no such QoS
+                   ["device", "AAAAAAAD", "qos", "one", "payload", "{}"]]    // not a number
+        let ids = try bad.map { try redis.command(["XADD", key, "*"] + $0).text! }
+        let good = try redis.command(["XADD", key, "*", "device", "AAAAAAAD", "payload", "ok"]).text!
+        XCTAssertEqual(sub.finish().trimmingCharacters(in: .whitespacesAndNewlines), "ok", "the good entry after them arrived")
+        let outcomes = try waitForOutcomes(5)
+        for id in ids { XCTAssertEqual(outcomes[id], "offline", "bad entry \(id)") }
+        XCTAssertEqual(outcomes[good], "delivered")
+        XCTAssertEqual(try redis.command(["XPENDING", key, "pilegate"]).items.first?.int, 0, "every entry XACKed")
+        XCTAssertEqual(g.logText.components(separatedBy: "is missing device or has a bad topic/qos").count - 1, 4)
     }
 
     func testDownlinkForAnAbsentPersistentSessionIsQueuedAndDeliveredOnReturn() throws {
