@@ -57,7 +57,7 @@ extension Shard {
     }
 
     func authorizeSubscribe(_ session: Session, _ t: TopicRequest) -> String? {
-        if session.subscriptionIndex(t.filter) == nil
+        if !session.subscriptions.contains(where: { $0.filter == t.filter })
             && session.subscriptions.count >= config.mqtt.maxSubscriptionsPerClient {
             return "more than \(config.mqtt.maxSubscriptionsPerClient) subscriptions"
         }

@@ -8,6 +8,10 @@ struct Owner: Equatable, Sendable {
     init(shard: Int, slot: UInt32, generation: UInt32) {
         bits = UInt64(shard & 0xFF) << 56 | UInt64(generation & 0xFF_FFFF) << 32 | UInt64(slot)
     }
+    private init(bits: UInt64) { self.bits = bits }
+    /// No owner (a shard index of 255 never occurs): lets `Broker.Client` store
+    /// owners in 8 bytes instead of an Optional's 9 (padded to 16).
+    static let none = Owner(bits: .max)
     var shard: Int { Int(bits >> 56) }
     var slot: UInt32 { UInt32(truncatingIfNeeded: bits) }
     var generation: UInt32 { UInt32(truncatingIfNeeded: bits >> 32) & 0xFF_FFFF }
@@ -17,35 +21,6 @@ struct Owner: Equatable, Sendable {
 struct Subscriber {
     var handle: UInt32
     var qos: QoS
-}
-
-/// Subscribers of one exact topic. Nearly always one (a pile's own command topic),
-/// kept inline so that case costs no array allocation.
-struct Subscribers {
-    var first: Subscriber
-    var rest: [Subscriber] = []
-
-    init(_ s: Subscriber) { first = s }
-
-    func forEach(_ body: (Subscriber) -> Void) {
-        body(first)
-        rest.forEach(body)
-    }
-
-    mutating func upsert(_ s: Subscriber) {
-        if first.handle == s.handle { first = s } else { rest.upsert(s) }
-    }
-
-    /// Remove `handle`; false when no subscriber is left.
-    mutating func remove(_ handle: UInt32) -> Bool {
-        if first.handle == handle {
-            guard !rest.isEmpty else { return false }
-            first = rest.removeFirst()
-        } else {
-            rest.removeAll { $0.handle == handle }
-        }
-        return true
-    }
 }
 
 /// A message bound for one connection on one shard.
@@ -75,22 +50,43 @@ enum ConnectOutcome {
 final class Broker: @unchecked Sendable {
     private struct Client {
         var clientID: String
-        var owner: Owner?
-        /// A CONNECT with this id waiting for the current owner to leave.
-        var waiting: Owner?
         /// The session of a clean-session-0 client that is away.
         var parked: Session?
+        private var ownerBits = Owner.none
+        private var waitingBits = Owner.none
         /// Stamp of the last routing pass that matched this client (dedupe).
         var stamp: UInt32 = 0
         var stampQoS: QoS = .atMostOnce
+
+        init(clientID: String, owner: Owner) {
+            self.clientID = clientID
+            ownerBits = owner
+        }
+
+        var owner: Owner? {
+            get { ownerBits == .none ? nil : ownerBits }
+            set { ownerBits = newValue ?? .none }
+        }
+        /// A CONNECT with this id waiting for the current owner to leave.
+        var waiting: Owner? {
+            get { waitingBits == .none ? nil : waitingBits }
+            set { waitingBits = newValue ?? .none }
+        }
+    }
+
+    /// A filter without wildcards and its subscribers.
+    private struct ExactTopic {
+        var filter: String
+        var subscribers: InlineList<Subscriber>
     }
 
     private let lock = Lock()
-    private var clients: [Client?] = []
-    private var freeHandles: [UInt32] = []
-    private var byID: [String: UInt32] = [:]
+    private var clients = SlotTable<Client>()
+    /// Client id -> handle in `clients`.
+    private var byID = HandleIndex()
     /// Filters without wildcards (a pile's own command topic): one hash lookup.
-    private var exact: [String: Subscribers] = [:]
+    private var topics = SlotTable<ExactTopic>()
+    private var exact = HandleIndex()
     /// Filters with `+` or `#` (operators): a level tree.
     private let wildcard = TopicTree<Subscriber>()
     private let retained = TopicTree<Message>()
@@ -111,23 +107,22 @@ final class Broker: @unchecked Sendable {
         self.counters = counters
     }
 
-    /// Size the handle table for the expected client count so it is never copied
-    /// while growing; it fills from the front, so unused capacity is never resident.
-    /// (The hash maps are left to grow: reserving them would make every page
-    /// resident at any client count.)
+    /// Size the client and exact-topic tables for the expected client count (about
+    /// one command topic each). The hash indexes are left to grow: zero-filled
+    /// buckets would make every page resident at any client count.
     func reserve(clients n: Int) {
-        lock.withLock { clients.reserveCapacity(n) }
+        lock.withLock { clients.reserve(n); topics.reserve(n) }
     }
 
     // MARK: Connect, takeover, leave
 
     func beginConnect(clientID: String, owner: Owner, cleanSession: Bool) -> ConnectOutcome {
         lock.withLock {
-            guard let h = byID[clientID] else {
+            guard let h = handle(of: clientID) else {
                 let h = allocateHandle(Client(clientID: clientID, owner: owner))
                 return .ready(newSession(clientID, h, cleanSession), present: false)
             }
-            var c = clients[Int(h)]!
+            var c = clients[h]!
             if let previous = c.waiting, previous != owner {
                 // A third connection overtakes one still waiting: that one goes.
                 inboxes[previous.shard].post(.kick(slot: previous.slot, generation: previous.generation,
@@ -135,7 +130,7 @@ final class Broker: @unchecked Sendable {
             }
             if let current = c.owner {
                 c.waiting = owner
-                clients[Int(h)] = c
+                clients[h] = c
                 inboxes[current.shard].post(.kick(slot: current.slot, generation: current.generation,
                                                   reason: .takeover))
                 return .waitForTakeover
@@ -144,7 +139,7 @@ final class Broker: @unchecked Sendable {
             c.owner = owner
             let parked = c.parked
             c.parked = nil
-            clients[Int(h)] = c
+            clients[h] = c
             if let s = parked, !cleanSession {
                 return .ready(s, present: true)
             }
@@ -159,7 +154,7 @@ final class Broker: @unchecked Sendable {
     /// (and keeps collecting QoS 1/2 messages); a clean one is discarded.
     func detach(_ session: Session, owner: Owner) {
         lock.withLock {
-            guard var c = clients[Int(session.handle)], c.owner == owner else { return }
+            guard var c = clients[session.handle], c.owner == owner else { return }
             c.owner = nil
             if session.persistent {
                 c.parked = session
@@ -168,12 +163,12 @@ final class Broker: @unchecked Sendable {
                 if keepUsage { usage[c.clientID] = session.usage }
             }
             if let w = c.waiting {
-                clients[Int(session.handle)] = c
+                clients[session.handle] = c
                 inboxes[w.shard].post(.resumeConnect(slot: w.slot, generation: w.generation))
             } else if c.parked == nil {
                 freeHandle(session.handle, clientID: c.clientID)
             } else {
-                clients[Int(session.handle)] = c
+                clients[session.handle] = c
             }
         }
     }
@@ -192,34 +187,31 @@ final class Broker: @unchecked Sendable {
     /// A connection that was waiting for a takeover closed before it finished.
     func abandonConnect(clientID: String, owner: Owner) {
         lock.withLock {
-            guard let h = byID[clientID], var c = clients[Int(h)], c.waiting == owner else { return }
+            guard let h = handle(of: clientID), var c = clients[h], c.waiting == owner else { return }
             c.waiting = nil
             if c.owner == nil && c.parked == nil {
                 freeHandle(h, clientID: clientID)
             } else {
-                clients[Int(h)] = c
+                clients[h] = c
             }
         }
     }
 
     private func allocateHandle(_ c: Client) -> UInt32 {
-        let h: UInt32
-        if let f = freeHandles.popLast() {
-            h = f
-            clients[Int(h)] = c
-        } else {
-            h = UInt32(clients.count)
-            clients.append(c)
-        }
-        byID[c.clientID] = h
+        let h = clients.insert(c)
+        byID.insert(c.clientID, h, keyOf: clientID)
         return h
     }
 
-    private func freeHandle(_ h: UInt32, clientID: String) {
-        clients[Int(h)] = nil
-        byID[clientID] = nil
-        freeHandles.append(h)
+    private func freeHandle(_ h: UInt32, clientID id: String) {
+        byID.remove(id, h, keyOf: clientID)
+        clients.remove(h)
     }
+
+    private func handle(of id: String) -> UInt32? { byID.find(id, keyOf: clientID) }
+    private func clientID(_ h: UInt32) -> String { clients[h]!.clientID }
+    private func exactTopic(_ filter: String) -> UInt32? { exact.find(filter, keyOf: topicFilter) }
+    private func topicFilter(_ t: UInt32) -> String { topics[t]!.filter }
 
     // MARK: Subscriptions
 
@@ -228,21 +220,21 @@ final class Broker: @unchecked Sendable {
         let sub = Subscriber(handle: session.handle, qos: request.qos)
         lock.withLock {
             if Topic.hasWildcard(request.filter.utf8) {
-                wildcard.node(for: request.filter).values.upsert(sub)
+                wildcard.node(for: request.filter).values.upsert(sub) { $0.handle == sub.handle }
             } else {
-                if exact[request.filter]?.upsert(sub) == nil { exact[request.filter] = Subscribers(sub) }
+                if let t = exactTopic(request.filter) {
+                    topics[t]!.subscribers.upsert(sub) { $0.handle == sub.handle }
+                } else {
+                    exact.insert(request.filter, topics.insert(ExactTopic(filter: request.filter, subscribers: [sub])),
+                                 keyOf: topicFilter)
+                }
             }
         }
-        if let i = session.subscriptionIndex(request.filter) {
-            session.subscriptions[i] = request
-        } else {
-            session.subscriptions.append(request)
-        }
+        session.subscriptions.upsert(request) { $0.filter == request.filter }
     }
 
     func unsubscribe(_ session: Session, _ filter: String) {
-        guard let i = session.subscriptionIndex(filter) else { return }
-        session.subscriptions.remove(at: i)
+        guard session.subscriptions.remove(where: { $0.filter == filter }) else { return }
         lock.withLock { removeIndex(filter, session.handle) }
     }
 
@@ -254,8 +246,10 @@ final class Broker: @unchecked Sendable {
     private func removeIndex(_ filter: String, _ handle: UInt32) {
         if Topic.hasWildcard(filter.utf8) {
             wildcard.edit(filter) { $0.removeAll { $0.handle == handle } }
-        } else if exact[filter]?.remove(handle) == false {
-            exact[filter] = nil
+        } else if let t = exactTopic(filter), topics[t]!.subscribers.remove(where: { $0.handle == handle }),
+                  topics[t]!.subscribers.isEmpty {
+            exact.remove(filter, t, keyOf: topicFilter)
+            topics.remove(t)
         }
     }
 
@@ -272,10 +266,10 @@ final class Broker: @unchecked Sendable {
             stamp &+= 1
             matched.removeAll(keepingCapacity: true)
             // Closure literals at the call sites stay non-escaping: no allocation per publish.
-            exact[message.topic]?.forEach { mark($0) }
+            if let t = exactTopic(message.topic) { topics[t]!.subscribers.forEach { mark($0) } }
             wildcard.match(topic: message.topic) { mark($0) }
             for h in matched {
-                let c = clients[Int(h)]!
+                let c = clients[h]!
                 let qos = min(c.stampQoS, message.qos)
                 if let o = c.owner {
                     out[o.shard].append(Delivery(slot: o.slot, generation: o.generation, qos: qos,
@@ -287,7 +281,7 @@ final class Broker: @unchecked Sendable {
                 }
             }
             guard let target else { return nil }
-            guard let h = byID[target], let c = clients[Int(h)] else { return .offline }
+            guard let h = handle(of: target), let c = clients[h] else { return .offline }
             if c.stamp != stamp { return c.owner != nil || c.parked != nil ? .notSubscribed : .offline }
             if c.owner != nil { return .delivered }
             return min(c.stampQoS, message.qos) == .atMostOnce ? .offline : .queued
@@ -295,7 +289,7 @@ final class Broker: @unchecked Sendable {
     }
 
     private func mark(_ s: Subscriber) {
-        guard var c = clients[Int(s.handle)] else { return }
+        guard var c = clients[s.handle] else { return }
         if c.stamp != stamp {
             c.stamp = stamp
             c.stampQoS = s.qos
@@ -303,7 +297,7 @@ final class Broker: @unchecked Sendable {
         } else if s.qos > c.stampQoS {
             c.stampQoS = s.qos
         }
-        clients[Int(s.handle)] = c
+        clients[s.handle] = c
     }
 
     // MARK: Retained messages
@@ -327,7 +321,7 @@ final class Broker: @unchecked Sendable {
 
     /// Where a client's live connection is, if it has one (admin API).
     func owner(of clientID: String) -> Owner? {
-        lock.withLock { byID[clientID].flatMap { clients[Int($0)]?.owner } }
+        lock.withLock { handle(of: clientID).flatMap { clients[$0]?.owner } }
     }
 
     // MARK: Figures
@@ -335,8 +329,3 @@ final class Broker: @unchecked Sendable {
     var clientCount: Int { lock.withLock { byID.count } }
 }
 
-private extension Array where Element == Subscriber {
-    mutating func upsert(_ s: Subscriber) {
-        if let i = firstIndex(where: { $0.handle == s.handle }) { self[i] = s } else { append(s) }
-    }
-}

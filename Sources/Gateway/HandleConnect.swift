@@ -51,7 +51,7 @@ extension Shard {
             slab[Int(slot)].state = .awaitingTakeover
         case .ready(let session, let present):
             session.persistent = !c.cleanSession
-            session.will = c.will
+            wills[slot] = c.will
             session.role = role
             session.username = c.username
             session.connectedAtMs = wallMillis()

@@ -111,17 +111,17 @@ public struct RateRules: Sendable {
 /// per-packet overhead estimate. Kept in the Session, and carried across clean
 /// reconnects by the Broker, so a quota cannot be reset by reconnecting.
 struct DailyUsage: Sendable {
-    var day: UInt32 = 0
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
+    var day: UInt32 = 0
     var packetsIn: UInt32 = 0
     var packetsOut: UInt32 = 0
-    /// The quota breach was reported today (one event per day).
-    var breachReported = false
     /// Bytes not yet added to the day's traffic hash in Redis (Accounting.swift);
     /// flushed at least every `traffic_flush_seconds`, so 32 bits are plenty.
     var unflushedIn: UInt32 = 0
     var unflushedOut: UInt32 = 0
+    /// The quota breach was reported today (one event per day).
+    var breachReported = false
 
     var total: UInt64 { bytesIn + bytesOut }
 

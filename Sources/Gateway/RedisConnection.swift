@@ -42,6 +42,8 @@ final class RedisConnection<Expectation> {
     private var handshakeLeft = 0
     private let readBuf: UnsafeMutableRawPointer
     private static var readSize: Int { 65536 }
+    private static var keptBytes: Int { 65536 }
+    private static var keptCommands: Int { 2048 }
     private var reader: UnsafeMutablePointer<redisReader>
     private var nextAttempt: UInt64 = 0
     private var backoffMs: UInt64 = 100
@@ -175,6 +177,7 @@ final class RedisConnection<Expectation> {
             return submitSend()
         }
         inFlight.clear()
+        if inFlight.capacity > Self.keptBytes { inFlight.release() }
         flush()
     }
 
@@ -215,11 +218,14 @@ final class RedisConnection<Expectation> {
         if state != .down { armRecv() }
     }
 
-    /// Drop answered commands from the front of the journal now and then.
+    /// Drop answered commands from the front of the journal now and then. Once all
+    /// is answered, what a burst grew (a connect storm's events: megabytes) is given
+    /// back; a steady flow keeps reusing up to `keptBytes` / `keptCommands`.
     private func compact() {
         if head == expectations.count {
-            expectations.removeAll(keepingCapacity: true)
-            commands.removeAll(keepingCapacity: true)
+            let keep = expectations.capacity <= RedisConnection.keptCommands
+            expectations.removeAll(keepingCapacity: keep)
+            commands.removeAll(keepingCapacity: keep)
             head = 0
         } else if head > 4096 && head * 2 > expectations.count {
             expectations.removeFirst(head)
@@ -228,7 +234,7 @@ final class RedisConnection<Expectation> {
         }
         if acked == journal.count && sent == journal.count {
             journal.clear()
-            if journal.capacity > 1 << 20 { journal.release() }
+            if journal.capacity > RedisConnection.keptBytes { journal.release() }
             acked = 0; sent = 0
         } else if acked > 1 << 20 && acked * 2 > journal.count {
             journal.consume(acked)

@@ -89,6 +89,9 @@ final class Shard {
     var slab: [Connection] = []
     /// CONNECTs waiting for the previous holder of their client id to leave.
     var waitingConnects: [UInt32: (connect: Connect, role: UInt16)] = [:]
+    /// The will (3.1.2.5) of each live connection that has one, by slot: few piles
+    /// set one, so it is kept here rather than in every Session.
+    var wills: [UInt32: Will] = [:]
     /// CONNECTs holding a connect-rate slot in the future (limits.over_rate = "wait").
     var delayedConnects: [UInt32: Connect] = [:]
     /// CONNECTs waiting for their user's credentials from Redis.
@@ -684,9 +687,10 @@ final class Shard {
         delayedConnects[slot] = nil
         awaitingCredentials[slot] = nil
         let owner = Owner(shard: index, slot: slot, generation: slab[Int(slot)].generation)
+        let will = wills.removeValue(forKey: slot)
         if was == .connected, let session = slab[Int(slot)].session {
             counters.subtract(.clientsConnected)
-            if reason.publishesWill, let will = session.will {
+            if reason.publishesWill, let will {
                 counters.add(.willsPublished)
                 let m = Message(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain)
                 dispatch(m)
@@ -702,7 +706,6 @@ final class Shard {
                     counters.add(.bookkeepingDropped)
                 }
             }
-            session.will = nil
             broker.detach(session, owner: owner)
             logger.info("disconnected: \(reason.rawValue)", metadata: who(slot))
         } else if was == .awaitingTakeover, let w = waitingConnects.removeValue(forKey: slot) {
