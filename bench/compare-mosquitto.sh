@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # pilegate vs Mosquitto (Debian 2.0.11), same machine, same load, one run.
-#   bench/compare-mosquitto.sh [IDLE_CMP=19900] [IDLE_BIG="50000 100000 200000"] [PUBLISHERS=1000] [SECONDS=10] [QOS1_RATE=40000]
+#   bench/compare-mosquitto.sh [IDLE_CMP=19900] [IDLE_BIG="50000 100000 200000"] [PUBLISHERS=1000] [SECONDS=10] [QOS1_RATE=40000] [STORM=200000] [UPLINK=1]
 # Cases (each broker started fresh, loopback only, every run bounded):
 #   idle   N pile connections, each subscribed to its own cmd topic (at most 100 connects in
 #          flight: Mosquitto listens with a backlog of 100): user RSS per connection
@@ -13,9 +13,13 @@
 #          per pile): acknowledged and delivered msgs/s, PUBACK p99, and messages
 #          acknowledged but never delivered. pilegate also stores each one in Redis
 #          (embedded) before its PUBACK; Mosquitto keeps them in memory.
+#   storm  (pilegate alone) STORM subscribed piles connect, all drop at once and come back:
+#          seconds until every one is back, gateway RSS before and after.
+#   uplink (UPLINK=1) bench/uplink-redis.sh: the Redis ceiling (pipelined XADD) next to
+#          pilegate's QoS 1 uplink into Redis, and the pile profile at 200k piles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IDLE_CMP=${1:-19900}; IDLE_BIG=${2:-"50000 100000 200000"}; PUBLISHERS=${3:-1000}; SECS=${4:-10}; QOS1_RATE=${5:-40000}
+IDLE_CMP=${1:-19900}; IDLE_BIG=${2:-"50000 100000 200000"}; PUBLISHERS=${3:-1000}; SECS=${4:-10}; QOS1_RATE=${5:-40000}; STORM=${6:-200000}; UPLINK=${7:-1}
 out=bench/results/$(date +%Y%m%d-%H%M%S); mkdir -p "$out"
 ops/loadtest-sysctl.sh
 swift build -c release --product pilegate >/dev/null
@@ -69,6 +73,8 @@ run_case mosquitto fanin fanin "$PUBLISHERS" --duration "$SECS"
 echo "== qos1: $PUBLISHERS QoS 1 publishers at $QOS1_RATE msgs/s -> 1 QoS 1 wildcard subscriber, ${SECS}s"
 run_case pilegate qos1 fanin "$PUBLISHERS" --duration "$SECS" --qos 1 --rate "$QOS1_RATE"
 run_case mosquitto qos1 fanin "$PUBLISHERS" --duration "$SECS" --qos 1 --rate "$QOS1_RATE"
+echo "== storm: $STORM piles drop at once and reconnect (pilegate alone)"
+run_case pilegate storm storm "$STORM" --subscribe --sources 64 --connect-rate 100000 --duration 40
 
 python3 - "$out" $IDLE_BIG <<'PY'
 import json, sys, os
@@ -103,5 +109,12 @@ row("  PUBACK p99 ms (lower wins)", pq.get("puback_ms_p99"), mq.get("puback_ms_p
 lost = lambda r: max(0, r.get("acked", 0) - r.get("received", 0)) if r else None
 row("  acknowledged but not delivered", lost(pq), lost(mq))
 row("  broker CPU s per million delivered (lower wins)", pq.get("broker_cpu_s_per_million_delivered"), mq.get("broker_cpu_s_per_million_delivered"), inv=True)
+ps = j("pilegate-storm")
+row(f"storm: {ps.get('connected')} of {ps.get('connections')} piles back after, s", ps.get("storm_reconnect_seconds"), None)
+row("  gateway RSS connected / at the end, KiB", f"{ps.get('broker_rss_connected_kib')}/{ps.get('broker_rss_end_kib')}", None)
 print(f"\nraw results: {d}")
 PY
+if [ "$UPLINK" = 1 ]; then
+  echo "== uplink: Redis ceiling and pilegate's QoS 1 uplink into Redis (bench/uplink-redis.sh)"
+  bench/uplink-redis.sh
+fi
