@@ -229,7 +229,7 @@ final class Worker {
             logError("pileload: connection \(plan.firstIndex + i) failed in \(op) (state \(clients[i].state)): \(why == 0 ? "closed by server" : String(cString: strerror(-why)))")
         }
         if plan.retry && !control.stop.load(ordering: .relaxed) {
-            ring.closeDirect(UInt32(i), tag: tag(LOp.close, i))
+            closeSocket(i)
             clients[i].attempt &+= 1
             retryAt.append((micros() + UInt64.random(in: 100_000...1_000_000), i))
         }
@@ -566,7 +566,7 @@ final class Worker {
         var dropped = 0
         for i in 0..<started where clients[i].state != .unused {
             if clients[i].state == .connected { dropped += 1 }
-            ring.closeDirect(UInt32(i), tag: tag(LOp.close, i))
+            closeSocket(i)
             clients[i].attempt &+= 1   // completions of the old socket are ignored
             clients[i].state = .unused
         }
@@ -574,6 +574,14 @@ final class Worker {
         pending = 0
         started = 0   // startConnections brings them back from the next tick
         connectBudget = 0
+    }
+
+    /// Close a pile's socket now. Its armed receive is cancelled first: a request in
+    /// the ring holds the socket open, so a bare close sent no FIN and the server kept
+    /// the connection (a storm's old connections then filled max_connections).
+    private func closeSocket(_ i: Int) {
+        ring.cancel(tag: tag(LOp.recv, i), tag: tag(LOp.close, i), hardLink: true)
+        ring.closeDirect(UInt32(i), tag: tag(LOp.close, i))
     }
 
     /// PINGREQ so each connection is heard from twice per keepalive period; spread

@@ -200,6 +200,21 @@ struct PileLoad: ParsableCommand {
         let published = sum(\.published) - p0, received = sum(\.received) - r0, acked = sum(\.acked) - a0
         let cpu = (broker?.cpuSeconds() ?? 0) - cpu0
         let rssSteady = broker?.rssKiB() ?? 0
+        // QoS 1/2 fan-in: stop publishing and let what is in flight arrive (until every
+        // acknowledged message is delivered, or nothing arrives for 2 s; at most 15 s),
+        // so "acknowledged but never delivered" counts losses, not the run's cut-off.
+        var drained: (acked: Int, received: Int)?
+        if profile == .fanin && qos > 0 {
+            control.go.store(false, ordering: .relaxed)
+            let d0 = monotonicMillis()
+            var seen = sum(\.received), quietSince = d0
+            while monotonicMillis() - quietSince < 2000 && monotonicMillis() - d0 < 15_000
+                    && sum(\.received) - r0 < sum(\.acked) - a0 {
+                usleep(50_000)
+                if sum(\.received) != seen { seen = sum(\.received); quietSince = monotonicMillis() }
+            }
+            drained = (sum(\.acked) - a0, sum(\.received) - r0)
+        }
         control.measure.store(false, ordering: .relaxed)
         control.stop.store(true, ordering: .relaxed)
         control.go.store(false, ordering: .relaxed)
@@ -233,6 +248,11 @@ struct PileLoad: ParsableCommand {
         report.add("acked", acked)
         report.add("acked_per_s", Int(Double(acked) / secs))
         report.latency("puback_ms", pubackH)
+        if let drained {
+            report.add("acked_after_drain", drained.acked)
+            report.add("received_after_drain", drained.received)
+            report.add("acked_not_delivered", max(0, drained.acked - drained.received))
+        }
         if profile == .pile && echo != nil || profile == .downlink { report.latency("end_to_end_ms", e2eH) }
         if let echo { report.add("echoed", echo.echoed.load(ordering: .relaxed)) }
         if profile == .downlink { report.add("commands_sent", commandsSent.load(ordering: .relaxed)) }

@@ -40,7 +40,7 @@ run() {  # name connections profile extra...
   local pid=$!; sleep 1
   timeout 900 .build/release/pileload --target 127.0.0.1:$PORT --profile "$profile" --qos 1 --connections "$n" \
     --sources 64 --connect-rate 30000 --broker-pid $pid --json "$out/$name.json" "$@" >"$out/$name.txt" || true
-  kill -INT $pid; wait $pid || true
+  kill -INT $pid 2>/dev/null || true; wait $pid || true
   redis-cli -p $RPORT del pilegate:up pilegate:events pilegate:presence >/dev/null
 }
 for n in $COUNTS; do

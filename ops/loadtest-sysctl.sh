@@ -16,3 +16,7 @@ w net.core.netdev_max_backlog 65536
 w net.ipv4.tcp_mem "786432 1048576 1572864"
 # Reuse TIME_WAIT ports for new outgoing connections between runs.
 w net.ipv4.tcp_tw_reuse 1
+# Keep the ports the benches listen on out of the ephemeral range: with 1024-65535
+# handed to 200k client sockets, a listener started right after a run could find its
+# port taken by a client socket still closing (bind: Address already in use).
+w net.ipv4.ip_local_reserved_ports "1883,6379,8883,9883,16379-16399,18880-18899,19880-19899"
