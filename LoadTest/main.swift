@@ -94,18 +94,23 @@ struct PileLoad: ParsableCommand {
         let srcs = (0..<sources).map { SocketAddress(host: "127.0.0.\(2 + $0)", port: 0)! }
         let table = max(64, min(fileLimit() - 256, 32768))
         let total = connections + (profile == .fanin ? 1 : 0)
-        let nWorkers = workers > 0 ? workers : max(1, (total + table - 1) / table)
+        let pileWorkers = workers > 0 ? workers : max(1, (connections + table - 1) / table)
+        // fanin: the wildcard subscriber gets a thread of its own; sharing one with
+        // publishers, it read only what their CPU left it, whichever broker was measured.
+        let nWorkers = pileWorkers + (profile == .fanin ? 1 : 0)
         let control = Control()
         var threads: [PileLoop.Thread] = []
         var statsList: [Stats] = []
         var first = 0
         for w in 0..<nWorkers {
-            let share = total / nWorkers + (w < total % nWorkers ? 1 : 0)
+            let subscriberOnly = profile == .fanin && w == 0
+            let p = w - (nWorkers - pileWorkers)   // index among the pile workers
+            let share = subscriberOnly ? 1 : connections / pileWorkers + (p < connections % pileWorkers ? 1 : 0)
             let plan = Plan(target: t, sources: srcs, profile: profile, firstIndex: first, connections: share,
-                            keepAlive: keepalive, connectRate: max(1, connectRate / nWorkers),
-                            maxPending: max(1, maxPending / nWorkers), payload: payload, burst: burst,
-                            qos: QoS(rawValue: qos)!, rate: rate / nWorkers, subscribeOwn: subscribe,
-                            hostsSubscriber: profile == .fanin && w == 0, fileTable: table, retry: retry, password: password,
+                            keepAlive: keepalive, connectRate: max(1, connectRate / pileWorkers),
+                            maxPending: max(1, maxPending / pileWorkers), payload: payload, burst: burst,
+                            qos: QoS(rawValue: qos)!, rate: rate / pileWorkers, subscribeOwn: subscribe,
+                            hostsSubscriber: subscriberOnly, fileTable: table, retry: retry, password: password,
                             guns: guns, minInterval: Int(minInterval * 1000), maxInterval: Int(maxInterval * 1000),
                             tradeEvery: tradeEvery, measureEndToEnd: profile == .downlink || (profile == .pile && redis != nil))
             first += share

@@ -7,6 +7,8 @@
 #          (broker RSS after connecting minus before, / N). Mosquitto cannot hold more than
 #          ~19,900 here (RLIMIT_NOFILE 20000), so the comparison is at that count and
 #          pilegate alone goes on to each count in IDLE_BIG.
+# pilegate runs twice where Mosquitto runs: as deployed (Redis bridge on, embedded Redis)
+# and as a plain MQTT broker (bridge off), which is the like-for-like comparison.
 #   fanin  PUBLISHERS piles publish QoS 0 as fast as TCP lets them; one subscriber on
 #          /xjdy/ops/v1/TCU/+/# counts deliveries: delivered msgs/s and broker CPU per message.
 #   qos1   the same publishers at QOS1_RATE msgs/s in total, QoS 1 both ways (8 in flight
@@ -26,8 +28,13 @@ swift build -c release --product pilegate >/dev/null
 swift build -c release --product pileload >/dev/null
 PORT=18883
 
-start_pilegate() {
+start_pilegate() {  # as deployed: every message also stored in Redis (embedded), presence and events
   .build/release/pilegate --listen 0.0.0.0:$PORT --log-level warning >"$out/pilegate-$1.log" 2>&1 &
+  echo $! >"$out/pid"; sleep 1
+}
+start_mqttonly() {  # pilegate as a plain MQTT broker (Redis bridge off), Mosquitto's job exactly
+  printf '[redis]\nenabled = false\n' >"$out/mqtt-only.toml"
+  .build/release/pilegate --listen 0.0.0.0:$PORT --log-level warning --config "$out/mqtt-only.toml" >"$out/mqttonly-$1.log" 2>&1 &
   echo $! >"$out/pid"; sleep 1
 }
 start_mosquitto() {
@@ -62,16 +69,21 @@ run_case() {  # broker name profile connections extra...
 
 echo "== idle: $IDLE_CMP pile connections, subscribed, held ${SECS}s"
 run_case pilegate idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000 --max-pending 100
+run_case mqttonly idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000 --max-pending 100
 run_case mosquitto idle-cmp idle "$IDLE_CMP" --subscribe --duration "$SECS" --connect-rate 100000 --max-pending 100
 for n in $IDLE_BIG; do
   echo "== idle: $n pile connections (pilegate alone; past one process's fd limit)"
   run_case pilegate "idle-$n" idle "$n" --subscribe --duration "$SECS" --connect-rate 100000 --sources 64
 done
+echo "== idle: $STORM pile connections, connect and hold only (no subscription; pilegate alone)"
+run_case pilegate idle-bare idle "$STORM" --duration "$SECS" --connect-rate 100000 --sources 64
 echo "== fanin: $PUBLISHERS QoS 0 publishers -> 1 wildcard subscriber, ${SECS}s"
 run_case pilegate fanin fanin "$PUBLISHERS" --duration "$SECS"
+run_case mqttonly fanin fanin "$PUBLISHERS" --duration "$SECS"
 run_case mosquitto fanin fanin "$PUBLISHERS" --duration "$SECS"
 echo "== qos1: $PUBLISHERS QoS 1 publishers at $QOS1_RATE msgs/s -> 1 QoS 1 wildcard subscriber, ${SECS}s"
 run_case pilegate qos1 fanin "$PUBLISHERS" --duration "$SECS" --qos 1 --rate "$QOS1_RATE"
+run_case mqttonly qos1 fanin "$PUBLISHERS" --duration "$SECS" --qos 1 --rate "$QOS1_RATE"
 run_case mosquitto qos1 fanin "$PUBLISHERS" --duration "$SECS" --qos 1 --rate "$QOS1_RATE"
 echo "== storm: $STORM piles drop at once and reconnect (pilegate alone)"
 # --retry: a pile refused (the old connections are still being closed) comes back
@@ -84,36 +96,41 @@ d, big = sys.argv[1], sys.argv[2:]
 def j(n):
     p = os.path.join(d, n + ".json")
     return json.load(open(p)) if os.path.exists(p) else {}
-rows = []
-pi, mi = j("pilegate-idle-cmp"), j("mosquitto-idle-cmp")
-pf, mf = j("pilegate-fanin"), j("mosquitto-fanin")
-pq, mq = j("pilegate-qos1"), j("mosquitto-qos1")
-def ratio(a, b, inv=False):
+def ratio(a, b, lower_wins):
     try:
-        return f"{(b/a if inv else a/b):.2f}x"
+        return f"{(b / a if lower_wins else a / b):.2f}x"
     except Exception:
         return "-"
-print(f"\n{'measure':48} {'pilegate':>12} {'mosquitto':>12} {'ratio':>8}")
-def row(name, a, b, inv=False):
-    print(f"{name:48} {a if a is not None else '-':>12} {b if b is not None else '-':>12} {ratio(a, b, inv) if a and b else '-':>8}")
-row(f"idle conns held (of {pi.get('connections')})", pi.get("connected"), mi.get("connected"))
-row("user RSS per idle connection, bytes (lower wins)", pi.get("rss_per_connection_bytes"), mi.get("rss_per_connection_bytes"), inv=True)
-row("connect rate /s", pi.get("connect_rate"), mi.get("connect_rate"))
+print("\npilegate = as deployed (each message also XADDed to Redis, presence and events per pile);")
+print("mqtt-only = pilegate with the Redis bridge off, doing exactly what Mosquitto does.")
+print(f"\n{'measure':50} {'pilegate':>11} {'mqtt-only':>11} {'mosquitto':>11} {'ratio':>7} {'mqtt-only':>9}")
+def row(name, case, key, lower_wins=False, fmt=lambda v: v):
+    p, q, m = (j(f"{b}-{case}").get(key) for b in ("pilegate", "mqttonly", "mosquitto"))
+    show = lambda v: "-" if v is None else fmt(v)
+    print(f"{name:50} {show(p):>11} {show(q):>11} {show(m):>11} {ratio(p, m, lower_wins) if p is not None and m else '-':>7} "
+          f"{ratio(q, m, lower_wins) if q is not None and m else '-':>9}")
+pi = j("pilegate-idle-cmp")
+row(f"idle conns held (of {pi.get('connections')})", "idle-cmp", "connected")
+row("user RSS per idle connection, bytes (lower wins)", "idle-cmp", "rss_per_connection_bytes", True)
+row("connect rate /s", "idle-cmp", "connect_rate")
+row("connects per broker CPU second", "idle-cmp", "connects_per_broker_cpu_second")
 for n in big:
-    pb = j(f"pilegate-idle-{n}")
-    row(f"idle conns held (of {n}), pilegate alone", pb.get("connected"), None)
-    row("  RSS per connection at that count, bytes", pb.get("rss_per_connection_bytes"), None)
-row(f"QoS 0 fan-in delivered msgs/s ({pf.get('connections')} conns)", pf.get("received_per_s"), mf.get("received_per_s"))
-row("broker CPU s per million delivered (lower wins)", pf.get("broker_cpu_s_per_million_delivered"), mf.get("broker_cpu_s_per_million_delivered"), inv=True)
-row(f"QoS 1 fan-in offered {pq.get('published_per_s')}/s: acknowledged/s", pq.get("acked_per_s"), mq.get("acked_per_s"))
-row("  delivered/s", pq.get("received_per_s"), mq.get("received_per_s"))
-row("  PUBACK p99 ms (lower wins)", pq.get("puback_ms_p99"), mq.get("puback_ms_p99"), inv=True)
-row("  acknowledged but never delivered (after a drain)", pq.get("acked_not_delivered"), mq.get("acked_not_delivered"))
-row("  broker CPU s per million delivered (lower wins)", pq.get("broker_cpu_s_per_million_delivered"), mq.get("broker_cpu_s_per_million_delivered"), inv=True)
+    row(f"idle conns held (of {n}), pilegate alone", f"idle-{n}", "connected")
+    row("  RSS per connection at that count, bytes", f"idle-{n}", "rss_per_connection_bytes", True)
+row(f"idle conns held, not subscribed (of {j('pilegate-idle-bare').get('connections')})", "idle-bare", "connected")
+row("  RSS per connection, bytes", "idle-bare", "rss_per_connection_bytes", True)
+row(f"QoS 0 fan-in delivered msgs/s ({j('pilegate-fanin').get('connections')} connections)", "fanin", "received_per_s")
+row("  broker CPU s per million delivered (lower wins)", "fanin", "broker_cpu_s_per_million_delivered", True)
+row(f"QoS 1 fan-in, offered {j('pilegate-qos1').get('published_per_s')}/s: acknowledged/s", "qos1", "acked_per_s")
+row("  delivered/s", "qos1", "received_per_s")
+row("  PUBACK p99 ms (lower wins)", "qos1", "puback_ms_p99", True)
+row("  acknowledged but never delivered (after a drain)", "qos1", "acked_not_delivered", True)
+row("  broker CPU s per million delivered (lower wins)", "qos1", "broker_cpu_s_per_million_delivered", True)
 ps = j("pilegate-storm")
-row(f"storm: all {ps.get('connections')} piles back after, s", ps.get("storm_reconnect_seconds"), None)
-row("  reconnect attempts refused or failed, retried", ps.get("retries"), None)
-row("  gateway RSS connected / at the end, KiB", f"{ps.get('broker_rss_connected_kib')}/{ps.get('broker_rss_end_kib')}", None)
+row(f"storm: all {ps.get('connections')} piles back after, s", "storm", "storm_reconnect_seconds", True)
+row("  reconnect attempts refused or failed, retried", "storm", "retries", True)
+row("  gateway RSS connected, KiB", "storm", "broker_rss_connected_kib", True)
+row("  gateway RSS at the end, KiB", "storm", "broker_rss_end_kib", True)
 print(f"\nraw results: {d}")
 PY
 if [ "$UPLINK" = 1 ]; then
