@@ -9,8 +9,8 @@
 #          profile: 200k piles sending every 10 s is 20k/s): PUBACK latency.
 #   pile   (once) PILES piles in the pile profile (2 guns, run data every 10-30 s each,
 #          trade records): ~PILES/10 msgs/s QoS 1 into Redis, PUBACK percentiles, for
-#          PILE_SECONDS, with the echo worker answering each message through the
-#          downlink stream (end-to-end latency).
+#          PILE_SECONDS; then again with the echo worker answering each message
+#          through the downlink stream (end-to-end latency).
 # Ceiling: redis-benchmark pipelining the same XADD (same fields, 400-byte payload) over
 # as many connections as pilegate has shards. Redis runs without persistence for both.
 set -euo pipefail
@@ -47,7 +47,8 @@ for n in $COUNTS; do
   run "max-$n" "$n" uplink --burst 8 --duration "$SECS"
   run "paced-$n" "$n" uplink --burst 1 --rate "$PACED" --duration "$SECS"
 done
-run "pile-$PILES" "$PILES" pile --duration "$PILE_SECS" --redis 127.0.0.1:$RPORT --plot "$out/pile-$PILES.png"
+run "pile-$PILES" "$PILES" pile --duration "$PILE_SECS" --plot "$out/pile-$PILES.png"
+run "pile-echo-$PILES" "$PILES" pile --duration "$PILE_SECS" --redis 127.0.0.1:$RPORT --plot "$out/pile-echo-$PILES.png"
 python3 - "$out" "$ceiling" "$PILES" $COUNTS <<'PY'
 import json, os, sys
 d, ceiling, piles, counts = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
@@ -61,13 +62,17 @@ for n in counts:
         a = j["acked_per_s"]
         cpu = j["broker_cpu_seconds"] / max(1, j["acked"]) * 1e6
         print(f"{n:>11} {case:>6} {a:>9} {a/ceiling:>9.0%} {j['puback_ms_p50']:>7} {j['puback_ms_p99']:>7} {j['puback_ms_p999']:>8} {cpu:>8.2f} {j['failed']:>6}")
-p = os.path.join(d, f"pile-{piles}.json")
-if os.path.exists(p):
+for name in (f"pile-{piles}", f"pile-echo-{piles}"):
+    p = os.path.join(d, name + ".json")
+    if not os.path.exists(p):
+        continue
     j = json.load(open(p))
-    print(f"\npile profile, {j['connected']} of {piles} piles: {j['acked_per_s']} QoS 1 msgs/s stored; PUBACK ms p50 {j['puback_ms_p50']} "
-          f"p99 {j['puback_ms_p99']} p99.9 {j['puback_ms_p999']} max {j['puback_ms_max']}; end to end (echo worker) p50 "
-          f"{j.get('end_to_end_ms_p50')} p99 {j.get('end_to_end_ms_p99')}; closed by server {j['closed_by_server']}; "
+    print(f"\n{name}: {j['connected']} of {piles} piles, {j['acked_per_s']} QoS 1 msgs/s stored; PUBACK ms p50 {j['puback_ms_p50']} "
+          f"p99 {j['puback_ms_p99']} p99.9 {j['puback_ms_p999']} max {j['puback_ms_max']}; closed by server {j['closed_by_server']}; "
           f"gateway RSS {j.get('broker_rss_end_kib')} KiB")
+    if "end_to_end_ms_p50" in j:
+        print(f"  echo worker: {j.get('echoed')} commands written, {j['received_per_s']} delivered/s; end to end ms p50 "
+              f"{j['end_to_end_ms_p50']} p99 {j['end_to_end_ms_p99']}")
 best = max((json.load(open(os.path.join(d, f"max-{n}.json")))["acked_per_s"] for n in counts
             if os.path.exists(os.path.join(d, f"max-{n}.json"))), default=0)
 print(f"QoS 1 uplink at most {best}/s = {best / ceiling:.0%} of the Redis ceiling")
