@@ -26,7 +26,7 @@ final class Downlink {
     enum Step { case createGroup, claim, read }
 
     /// Reads kept in flight: while the shard works through one batch, Redis is
-    /// already collecting the next (one read at a time capped a burst at ~30k/s).
+    /// already collecting the next, instead of waiting for the shard's next request.
     static let readsInFlight = 2
     static let batch = "1000"
 
