@@ -120,12 +120,30 @@ final class Gateway {
 final class LogCapture: @unchecked Sendable {
     private let lock = NSLock()
     private var data = Data()
+    private var ended = false
 
     func attach(_ pipe: Pipe) {
         pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
             let d = h.availableData
-            guard let self, !d.isEmpty else { return }
-            self.lock.lock(); self.data.append(d); self.lock.unlock()
+            guard let self else { return }
+            self.lock.lock(); defer { self.lock.unlock() }
+            if d.isEmpty {   // end of file: the writer is gone and everything was read
+                self.ended = true
+                h.readabilityHandler = nil
+            } else {
+                self.data.append(d)
+            }
+        }
+    }
+
+    /// Wait until the writer closed its end and all its output is in (a fixed sleep
+    /// lost the end of a 14 KB /metrics body on a loaded machine).
+    func waitEnded(timeout: TimeInterval) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            lock.lock(); let done = ended; lock.unlock()
+            if done { return }
+            usleep(5_000)
         }
     }
 
@@ -144,14 +162,15 @@ final class LogCapture: @unchecked Sendable {
     }
 }
 
-/// Run a command to completion (bounded), returning stdout; throws on non-zero exit.
-@discardableResult
 /// An HTTP request to the admin endpoint with curl: (status, body).
 func http(_ port: UInt16, _ path: String, method: String = "GET", token: String? = nil) throws -> (status: Int, body: String) {
-    let out = try shell("curl", ["-s", "-X", method, "-w", "\n%{http_code}"]
-                        + (token.map { ["-H", "Authorization: Bearer \($0)"] } ?? []) + ["http://127.0.0.1:\(port)\(path)"])
-    let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
-    return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+    // The body goes to a file, read once curl has exited: whole, however loaded the machine.
+    let file = NSTemporaryDirectory() + "http-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: file) }
+    let status = try shell("curl", ["-s", "-X", method, "-o", file, "-w", "%{http_code}"]
+                           + (token.map { ["-H", "Authorization: Bearer \($0)"] } ?? []) + ["http://127.0.0.1:\(port)\(path)"])
+    let body = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+    return (Int(status.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0, body)
 }
 
 /// The value of one series (name with its labels, as written) in a /metrics scrape.
@@ -159,6 +178,8 @@ func metricValue(_ metrics: String, _ series: String) -> Double? {
     metrics.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
 }
 
+/// Run a command to completion (bounded), returning stdout; throws on non-zero exit.
+@discardableResult
 func shell(_ tool: String, _ args: [String], timeout: TimeInterval = 20) throws -> String {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -173,7 +194,7 @@ func shell(_ tool: String, _ args: [String], timeout: TimeInterval = 20) throws 
     while p.isRunning && Date() < deadline { usleep(10_000) }
     if p.isRunning { p.terminate(); p.waitUntilExit(); throw Failure("\(tool) timed out: \(e.text)") }
     p.waitUntilExit()
-    usleep(20_000)   // let the readability handlers drain
+    o.waitEnded(timeout: 1); e.waitEnded(timeout: 1)
     if p.terminationStatus != 0 {
         throw Failure("\(tool) \(args.joined(separator: " ")) exited \(p.terminationStatus): \(o.text) \(e.text)")
     }
