@@ -19,8 +19,8 @@ pid=$!; sleep 1
 # all, so a scrape after it would count those): connected clients and closes so far.
 (while kill -0 $pid 2>/dev/null; do
    m=$(curl -s 127.0.0.1:19886/metrics) || true
-   c=$(grep -E '^pilegate_connections ' <<<"$m" | awk '{print $2}')
-   [ "${c:-0}" = "$PILES" ] && grep -E '^pilegate_connections_closed_total ' <<<"$m" | awk '{print $2}' >"$out/closed-while-held"
+   c=$(grep -E '^pilegate_connections ' <<<"$m" | awk '{printf "%d", $2}')   # gauges render as 200000.0
+   [ "${c:-0}" = "$PILES" ] && grep -E '^pilegate_connections_closed_total ' <<<"$m" | awk '{printf "%d\n", $2}' >"$out/closed-while-held"
    sleep 5
  done) &
 timeout $((SECS + 600)) .build/release/pileload --target 127.0.0.1:$PORT --profile idle --subscribe --connections "$PILES" \
