@@ -26,7 +26,8 @@ final class Downlink {
     enum Step { case createGroup, claim, read }
 
     /// Reads kept in flight: while the shard works through one batch, Redis is
-    /// already collecting the next, instead of waiting for the shard's next request.
+    /// already collecting the next. With batched XACKs, a 200k command burst went
+    /// from 28-33k to 43-45k deliveries/s (`pileload --profile downlink`).
     static let readsInFlight = 2
     static let batch = "1000"
 
