@@ -20,7 +20,6 @@ public enum Counter: Int, CaseIterable, Sendable {
     case willsPublished
     case bytesIn
     case bytesOut
-    case publishesIn
     case queueDrops              // message dropped: client queue at its bound
     case uplinkStored            // XADD confirmed by Redis
     case uplinkDropped           // QoS 0 dropped under backpressure (qos0_overload = "drop")

@@ -3,7 +3,6 @@ import MQTTCodec
 extension Shard {
     /// PUBLISH from a client (3.3): authorize, hand on, acknowledge.
     func handlePublish(_ slot: UInt32, _ p: Publish) {
-        counters.add(.publishesIn)
         guard let session = slab[Int(slot)].session else { return }
         spoke(slot, session)
         // QoS 2, method B (4.3.3): a resent PUBLISH whose id is still unreleased is

@@ -26,10 +26,9 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
     private var gauges: [(Counter, Gauge)] = []
     private var closes: [(CloseReason, Mirror)] = []
     private var packets: [(Counters.Direction, PacketType, count: Mirror, bytes: Mirror)] = []
-    /// `pilegate_publishes_total{direction="out"}`: every PUBLISH sent, which is the
-    /// outgoing PUBLISH packet count (the incoming side counts handled PUBLISHes,
-    /// a Counter of its own).
-    private var publishesOut: Mirror
+    /// `pilegate_publishes_total{direction}`: the PUBLISH rows of the packet counts,
+    /// under the name dashboards know.
+    private var publishes: [(Counters.Direction, Mirror)] = []
     private var routed: [Mirror] = []
     private var ruleActions: [Mirror] = []
     private let rss: Gauge
@@ -63,10 +62,12 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
                                 Mirror(registry.makeCounter(descriptor: packetBytes, labels: labels))))
             }
         }
-        publishesOut = Mirror(registry.makeCounter(descriptor: Metrics.metric("pilegate_publishes_total", "PUBLISH packets"),
-                                                   labels: [("direction", "out")]))
-        let route = Metrics.metric("pilegate_uplink_routed_total", "Uplink PUBLISHes, by the Redis stream they were routed to")
         let registry = registry
+        let publish = Metrics.metric("pilegate_publishes_total", "PUBLISH packets")
+        publishes = [(.in, "in"), (.out, "out")].map { d, label in
+            (d, Mirror(registry.makeCounter(descriptor: publish, labels: [("direction", label)])))
+        }
+        let route = Metrics.metric("pilegate_uplink_routed_total", "Uplink PUBLISHes, by the Redis stream they were routed to")
         routed = streams.map { Mirror(registry.makeCounter(descriptor: route, labels: [("stream", $0)])) }
         let rule = Metrics.metric("pilegate_rate_rule_actions_total", "Send-rate actions (throttle, drop, disconnect, ban), by rule")
         ruleActions = (rules + ["daily_quota"]).map { Mirror(registry.makeCounter(descriptor: rule, labels: [("rule", $0)])) }
@@ -90,7 +91,7 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
             packets[i].count.advance(to: n)
             packets[i].bytes.advance(to: bytes)
         }
-        publishesOut.advance(to: Counters.totalPackets(.out, .publish, sets).packets)
+        for i in publishes.indices { publishes[i].1.advance(to: Counters.totalPackets(publishes[i].0, .publish, sets).packets) }
         for i in routed.indices { routed[i].advance(to: Counters.totalRouted(i, sets)) }
         for i in ruleActions.indices { ruleActions[i].advance(to: Counters.totalRateActions(rule: i, sets)) }
         rss.set(Double(Metrics.residentBytes()))
@@ -186,7 +187,6 @@ extension Counter {
         case .willsPublished: return c("wills_published_total", "Will messages published")
         case .bytesIn: return c("bytes_total", "Bytes on client sockets (after TLS)", [("direction", "in")])
         case .bytesOut: return c("bytes_total", "Bytes on client sockets (after TLS)", [("direction", "out")])
-        case .publishesIn: return c("publishes_total", "PUBLISH packets", [("direction", "in")])
         case .queueDrops: return c("queue_drops_total", "Messages dropped: a client's queue or send buffer was full")
         case .uplinkStored: return c("uplink_stored_total", "Uplink XADDs confirmed by Redis (any QoS)")
         case .uplinkDropped: return c("uplink_dropped_total", "QoS 0 uplink dropped under backpressure (qos0_overload = drop)")

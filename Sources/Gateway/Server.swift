@@ -137,7 +137,7 @@ public final class Server {
         threads.forEach { $0.join() }
         logger.info("stopped", metadata: [
             "accepted": "\(Counters.total(.connectionsAccepted, counters))",
-            "publishes_in": "\(Counters.total(.publishesIn, counters))",
+            "publishes_in": "\(Counters.totalPackets(.in, .publish, counters).packets)",
             "malformed": "\(Counters.total(.malformedPackets, counters))",
         ])
     }

@@ -12,7 +12,7 @@ extension Shard {
         put("uptime", "\((monotonicMillis() - ctx.startedAt) / 1000) seconds")
         put("clients/connected", "\(Counters.total(.clientsConnected, sets))")
         put("clients/total", "\(broker.clientCount)")
-        put("messages/received", "\(Counters.total(.publishesIn, sets))")
+        put("messages/received", "\(Counters.totalPackets(.in, .publish, sets).packets)")
         put("messages/sent", "\(Counters.totalPackets(.out, .publish, sets).packets)")
         put("load/bytes/received", "\(Counters.total(.bytesIn, sets))")
         put("load/bytes/sent", "\(Counters.total(.bytesOut, sets))")
