@@ -21,6 +21,18 @@ extension ByteBuffer {
         respCRLF()
     }
 
+    /// A number as a bulk string, after `prefix`, formatted in place: no String
+    /// per command on the uplink path (message ids, timestamps).
+    mutating func respBulk(prefix: [UInt8] = [], number n: UInt64) {
+        var digits = 1, v = n
+        while v >= 10 { v /= 10; digits += 1 }
+        reserve(prefix.count + digits + 16)
+        respByte(UInt8(ascii: "$")); respNumber(prefix.count + digits); respCRLF()
+        prefix.withUnsafeBytes { append($0) }
+        respNumber(Int(n))
+        respCRLF()
+    }
+
     /// A whole command from string arguments (control commands, not the hot path).
     mutating func respCommand(_ args: [String]) {
         respArray(args.count)

@@ -24,8 +24,8 @@ final class RedisBridge {
     let router: Router
     private let config: Config.Redis
     private let node: String
-    private let shard: Int
-    private let bootMs = wallMillis()
+    /// `msgid` = NODE-BOOTMS-SHARD-SEQUENCE: unique across restarts and shards.
+    private let msgidPrefix: [UInt8]
     private var sequence: UInt64 = 0
     private let maxlen: String
     private let credentialsKey: String
@@ -35,7 +35,7 @@ final class RedisBridge {
         self.counters = counters
         self.config = config.redis
         node = config.server.node
-        self.shard = shard
+        msgidPrefix = Array("\(config.server.node)-\(wallMillis())-\(shard)-".utf8)
         maxlen = String(config.redis.streamMaxlen)
         credentialsKey = config.auth.redisHash
         router = Router(routes: config.routes, defaultStream: config.redis.defaultStream)
@@ -58,17 +58,16 @@ final class RedisBridge {
         counters.routed(toStream: route)
         let stream = router.streams[route]
         sequence &+= 1
-        let msgid = "\(node)-\(bootMs)-\(shard)-\(sequence)"
-        let ts = String(wallMillis())
+        let ts = wallMillis()
         connection.enqueue(expect) { b in
             b.respArray(20)
             b.respBulk("XADD"); b.respBulk(stream); b.respBulk("MAXLEN"); b.respBulk("~"); b.respBulk(maxlen); b.respBulk("*")
             b.respBulk("device"); b.respBulk(device)
             b.respBulk("topic"); b.respBulk(m.topic)
-            b.respBulk("qos"); b.respBulk(String(m.qos.rawValue))
-            b.respBulk("ts"); b.respBulk(ts)
+            b.respBulk("qos"); b.respBulk(number: UInt64(m.qos.rawValue))
+            b.respBulk("ts"); b.respBulk(number: ts)
             b.respBulk("node"); b.respBulk(node)
-            b.respBulk("msgid"); b.respBulk(msgid)
+            b.respBulk("msgid"); b.respBulk(prefix: msgidPrefix, number: sequence)
             b.respBulk("payload"); b.respBulk(m.payload)
         }
     }
