@@ -36,11 +36,11 @@ extension Shard {
     @discardableResult
     func flushTraffic(_ s: Session, _ redis: RedisBridge) -> Bool {
         let u = s.usage
-        guard u.unflushedIn > 0 || u.unflushedOut > 0, !config.devices.trafficPrefix.isEmpty,
+        guard u.inbound.unflushed > 0 || u.outbound.unflushed > 0, !config.devices.trafficPrefix.isEmpty,
               redis.addTraffic(key: trafficKey(u.day), device: s.clientID,
-                               in: u.unflushedIn, out: u.unflushedOut) else { return false }
-        s.usage.unflushedIn = 0
-        s.usage.unflushedOut = 0
+                               in: u.inbound.unflushed, out: u.outbound.unflushed) else { return false }
+        s.usage.inbound.unflushed = 0
+        s.usage.outbound.unflushed = 0
         return true
     }
 

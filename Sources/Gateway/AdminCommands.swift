@@ -19,8 +19,8 @@ struct ClientInfo: Sendable {
     var json: [String: Any] {
         ["client_id": clientID, "shard": shard, "connected_since_ms": connectedAtMs, "peer": peer, "tls": tls,
          "subscriptions": subscriptions,
-         "today": ["bytes_in": usage.bytesIn, "bytes_out": usage.bytesOut,
-                   "packets_in": usage.packetsIn, "packets_out": usage.packetsOut],
+         "today": ["bytes_in": usage.inbound.bytes, "bytes_out": usage.outbound.bytes,
+                   "packets_in": usage.inbound.packets, "packets_out": usage.outbound.packets],
          "last_seen_seconds_ago": lastSeenSecondsAgo,
          "rate": ["throttled": held, "backpressure_paused": paused, "quota_breached_today": usage.breachReported]]
     }

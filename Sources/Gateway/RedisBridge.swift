@@ -86,13 +86,16 @@ final class RedisBridge {
     /// the bookkeeping bound is reached, so the caller keeps the bytes for later.
     func addTraffic(key: String, device: String, in bytesIn: UInt32, out bytesOut: UInt32) -> Bool {
         guard !bookkeepingFull else { return false }
-        for (suffix, n) in [(":in", bytesIn), (":out", bytesOut)] where n > 0 {
-            connection.enqueue(.bookkeeping) { b in
-                b.respArray(4)
-                b.respBulk("HINCRBY"); b.respBulk(key); b.respBulk(device + suffix); b.respBulk(String(n))
-            }
-        }
+        if bytesIn > 0 { hincrby(key, device + ":in", bytesIn) }
+        if bytesOut > 0 { hincrby(key, device + ":out", bytesOut) }
         return true
+    }
+
+    private func hincrby(_ key: String, _ field: String, _ n: UInt32) {
+        connection.enqueue(.bookkeeping) { b in
+            b.respArray(4)
+            b.respBulk("HINCRBY"); b.respBulk(key); b.respBulk(field); b.respBulk(number: UInt64(n))
+        }
     }
 
     func expire(_ key: String, seconds: Int) {

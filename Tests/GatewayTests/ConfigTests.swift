@@ -92,7 +92,7 @@ final class ConfigTests: XCTestCase {
         guard case .pass = rules.admit(topic: "/xjdy/x/trade", size: 10, usage: usage, state: &state, now: t0) else {
             return XCTFail("the topic rule (no limit) overrides the device rule")
         }
-        usage.bytesIn = 1000
+        usage.inbound.bytes = 1000
         guard case .act(.disconnect, -1) = rules.admit(topic: "/a", size: 10, usage: usage, state: &state, now: t0) else {
             return XCTFail("over quota")
         }
