@@ -149,7 +149,7 @@ extension Shard {
         for e in entries {
             let topic = e.topic ?? "/xjdy/ops/v1/TCU/\(e.device)/cmd"
             let qosByte = e.qos.map { UInt8($0) } ?? 1
-            guard !e.device.isEmpty, Topic.isValidName(Array(topic.utf8)), let qos = qosByte.flatMap(QoS.init) else {
+            guard !e.device.isEmpty, Topic.isValidName(topic.utf8), let qos = qosByte.flatMap(QoS.init) else {
                 logger.warning("downlink: entry \(e.id) is missing device or has a bad topic/qos; acknowledged as offline")
                 redis.downlinkOutcome(id: e.id, device: e.device, .offline)
                 continue

@@ -19,7 +19,7 @@ struct InlineList<Element>: Sequence, ExpressibleByArrayLiteral {
 
     /// Replace the element `same` picks, or append `e`.
     mutating func upsert(_ e: Element, same: (Element) -> Bool) {
-        if let h = head, same(h) { head = e } else if head == nil { head = e } else { rest.upsert(e, same: same) }
+        if let h = head, !same(h) { rest.upsert(e, same: same) } else { head = e }
     }
 
     /// Remove the first element `which` picks; false if there is none.

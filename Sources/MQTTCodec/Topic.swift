@@ -1,8 +1,9 @@
 /// Topic names and filters (section 4.7). Pure functions over UTF-8 bytes.
 public enum Topic {
     /// A PUBLISH topic name: at least one byte, no wildcard characters (4.7.3, 3.3.2-2).
+    @inlinable
     public static func isValidName<C: Collection>(_ bytes: C) -> Bool where C.Element == UInt8 {
-        !bytes.isEmpty && !bytes.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") })
+        !bytes.isEmpty && !hasWildcard(bytes)
     }
 
     /// A SUBSCRIBE/UNSUBSCRIBE filter: `#` only as the whole last level, `+` only as a
