@@ -202,7 +202,8 @@ public struct Config: Sendable {
         /// Approximate cap on every stream pilegate writes (XADD MAXLEN ~).
         public var streamMaxlen = 1_000_000
         /// QoS 0 under backpressure: "block" (stop reading, like QoS 1) or "drop" (count).
-        public var qos0Overload = "block"
+        public enum QoS0Overload: String, Sendable, CaseIterable { case block, drop }
+        public var qos0Overload = QoS0Overload.block
         public var defaultStream = "pilegate:up"
         public var eventsStream = "pilegate:events"
         public var presenceKey = "pilegate:presence"
@@ -302,7 +303,7 @@ public struct Config: Sendable {
             try t.int("connect_timeout_ms", &redis.connectTimeoutMs, 10...600_000)
             try t.int("max_inflight", &redis.maxInflight, 1...1_000_000)
             try t.int("stream_maxlen", &redis.streamMaxlen, 1...1_000_000_000)
-            try t.string("qos0_overload", &redis.qos0Overload)
+            try t.enumeration("qos0_overload", &redis.qos0Overload)
             try t.string("default_stream", &redis.defaultStream)
             try t.string("events_stream", &redis.eventsStream)
             try t.string("presence_key", &redis.presenceKey)
@@ -310,9 +311,6 @@ public struct Config: Sendable {
             try t.string("outcome_stream", &redis.outcomeStream)
             try t.string("group", &redis.group)
             try t.string("embedded_server", &redis.embeddedServer)
-            guard ["block", "drop"].contains(redis.qos0Overload) else {
-                throw Invalid(description: "config: redis.qos0_overload must be \"block\" or \"drop\"")
-            }
             if !redis.address.isEmpty && SocketAddress(redis.address) == nil {
                 throw Invalid(description: "config: redis.address \"\(redis.address)\" is not HOST:PORT")
             }

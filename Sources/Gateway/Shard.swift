@@ -360,10 +360,8 @@ final class Shard {
             acceptsEnabled = true
             logger.debug("spill shard starts accepting")
             armAccepts()
-        } else if !want && acceptsEnabled && acceptsArmed.contains(where: { $0 > 0 }) {
-            acceptsEnabled = false
-            cancelAccepts()
         } else if !want {
+            if acceptsEnabled && acceptsArmed.contains(where: { $0 > 0 }) { cancelAccepts() }
             acceptsEnabled = false
         }
     }
@@ -404,7 +402,7 @@ final class Shard {
                 if slab[Int(slot)].awaitingProxy {
                     proxyReceived(slot, buffers.bytes(id, Int(c.res)))
                 } else {
-                    deliver(slot, buffers.bytes(id, Int(c.res)))
+                    ingest(slot, buffers.bytes(id, Int(c.res)))
                 }
             }
             buffers.recycle(id)
@@ -424,7 +422,7 @@ final class Shard {
     }
 
     /// Bytes from the socket after any PROXY header: through TLS, or straight to MQTT.
-    private func deliver(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
+    private func ingest(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
         if slab[Int(slot)].tls != nil { tlsReceived(slot, bytes) } else { received(slot, bytes) }
     }
 
@@ -450,7 +448,7 @@ final class Shard {
             slab[Int(slot)].awaitingProxy = false
             if let source { slab[Int(slot)].peer = source }
             guard admitPeer(slot) else { return }
-            if length < bytes.count { deliver(slot, UnsafeRawBufferPointer(rebasing: bytes[length...])) }
+            if length < bytes.count { ingest(slot, UnsafeRawBufferPointer(rebasing: bytes[length...])) }
         }
     }
 
@@ -921,7 +919,7 @@ final class Shard {
     /// Must this PUBLISH wait because the Redis pipeline is full or Redis is away?
     private func mustWaitForRedis(_ p: Publish) -> Bool {
         guard let redis, !redis.canAccept else { return false }
-        return !(p.qos == .atMostOnce && config.redis.qos0Overload == "drop")
+        return !(p.qos == .atMostOnce && config.redis.qos0Overload == .drop)
     }
 
     /// Stop reading this connection: TCP pushes back to the pile, nothing is lost,
