@@ -9,7 +9,7 @@ typealias RedisReply = UnsafeMutablePointer<redisReply>
 /// reconnecting with backoff. hiredis only parses replies.
 ///
 /// Every command waiting for its reply stays in `journal`, in order, next to what
-/// its reply means (`expectations`). Replies come back in command order, so the
+/// its reply means (`commands`). Replies come back in command order, so the
 /// front of the journal is always the oldest unanswered command; after a reconnect
 /// everything unanswered is simply sent again, byte for byte. That is what makes an
 /// uplink XADD "at least once": a PUBACK waits for its reply, and a lost connection
@@ -33,9 +33,9 @@ final class RedisConnection<Expectation> {
     private var journal = ByteBuffer()
     private var acked = 0            // journal bytes whose replies have arrived
     private var sent = 0             // journal bytes handed to the kernel
-    /// Each unanswered command: its journal bytes and the `clock` it was enqueued at.
-    private var commands: [(length: Int, at: UInt64)] = []
-    private var expectations: [Expectation] = []
+    /// Each unanswered command: its journal bytes, the `clock` it was enqueued at,
+    /// and what its reply means. Answered ones are dropped from the front by `compact`.
+    private var commands: [(length: Int, at: UInt64, expectation: Expectation)] = []
     private var head = 0
     private var inFlight = ByteBuffer()
     private var sending = false
@@ -84,14 +84,13 @@ final class RedisConnection<Expectation> {
     }
 
     /// Commands sent and not yet answered.
-    var unanswered: Int { expectations.count - head }
+    var unanswered: Int { commands.count - head }
 
     /// Append one command (written by `write`) and what its reply means.
     func enqueue(_ expectation: Expectation, _ write: (inout ByteBuffer) -> Void) {
         let before = journal.count
         write(&journal)
-        commands.append((journal.count - before, clock))
-        expectations.append(expectation)
+        commands.append((journal.count - before, clock, expectation))
     }
 
     // MARK: Driving (called by the shard)
@@ -207,12 +206,11 @@ final class RedisConnection<Expectation> {
                 if handshakeLeft == 0 { becomeUp() }
                 continue
             }
-            guard head < expectations.count else { return fail("reply without a command", nowMs: nowMs) }
-            let e = expectations[head]
+            guard head < commands.count else { return fail("reply without a command", nowMs: nowMs) }
             let c = commands[head]
             acked += c.length
             head += 1
-            onReply(e, r, clock &- c.at)
+            onReply(c.expectation, r, clock &- c.at)
         }
         compact()
         if state != .down { armRecv() }
@@ -222,13 +220,10 @@ final class RedisConnection<Expectation> {
     /// is answered, what a burst grew (a connect storm's events: megabytes) is given
     /// back; a steady flow keeps reusing up to `keptBytes` / `keptCommands`.
     private func compact() {
-        if head == expectations.count {
-            let keep = expectations.capacity <= RedisConnection.keptCommands
-            expectations.removeAll(keepingCapacity: keep)
-            commands.removeAll(keepingCapacity: keep)
+        if head == commands.count {
+            commands.removeAll(keepingCapacity: commands.capacity <= RedisConnection.keptCommands)
             head = 0
-        } else if head > 4096 && head * 2 > expectations.count {
-            expectations.removeFirst(head)
+        } else if head > 4096 && head * 2 > commands.count {
             commands.removeFirst(head)
             head = 0
         }
@@ -261,7 +256,7 @@ final class RedisConnection<Expectation> {
         sent = acked
         if !resendOnReconnect {
             journal.clear(); acked = 0; sent = 0
-            expectations.removeAll(); commands.removeAll(); head = 0
+            commands.removeAll(); head = 0
         }
         redisReaderFree(reader)
         reader = redisReaderCreate()
