@@ -71,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "pileload",
             dependencies: [
-                "PileLoop", "MQTTCodec", "CURing", "CHiredis",
+                "PileLoop", "MQTTCodec", "CHiredis",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -14,7 +14,7 @@ enum Profile: String, ExpressibleByArgument, CaseIterable, Sendable {
     /// every pile publishes (QoS 1: one window of --burst at a time), no subscriber:
     /// measures acknowledged messages/s and PUBACK latency (into Redis, with the bridge on)
     case uplink
-    /// the traffic mix of ../shared/pile-protocol.md: run data per gun every
+    /// the traffic mix of real piles (Sources/ARCHITECTURE.md, "Traffic"): run data per gun every
     /// --min/--max-interval, a trade record every --trade-every messages, pings at the
     /// keepalive; with --redis, the echo worker answers each message with a command
     /// (end-to-end latency pile -> Redis -> worker -> node -> pile)

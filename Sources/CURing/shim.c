@@ -11,7 +11,6 @@ const uint8_t CUR_IOSQE_FIXED_FILE = IOSQE_FIXED_FILE;
 const uint8_t CUR_IOSQE_IO_LINK = IOSQE_IO_LINK;
 const uint8_t CUR_IOSQE_IO_HARDLINK = IOSQE_IO_HARDLINK;
 const uint8_t CUR_IOSQE_BUFFER_SELECT = IOSQE_BUFFER_SELECT;
-const uint8_t CUR_IOSQE_CQE_SKIP_SUCCESS = IOSQE_CQE_SKIP_SUCCESS;
 
 struct io_uring_buf_ring *cur_setup_buf_ring(struct io_uring *ring, unsigned entries,
                                              int bgid, int *err) {

@@ -16,7 +16,7 @@ public final class Server {
 
     /// Shards = max(cores, ceil(max_connections / table size)): every ring's
     /// fixed-file table is capped by RLIMIT_NOFILE, so 200k connections need
-    /// more rings than cores (DESIGN.md, "Direct descriptors").
+    /// more rings than cores (Sources/ARCHITECTURE.md, "Threads and rings").
     public static func layout(config: Config, cores: Int, fileLimit: Int) -> (shards: Int, tableSize: Int) {
         let table = max(64, min(fileLimit - 256, 32768))
         if config.server.shards > 0 { return (config.server.shards, table) }

@@ -28,9 +28,24 @@ public struct Completion {
 /// An io_uring owned by exactly one thread (created with SINGLE_ISSUER and
 /// DEFER_TASKRUN, which must be created on the submitting thread).
 /// SQE preparation helpers are thin: they name the op, its fixed-file form and
-/// the user_data tag, nothing else.
+/// the user_data tag, nothing else. No liburing type appears in this API: the
+/// gateway and the load generator never import the C shim.
 public final class Ring {
-    public let raw: UnsafeMutablePointer<io_uring>
+    /// The length of a relative timeout, kept where the kernel reads it when the
+    /// timeout is submitted; arm it as often as needed.
+    public final class Interval {
+        let spec: UnsafeMutablePointer<__kernel_timespec>
+
+        public init(nanoseconds: UInt64) {
+            spec = .allocate(capacity: 1)
+            spec.initialize(to: __kernel_timespec(tv_sec: Int64(nanoseconds / 1_000_000_000),
+                                                  tv_nsec: Int64(nanoseconds % 1_000_000_000)))
+        }
+
+        deinit { spec.deallocate() }
+    }
+
+    @usableFromInline let raw: UnsafeMutablePointer<io_uring>
     private var cqes: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     private let batch: Int
     /// SQEs handed to the kernel so far (ring statistics).
@@ -65,7 +80,7 @@ public final class Ring {
     }
 
     /// A free SQE; submits what is queued when the SQ is full.
-    @inlinable public func sqe() -> UnsafeMutablePointer<io_uring_sqe> {
+    func sqe() -> UnsafeMutablePointer<io_uring_sqe> {
         if let s = io_uring_get_sqe(raw) { return s }
         submit()
         guard let s = io_uring_get_sqe(raw) else { fatalError("io_uring SQ exhausted after submit") }
@@ -86,7 +101,7 @@ public final class Ring {
         return n
     }
 
-    @usableFromInline func submit() {
+    func submit() {
         let n = io_uring_submit(raw)
         if n > 0 { submitted &+= UInt64(n) }
     }
@@ -161,9 +176,9 @@ public final class Ring {
     }
 
     /// A relative timeout: the shard's single timer, driving its timing wheel.
-    public func timeout(_ ts: UnsafeMutablePointer<__kernel_timespec>, tag: UInt64) {
+    public func timeout(_ interval: Interval, tag: UInt64) {
         let s = sqe()
-        io_uring_prep_timeout(s, ts, 0, 0)
+        io_uring_prep_timeout(s, interval.spec, 0, 0)
         io_uring_sqe_set_data64(s, tag)
     }
 

@@ -19,7 +19,6 @@ extern const uint8_t CUR_IOSQE_FIXED_FILE;
 extern const uint8_t CUR_IOSQE_IO_LINK;
 extern const uint8_t CUR_IOSQE_IO_HARDLINK;
 extern const uint8_t CUR_IOSQE_BUFFER_SELECT;
-extern const uint8_t CUR_IOSQE_CQE_SKIP_SUCCESS;
 
 // Provided-buffer ring: liburing 2.3 has no io_uring_setup_buf_ring.
 // Allocates page-aligned ring memory for `entries` (power of two) and registers

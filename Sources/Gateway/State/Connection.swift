@@ -84,10 +84,10 @@ struct Peer: CustomStringConvertible, Equatable {
 }
 
 /// One slab entry. Plain value, addressed by (slot, generation) in every SQE's
-/// user_data. An idle connected client owns: this struct (104 bytes), its Session,
-/// and no buffers (the three ByteBuffers are released whenever they drain).
-/// Rarely used state lives elsewhere: the will in the Session, a CONNECT waiting
-/// for a takeover in `Shard.waitingConnects`.
+/// user_data. An idle connected client owns: this struct, its Session, and no
+/// buffers (the three ByteBuffers are released whenever they drain). Rarely used
+/// state lives with the shard, by slot: the will in `Shard.wills`, an unfinished
+/// CONNECT in `Shard.waits` (ConnectWaits).
 struct Connection {
     enum State: UInt8 {
         case free, awaitingConnect, awaitingTakeover, connected, closing
@@ -106,8 +106,9 @@ struct Connection {
     /// Not being read: its next PUBLISH waits for room in the Redis pipeline
     /// (backpressure). Bytes already received wait in `inbound`.
     var paused = false
-    /// Not being read until its wheel entry fires: a throttle rate rule, or a
-    /// CONNECT waiting for its connect-rate slot (`Shard.delayedConnects`).
+    /// Held: not being read until whoever held it lets go (Loop/ReadHolds.swift):
+    /// a throttle rate rule or a connect-rate slot (its wheel entry), the in-flight
+    /// bound (Redis replies), a credential lookup (the reply).
     var throttled = false
     /// Counted in the ConnectGuard's per-IP table (released at close).
     var ipCounted = false

@@ -1,8 +1,29 @@
 import MQTTCodec
 
-/// Sending application messages to a subscriber: QoS 0 straight out; QoS 1/2
-/// through the in-flight window, then the session's bounded queue.
+/// Application messages out to subscribers: `fanOut` hands an accepted message
+/// to every match; `deliver` sends it to one subscriber, QoS 0 straight out,
+/// QoS 1/2 through the in-flight window, then the session's bounded queue.
 extension Shard {
+    /// The one place an accepted message is handed on: retained store, then every
+    /// matching subscriber (this shard now, other shards at the end of the turn).
+    /// With a `target` client id (a downlink command) it also says what became of
+    /// the message for that client.
+    @discardableResult
+    func fanOut(_ m: Message, target: String? = nil) -> DownlinkOutcome? {
+        if m.retain && config.mqtt.retainAvailable { broker.retain(m) }
+        let outcome = broker.route(m, into: &remote, target: target)
+        if !remote[index].isEmpty {
+            // Swap, not copy: a copy alive during removeAll would make it reallocate
+            // the list on every publish.
+            swap(&remote[index], &local)
+            for d in local where isCurrent(d.slot, d.generation) {
+                deliver(d.slot, d.message, qos: d.qos, retain: d.retain)
+            }
+            local.removeAll(keepingCapacity: true)
+        }
+        return outcome
+    }
+
     func deliver(_ slot: UInt32, _ m: Message, qos: QoS, retain: Bool) {
         guard slab[Int(slot)].state == .connected, let s = slab[Int(slot)].session else { return }
         if qos == .atMostOnce {

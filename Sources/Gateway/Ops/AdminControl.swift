@@ -48,20 +48,6 @@ extension Shard {
         best.sort { $0.0 > $1.0 }
         return best.prefix(n).map { info($0.1) }
     }
-
-    /// One drain step: close up to `drainPerTick` connected piles, walking the slab.
-    func drainSome() {
-        var closed = 0
-        while closed < drainPerTick && drainCursor < slab.count {
-            let slot = UInt32(drainCursor)
-            drainCursor += 1
-            if slab[Int(slot)].isOpen {
-                close(slot, .drain)
-                closed += 1
-            }
-        }
-        if drainCursor >= slab.count { drainCursor = 0 }   // later arrivals (before the listener closed)
-    }
 }
 
 /// The admin API's view of the running node: the operations that reach into shards.

@@ -2,7 +2,7 @@ import MQTTCodec
 import PileLoop
 
 /// Storm and abuse protection at the front door, shared by every shard
-/// (DESIGN.md, "Security model"): global and per-IP connect rates, connections
+/// (Sources/ARCHITECTURE.md, "Policy"): global and per-IP connect rates, connections
 /// per IP, authentication failures per IP, flapping client ids, and bans.
 ///
 /// One lock; it is taken per accept, per CONNECT and per close, never per PUBLISH.
@@ -180,7 +180,6 @@ final class ConnectGuard: @unchecked Sendable {
         }
     }
 
-    var trackedIPs: Int { lock.withLock { ips.count } }
 }
 
 /// Why the front door said no: the counter, the log line and the event's `kind`.

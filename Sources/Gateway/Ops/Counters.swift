@@ -3,7 +3,7 @@ import MQTTCodec
 
 /// Every count the gateway keeps, in one place. One `Counters` per shard (plus one
 /// for the Broker), so the hot path bumps a counter nobody else writes; readers
-/// (the $SYS publisher, later /metrics) sum them.
+/// (the $SYS publisher and /metrics) sum them.
 public enum Counter: Int, CaseIterable, Sendable {
     case connectionsAccepted
     case clientsConnected        // a gauge: up on CONNACK 0, down when that connection ends

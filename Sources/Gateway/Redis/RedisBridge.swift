@@ -16,7 +16,7 @@ enum RedisExpectation {
     case credentials(slot: UInt32, generation: UInt32, user: String)
 }
 
-/// One shard's side of the Redis contract (DESIGN.md, "Data flows"): uplink XADDs
+/// One shard's side of the Redis contract (Sources/ARCHITECTURE.md, "The Redis contract"): uplink XADDs
 /// with their acknowledgements held until Redis confirms, the presence hash, the
 /// events stream. The connection underneath is pipelined and flushed per turn.
 final class RedisBridge {

@@ -1,6 +1,29 @@
 import MQTTCodec
 import PileLoop
 
+/// CONNECTs not finished yet, by slot: each waits for one thing, and whoever
+/// ends the wait finishes the CONNECT (`resumeConnect`, `endHold`,
+/// `credentialsReplied`); `close` forgets them all.
+struct ConnectWaits {
+    /// For the previous holder of the client id to leave (a takeover, maybe on
+    /// another shard).
+    var takeover: [UInt32: (connect: Connect, role: UInt16)] = [:]
+    /// For a connect-rate slot in the future (limits.over_rate = "wait").
+    var rateSlot: [UInt32: Connect] = [:]
+    /// For the user's credentials from Redis.
+    var credentials: [UInt32: Connect] = [:]
+
+    /// The slot closed: drop its waits; returns a takeover wait's client id.
+    mutating func forget(_ slot: UInt32) -> String? {
+        rateSlot[slot] = nil
+        credentials[slot] = nil
+        return takeover.removeValue(forKey: slot)?.connect.clientID
+    }
+
+    /// For log lines before a session exists.
+    func clientID(_ slot: UInt32) -> String? { takeover[slot]?.connect.clientID }
+}
+
 extension Shard {
     /// CONNECT (3.1): check the client id, pass the front door's storm limits,
     /// authorize, take over any connection that holds the same id (possibly on
@@ -20,7 +43,7 @@ extension Shard {
         case .wait(let nanos):
             // Its connect-rate slot is reserved; the CONNECT goes on in `endHold`.
             counters.add(.connectRateWaits)
-            delayedConnects[slot] = c
+            waits.rateSlot[slot] = c
             hold(slot, nanos: nanos)
         case .refuse(let code, let why, let kind):
             refuseConnect(slot, code, why: why, clientID: c.clientID, denial: kind)
@@ -33,7 +56,7 @@ extension Shard {
             return refuseConnect(slot, r.code, why: r.why, clientID: c.clientID, denial: r.denial)
         case .lookup(let user):
             // Not read until Redis answers (`credentialsReplied`); the CONNECT deadline still runs.
-            awaitingCredentials[slot] = c
+            waits.credentials[slot] = c
             holdReading(slot)
             redis?.lookupCredentials(user, expect: .credentials(slot: slot, generation: slab[Int(slot)].generation, user: user))
         case .allow(let role):
@@ -47,7 +70,7 @@ extension Shard {
         let owner = Owner(shard: index, slot: slot, generation: slab[Int(slot)].generation)
         switch broker.beginConnect(clientID: c.clientID, owner: owner, cleanSession: c.cleanSession) {
         case .waitForTakeover:
-            waitingConnects[slot] = (c, role)
+            waits.takeover[slot] = (c, role)
             slab[Int(slot)].state = .awaitingTakeover
         case .ready(let session, let present):
             session.persistent = !c.cleanSession
@@ -83,6 +106,16 @@ extension Shard {
         }
     }
 
+    /// The previous holder of this connection's client id is gone: finish CONNECT,
+    /// then parse what the pile sent after it.
+    func resumeConnect(_ slot: UInt32) {
+        guard slab[Int(slot)].state == .awaitingTakeover, let w = waits.takeover.removeValue(forKey: slot) else { return }
+        attachSession(slot, w.connect, role: w.role)
+        if slab[Int(slot)].state == .connected && !slab[Int(slot)].inbound.isEmpty {
+            drainInbound(slot)
+        }
+    }
+
     /// Redis answered a credential lookup: learn the entry, then decide the CONNECT.
     func credentialsReplied(slot: UInt32, generation: UInt32, user: String, _ r: RedisReply) {
         if r.isError {
@@ -91,7 +124,7 @@ extension Shard {
         } else {
             ctx.authenticator.learn(user, entry: r.isNil ? nil : r.text, nowMs: monotonicMillis())
         }
-        guard isCurrent(slot, generation), let c = awaitingCredentials.removeValue(forKey: slot) else { return }
+        guard isCurrent(slot, generation), let c = waits.credentials.removeValue(forKey: slot) else { return }
         slab[Int(slot)].throttled = false
         if r.isError { return refuseConnect(slot, .serverUnavailable, why: "credential lookup failed", clientID: c.clientID) }
         authorizeAndAttach(slot, c)

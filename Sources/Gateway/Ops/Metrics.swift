@@ -13,7 +13,7 @@ extension PacketType {
     }
 }
 
-/// Prometheus exposition of the gateway's counters (DESIGN.md, "Observability").
+/// Prometheus exposition of the gateway's counters (Sources/ARCHITECTURE.md, "Observability").
 ///
 /// The hot path keeps bumping its own per-shard atomics (`Counters`); a scrape sums
 /// them and carries the sums into a swift-prometheus registry, which writes the text

@@ -6,7 +6,7 @@ extension Shard {
     func publishSysStats() {
         let sets = ctx.counters
         func put(_ topic: String, _ value: String) {
-            dispatch(Message(topic: "$SYS/broker/" + topic, payload: Array(value.utf8), qos: .atMostOnce, retain: true))
+            fanOut(Message(topic: "$SYS/broker/" + topic, payload: Array(value.utf8), qos: .atMostOnce, retain: true))
         }
         put("version", "pilegate \(pilegateVersion)")
         put("uptime", "\((monotonicMillis() - ctx.startedAt) / 1000) seconds")

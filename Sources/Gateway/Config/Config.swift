@@ -1,0 +1,276 @@
+import Glibc
+import MQTTCodec
+import PileLoop
+
+/// Everything the gateway can be told, with embedded defaults. The TOML file
+/// (ops/pilegate.example.toml documents every key) overrides them; unknown keys
+/// are an error so a typo never silently keeps a default.
+public struct Config: Sendable {
+    public struct Listener: Sendable {
+        public var bind = "0.0.0.0:1883"
+        public var backlog = 65535
+        /// Every connection starts with a PROXY protocol v2 header (HAProxy
+        /// `send-proxy-v2`): the pile's real address for the ACL, limits and logs.
+        public var proxyProtocol = false
+    }
+
+    public struct Server: Sendable {
+        /// Node name: in logs, in the presence hash and stream entries, and in the
+        /// name of this node's downlink stream.
+        public var node = Config.hostname()
+        /// 0 = max(cores, ceil(max_connections / fixed-file table size)).
+        public var shards = 0
+        public var maxConnections = 200_000
+        /// Submission queue entries per ring.
+        public var ringEntries = 4096
+        /// Provided receive buffers per shard, and their size.
+        public var recvBuffers = 128
+        public var recvBufferSize = 4096
+        /// Seconds between $SYS/broker/... statistics publishes; 0 turns them off.
+        public var sysInterval = 10
+    }
+
+    public struct MQTT: Sendable {
+        /// Whole-packet limit; a larger packet closes the connection.
+        public var maxPacketSize = 1 << 20
+        /// Seconds from accept to a CONNECT before the connection is closed.
+        public var connectTimeout = 10
+        /// QoS 1/2 messages in flight to one client before the rest queue.
+        public var maxInflight = 32
+        /// Messages queued per client (past the in-flight window, or while a
+        /// persistent session is away); past it, new messages are dropped and counted.
+        public var maxQueuedMessages = 1000
+        public var maxSubscriptionsPerClient = 64
+        /// Bytes waiting to be sent to one client past which QoS 0 messages to it are
+        /// dropped and counted (a subscriber that stops reading).
+        public var maxSendBuffer = 4 << 20
+        public var maxClientIDLength = 128
+        /// Clean-session clients with an empty client id get a generated one (3.1.3-6).
+        public var allowZeroLengthClientID = true
+        public var retainAvailable = true
+        /// A pile's command topic, `%c` standing for its client id: where a downlink
+        /// entry without `topic` is published, and what the built-in `pile` role may
+        /// subscribe to.
+        public var commandTopic = Config.defaultCommandTopic
+
+        /// The command topic of one pile.
+        func commandTopic(for device: String) -> String { commandTopic.replacing("%c", with: device) }
+    }
+
+    static let defaultCommandTopic = "/xjdy/ops/v1/TCU/%c/cmd"
+
+    public struct Log: Sendable {
+        public var level = "info"
+    }
+
+    /// Who may connect (Sources/ARCHITECTURE.md, "Policy").
+    public struct Auth: Sendable {
+        /// "false", "true", or "loopback": anonymous clients only from 127.0.0.0/8 and
+        /// ::1 (so a fresh install works on the box itself and nowhere else).
+        public var allowAnonymous = "loopback"
+        /// mosquitto_passwd-compatible file (`pilegate passwd` maintains it). Empty: user
+        /// names are not checked and every client counts as anonymous.
+        public var passwordFile = ""
+        /// Redis hash of further users (field = user name, value = a `$7$` entry as in
+        /// the password file), read through the bridge's connection. Empty: off.
+        public var redisHash = ""
+        /// Entries kept in each credential cache (Redis entries, verified passwords).
+        public var cacheSize = 250_000
+        /// Seconds a Redis entry is trusted before it is fetched again (a changed or
+        /// removed password takes effect within this; stale entries are used while
+        /// Redis is unreachable).
+        public var cacheSeconds = 300
+    }
+
+    /// What each client may publish and subscribe to. Patterns are topic filters whose
+    /// whole levels may be `%c` (the client id) or `%u` (the user name).
+    public struct ACL: Sendable {
+        public var enabled = true
+        /// Role of authenticated users not listed in `users`.
+        public var defaultRole = "pile"
+        /// Role of anonymous clients (loopback-only by default: someone on the node).
+        public var anonymousRole = "operator"
+        public var roles: [String: (publish: [String], subscribe: [String])] = [
+            "pile": (["/xjdy/ops/v1/TCU/%c/msg"], [Config.defaultCommandTopic]),
+            "operator": (["#"], ["#", "$SYS/#"]),
+        ]
+        /// user name -> role
+        public var users: [String: String] = [:]
+    }
+
+    /// The operator's HTTP endpoint: /metrics, /healthz, /readyz.
+    public struct Admin: Sendable {
+        public var enabled = true
+        /// Loopback by default: put it on a management network deliberately.
+        public var bind = "127.0.0.1:9883"
+        /// Bearer token for /admin/* and /drain. Empty: those are refused (403).
+        public var token = ""
+        /// Piles closed per second over the node while draining.
+        public var drainRate = 2000
+    }
+
+    /// Per-device accounting and monitoring: the daily traffic rollup into Redis
+    /// (SIM data use) and silent-device events.
+    public struct Devices: Sendable {
+        /// Traffic per device per day goes to hash `traffic_prefix` + YYYY-MM-DD (the
+        /// quota day of `rate.day_offset_minutes`), fields `ID:in` and `ID:out`
+        /// (estimated SIM bytes: MQTT plus `rate.*_overhead_bytes`). Empty: no rollup.
+        public var trafficPrefix = "pilegate:traffic:"
+        /// Each device's bytes since the last flush are added (HINCRBY) this often,
+        /// when its connection ends, and at the day change.
+        public var trafficFlushSeconds = 60
+        /// Each day's hash expires this long after its last update.
+        public var trafficRetentionDays = 62
+        /// A connected pile that sends no PUBLISH for this long is reported once on the
+        /// events stream (`type=silent`), and again when it speaks (`silent_end`). 0: off.
+        public var silentSeconds = 0
+    }
+
+    /// The TLS listener (OpenSSL 3 through memory BIOs on the shard's ring).
+    public struct TLS: Sendable {
+        public var enabled = false
+        public var bind = "0.0.0.0:8883"
+        /// As `listener.proxy_protocol`, for the TLS listener (the header comes before the handshake).
+        public var proxyProtocol = false
+        /// PEM files: the server's certificate chain and key, and the CA client
+        /// certificates must chain to (mutual TLS).
+        public var certificate = ""
+        public var privateKey = ""
+        public var ca = ""
+        /// Mutual TLS: a pile must present a certificate from `ca` whose subject CN
+        /// equals its client id; the certificate then authenticates it.
+        public var requireClientCertificate = false
+        /// Seconds from accept to a finished handshake.
+        public var handshakeTimeout = 10
+        /// Server-side TLS sessions kept for resumption (a reconnect storm then costs
+        /// no full handshakes for TLS 1.2 clients; TLS 1.3 uses stateless tickets).
+        public var sessionCacheSize = 20480
+    }
+
+    /// Storm and abuse protection at CONNECT time (0 turns a limit off). Per-IP
+    /// limits are off by default: piles on a mobile network often share a few
+    /// carrier NAT addresses.
+    public struct Limits: Sendable {
+        public enum OverRate: String, Sendable, CaseIterable { case refuse, wait }
+        /// CONNECTs per second over the whole node, and how many may come at once.
+        public var connectRate = 0.0
+        public var connectBurst = 1000
+        public var connectRatePerIP = 0.0
+        public var connectBurstPerIP = 100
+        /// Over a connect rate: CONNACK 3 ("refuse") or hold the CONNECT until its
+        /// turn, up to half the connect timeout ("wait").
+        public var overRate = OverRate.refuse
+        public var maxConnectionsPerIP = 0
+        /// More than `flap_connects` CONNECTs with one client id within
+        /// `flap_window` seconds: that client id is refused for `flap_ban` seconds.
+        public var flapConnects = 0
+        public var flapWindow = 60
+        public var flapBan = 300
+        /// More than `auth_failures_per_ip` refused credentials from one IP within
+        /// `auth_failure_window` seconds: the IP is refused for `auth_failure_ban` seconds.
+        public var authFailuresPerIP = 0
+        public var authFailureWindow = 60
+        public var authFailureBan = 300
+        /// Unacknowledged QoS 1/2 PUBLISHes one pile may have waiting on Redis; past
+        /// it that pile is not read until some are stored (one pile cannot fill the
+        /// shard's whole Redis window).
+        public var maxInflightIn = 64
+    }
+
+    /// Send-rate rules per device (Sources/ARCHITECTURE.md, "Policy").
+    public struct Rate: Sendable {
+        /// The device rule (name "device", all topics) and `[[rate.topic]]` overrides.
+        public var device = RateRules.Rule(name: "device", filter: nil, messages: nil, bytes: nil,
+                                           action: .throttle, banSeconds: 300)
+        public var topics: [RateRules.Rule] = []
+        /// Bytes a device may move per day (in + out + overhead estimate); 0 = no quota.
+        public var dailyQuotaBytes = 0
+        public var quotaAction = RateAction.disconnect
+        public var quotaBanSeconds = 3600
+        /// Estimated TCP/IP bytes per MQTT packet (IPv4 + TCP headers with timestamps).
+        public var packetOverheadBytes = 52
+        /// Estimated TLS record bytes per MQTT packet (header + AEAD tag), on TLS connections.
+        public var tlsOverheadBytes = 22
+        /// Quota days start at UTC midnight plus this (e.g. 480 for Beijing time).
+        public var dayOffsetMinutes = 0
+    }
+
+    /// The Redis Streams bridge (Sources/ARCHITECTURE.md, "The Redis contract").
+    public struct Redis: Sendable {
+        public var enabled = true
+        /// HOST:PORT of the platform's Redis. Empty: pilegate starts a local
+        /// redis-server on a free loopback port (`embedded_server`) and uses that.
+        public var address = ""
+        public var username = ""
+        public var password = ""
+        public var database = 0
+        public var connectTimeoutMs = 2000
+        /// Uplink XADDs waiting for Redis per shard; past it the shard stops reading
+        /// from publishing piles until Redis catches up.
+        public var maxInflight = 10_000
+        /// Approximate cap on every stream pilegate writes (XADD MAXLEN ~).
+        public var streamMaxlen = 1_000_000
+        /// QoS 0 under backpressure: "block" (stop reading, like QoS 1) or "drop" (count).
+        public enum QoS0Overload: String, Sendable, CaseIterable { case block, drop }
+        public var qos0Overload = QoS0Overload.block
+        public var defaultStream = "pilegate:up"
+        public var eventsStream = "pilegate:events"
+        public var presenceKey = "pilegate:presence"
+        /// Each node reads commands from `downlink_prefix` + node name.
+        public var downlinkPrefix = "pilegate:down:"
+        public var outcomeStream = "pilegate:down:outcome"
+        public var group = "pilegate"
+        public var embeddedServer = "redis-server"
+
+        /// Commands every new Redis connection starts with.
+        func handshake(clientName: String?) -> [[String]] {
+            var h: [[String]] = []
+            if !password.isEmpty { h.append(username.isEmpty ? ["AUTH", password] : ["AUTH", username, password]) }
+            if database != 0 { h.append(["SELECT", String(database)]) }
+            if let clientName { h.append(["CLIENT", "SETNAME", clientName]) }
+            return h
+        }
+    }
+
+    /// An uplink routing rule: PUBLISHes whose topic matches `filter` (and, when
+    /// given, whose payload is a JSON object with top-level `json_key` equal to
+    /// `json_value`) go to `stream`. First match wins; no match: `default_stream`.
+    public struct Route: Sendable {
+        public var filter: String
+        public var jsonKey: String?
+        public var jsonValue: String?
+        public var stream: String
+        public init(filter: String, jsonKey: String? = nil, jsonValue: String? = nil, stream: String) {
+            self.filter = filter; self.jsonKey = jsonKey; self.jsonValue = jsonValue; self.stream = stream
+        }
+    }
+
+    public var listener = Listener()
+    public var server = Server()
+    public var mqtt = MQTT()
+    public var log = Log()
+    public var redis = Redis()
+    public var auth = Auth()
+    public var acl = ACL()
+    public var routes: [Route] = []
+    public var limits = Limits()
+    public var tls = TLS()
+    public var admin = Admin()
+    public var rate = Rate()
+    public var devices = Devices()
+
+    public init() {}
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    var recvBufferCountIsPowerOfTwo: Bool { server.recvBuffers.nonzeroBitCount == 1 }
+
+    static func hostname() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, 255)
+        return String(cString: buf)
+    }
+}
+

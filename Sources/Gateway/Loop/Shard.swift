@@ -1,0 +1,252 @@
+import Logging
+import MQTTCodec
+import PileLoop
+
+/// One event loop: one thread, one io_uring, its own slab of connections. Shares
+/// nothing with other shards except the Broker and the inboxes.
+///
+/// A loop turn: wait for completions, hand each to its owner by the op in its
+/// tag (accept, connection I/O, close, timer, inbox, Redis), then `endTurn`
+/// re-arms receives, flushes every send buffer touched this turn, returns
+/// receive buffers and posts cross-shard deliveries. This file is the loop and
+/// nothing else; what the events do lives beside it (Accept, ConnectionIO,
+/// Close, Timers, ReadHolds) and in the packet handlers (Handlers/).
+final class Shard {
+    let index: Int
+    let ctx: ShardContext
+    let config: Config
+    let broker: Broker
+    let counters: Counters
+    var logger: Logger
+    let ring: Ring
+    let buffers: BufferRing
+    var wheel: TimingWheel
+    /// The Redis bridge (nil when `[redis] enabled = false`), and on shard 0 the
+    /// downlink command reader.
+    var redis: RedisBridge?
+    var downlink: Downlink?
+    var slab: [Connection] = []
+    var freeSlots: [UInt32] = []
+    /// Slots opened and not yet freed (the loop ends at shutdown when it is 0).
+    var openSlots = 0
+    /// Slots with bytes to send this turn, and slots whose receive must be re-armed.
+    var dirty: [UInt32] = []
+    var rearm: [UInt32] = []
+    /// Deliveries gathered this turn for other shards, posted at the end of the turn.
+    var remote: [[Delivery]]
+    /// This shard's own deliveries, swapped out of `remote` while they are made.
+    var local: [Delivery] = []
+
+    // Per-feature state, each owned by a small struct in the feature's file.
+    var acceptor: Acceptor
+    var holds = ReadHolds()
+    var waits = ConnectWaits()
+    var traffic = TrafficRollup()
+    var drain = Drain()
+    /// The will (3.1.2.5) of each live connection that has one, by slot: few piles
+    /// set one, so it is kept here rather than in every Session.
+    var wills: [UInt32: Will] = [:]
+    /// Quota day (RateRules.day), refreshed every tick.
+    var today: UInt32 = 0
+    /// Decrypted bytes of one TLS read, handed straight to the decoder.
+    let tlsScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 16)
+    var stopping = false
+
+    private var inboxValue: UInt64 = 0
+    private var inboxScratch: [ShardMessage] = []
+    private var expired: [TimingWheel.Entry] = []
+    private let tickInterval = Ring.Interval(nanoseconds: Shard.tickMillis * 1_000_000)
+    private var nextSys: UInt64 = 0
+    private var nextSweep: UInt64 = 0
+    private var nextSilenceReview: UInt64 = 0
+    private var stopDeadline: UInt64 = 0
+    static let tickMillis: UInt64 = 100
+    static let recvGroup: UInt16 = 1
+
+    init(index: Int, context: ShardContext, logger: Logger) throws {
+        self.index = index
+        ctx = context
+        config = context.config
+        broker = context.broker
+        counters = context.counters[index]
+        self.logger = logger
+        self.logger[metadataKey: "shard"] = "\(index)"
+        ring = try Ring(entries: UInt32(config.server.ringEntries))
+        try ring.registerSparseFiles(UInt32(context.fileTableSize))
+        buffers = try BufferRing(ring: ring, group: Shard.recvGroup, count: UInt32(config.server.recvBuffers),
+                                 size: config.server.recvBufferSize)
+        wheel = TimingWheel(buckets: 4096, startTick: (monotonicMillis() - context.startedAt) / Shard.tickMillis)
+        remote = Array(repeating: [], count: context.inboxes.count)
+        if let address = context.redisAddress {
+            let bridge = RedisBridge(config: config, address: address, shard: index, ring: ring, counters: counters, logger: self.logger)
+            redis = bridge
+            if index == 0 { downlink = Downlink(config: config, address: address, ring: ring, logger: self.logger) }
+        }
+        // Never regrown (a copy of every connection) and untouched pages cost no RSS.
+        slab.reserveCapacity(context.fileTableSize)
+        acceptor = Acceptor(listeners: [context.listenFD] + (context.tlsListenFD.map { [$0] } ?? []),
+                            proxied: [context.config.listener.proxyProtocol, context.config.tls.proxyProtocol],
+                            tableSize: context.fileTableSize)
+        today = context.rates.day(wallSeconds: Int64(wallMillis() / 1000))
+    }
+
+    // MARK: The loop
+
+    func run() {
+        acceptor.enabled = wantsConnections
+        redis?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
+        downlink?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
+        downlink?.connection.onState = { [unowned self] s in if s == .up { self.downlink?.start() } }
+        redis?.connection.onState = { [unowned self] s in self.counters.set(.redisUp, s == .up ? 1 : 0) }
+        redis?.connection.tick(nowMs: monotonicMillis())
+        downlink?.connection.tick(nowMs: monotonicMillis())
+        armAccepts()
+        armInbox()
+        ring.timeout(tickInterval, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
+        var submitted = ring.submitted
+        while !(stopping && openSlots == 0 && redisSettled) {
+            ring.submitAndWait(1)
+            // Since the last turn's wait: SQEs submitted early because the SQ filled count too.
+            counters.sqesPerTurn.record(ring.submitted &- submitted)
+            submitted = ring.submitted
+            let now = monotonicNanos()
+            redis?.connection.clock = now
+            downlink?.connection.clock = now
+            counters.cqesPerTurn.record(UInt64(ring.drainCompletions { c in self.complete(c) }))
+            endTurn()
+        }
+        logger.debug("shard stopped")
+    }
+
+    /// At shutdown: what this shard sent Redis (last XADDs, disconnect events) has
+    /// been answered, or Redis is away, or we have waited long enough.
+    private var redisSettled: Bool {
+        guard let r = redis?.connection, r.state == .up, r.unanswered > 0 else { return true }
+        return monotonicMillis() > stopDeadline
+    }
+
+    private func complete(_ c: Completion) {
+        let tag = Tag(c.userData)
+        switch tag.op {
+        case Op.accept: onAccept(c)
+        case Op.recv: if valid(tag) { onRecv(tag.slot, c) }
+        case Op.send: if valid(tag) { onSend(tag.slot, c) }
+        case Op.cancel, Op.close:
+            if valid(tag) {
+                slab[Int(tag.slot)].pendingOps -= 1
+                opDone(tag.slot)
+            }
+        case Op.timer: onTimer()
+        case Op.inbox: onInbox(c)
+        case Op.redisConnect, Op.redisSend, Op.redisRecv:
+            let conn = tag.slot == 0 ? redis?.connection : downlink?.connection
+            conn?.complete(op: tag.op, generation: tag.generation, res: c.res, nowMs: monotonicMillis())
+        default: logger.error("completion with unknown op \(tag.op)")
+        }
+    }
+
+    /// A completion for the slot's current connection (not one it held before).
+    private func valid(_ tag: Tag) -> Bool {
+        Int(tag.slot) < slab.count && slab[Int(tag.slot)].generation & 0xFF_FFFF == tag.generation
+    }
+
+    func tag(_ op: UInt8, _ slot: UInt32) -> UInt64 {
+        Tag(op: op, slot: slot, generation: slab[Int(slot)].generation).raw
+    }
+
+    func isCurrent(_ slot: UInt32, _ generation: UInt32) -> Bool {
+        Int(slot) < slab.count && slab[Int(slot)].generation == generation
+    }
+
+    private func endTurn() {
+        if holds.hasPaused && redis?.canResume == true { resumePaused() }
+        for slot in rearm where isReadable(slot) && !slab[Int(slot)].recvArmed {
+            armRecv(slot)
+        }
+        rearm.removeAll(keepingCapacity: true)
+        for slot in dirty {
+            slab[Int(slot)].dirty = false
+            if !slab[Int(slot)].sending && hasOutput(slot) && !slab[Int(slot)].tornDown {
+                startSend(slot)
+            }
+        }
+        dirty.removeAll(keepingCapacity: true)
+        redis?.connection.flush()
+        downlink?.connection.flush()
+        buffers.publish()
+        for s in remote.indices where !remote[s].isEmpty {
+            ctx.inboxes[s].post(contentsOf: remote[s].lazy.map { ShardMessage.deliver($0) })
+            remote[s].removeAll(keepingCapacity: true)
+        }
+    }
+
+    // MARK: The tick (every `tickMillis`)
+
+    private func onTimer() {
+        let now = currentTick
+        wheel.advance(to: now, expired: &expired)
+        for e in expired { deadline(e) }
+        expired.removeAll(keepingCapacity: true)
+        ring.timeout(tickInterval, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
+        if !stopping && index >= ctx.primaryShards { reviewAccepting() }
+        if drain.perTick > 0 { drainSome() }
+        let ms = monotonicMillis()
+        let day = ctx.rates.day(wallSeconds: Int64(wallMillis() / 1000))
+        flushTraffic(all: day != today)   // at a day change all, before any device rolls its usage over
+        if index == 0 && day != today { broker.forgetUsage(before: day) }
+        today = day
+        if config.devices.silentSeconds > 0 && now >= nextSilenceReview {
+            nextSilenceReview = now + silenceReviewTicks
+            reviewSilence()
+        }
+        if index == 0 && now >= nextSweep {
+            nextSweep = now + ticks(seconds: 5)
+            ctx.connectGuard.sweep(now: monotonicNanos())
+        }
+        redis?.connection.tick(nowMs: ms)
+        downlink?.connection.tick(nowMs: ms)
+        if let r = redis?.connection { counters.set(.redisInflight, UInt64(r.unanswered)) }
+        if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
+            nextSys = now + ticks(seconds: config.server.sysInterval)
+            publishSysStats()
+        }
+    }
+
+    // MARK: The inbox (messages from other shards and the admin thread)
+
+    private func armInbox() {
+        ring.read(fd: ctx.inboxes[index].eventFD, &inboxValue, 8, tag: Tag(op: Op.inbox, slot: 0, generation: 0).raw)
+    }
+
+    private func onInbox(_ c: Completion) {
+        ctx.inboxes[index].drain(into: &inboxScratch)
+        for m in inboxScratch { receive(m) }
+        inboxScratch.removeAll(keepingCapacity: true)
+        armInbox()
+    }
+
+    private func receive(_ m: ShardMessage) {
+        switch m {
+        case .deliver(let d):
+            if isCurrent(d.slot, d.generation) { deliver(d.slot, d.message, qos: d.qos, retain: d.retain) }
+        case .kick(let slot, let gen, let reason):
+            if isCurrent(slot, gen) {
+                if reason == .takeover { counters.add(.takeovers) }
+                close(slot, reason)
+            }
+        case .resumeConnect(let slot, let gen):
+            if isCurrent(slot, gen) { resumeConnect(slot) }
+        case .inspect(let slot, let gen, let reply):
+            reply.post(isCurrent(slot, gen) ? info(slot) : ClientInfo(clientID: "", shard: index))
+        case .top(let n, let reply):
+            reply.post(top(n))
+        case .drain(let perTick):
+            drain.perTick = max(1, perTick)
+        case .shutdown:
+            stopping = true
+            stopDeadline = monotonicMillis() + 5000
+            cancelAccepts()
+            for i in slab.indices where slab[i].isOpen { close(UInt32(i), .shutdown) }
+        }
+    }
+}

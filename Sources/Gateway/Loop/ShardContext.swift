@@ -1,0 +1,37 @@
+import Atomics
+import PileLoop
+
+struct ShardContext: Sendable {
+    let config: Config
+    let broker: Broker
+    let inboxes: [Inbox<ShardMessage>]
+    let counters: [Counters]
+    let listenFD: Int32
+    /// The TLS listener and its context (nil: no TLS listener).
+    let tlsListenFD: Int32?
+    let tls: TLSContext?
+    /// Redis for the bridge (nil: bridge off).
+    let redisAddress: SocketAddress?
+    let authenticator: Authenticator
+    let acl: ACL
+    let connectGuard: ConnectGuard
+    let rates: RateRules
+    let fileTableSize: Int
+    /// Live connections over all shards, for the max_connections limit.
+    let live: LiveCount
+    /// Open connections per shard, for the spill rule in `Shard.wantsConnections`.
+    let occupancy: [LiveCount]
+    /// Shards that always accept: one per core. The rest exist only for fixed-file
+    /// capacity and take connections once the shards before them are full.
+    let primaryShards: Int
+    let startedAt: UInt64
+}
+
+/// Live connections over all shards.
+final class LiveCount: Sendable {
+    private let value = ManagedAtomic<Int>(0)
+    /// Count one more; returns the new total.
+    func add() -> Int { value.wrappingIncrementThenLoad(ordering: .relaxed) }
+    func remove() { value.wrappingDecrement(ordering: .relaxed) }
+    var current: Int { value.load(ordering: .relaxed) }
+}

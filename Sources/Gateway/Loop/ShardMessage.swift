@@ -1,0 +1,17 @@
+import PileLoop
+
+/// Messages between shards (and from the main thread), through each shard's inbox.
+enum ShardMessage: Sendable {
+    case deliver(Delivery)
+    /// Close this connection (its client id was taken over, or a newer CONNECT won).
+    case kick(slot: UInt32, generation: UInt32, reason: CloseReason)
+    /// The previous holder of this connection's client id is gone: finish CONNECT.
+    case resumeConnect(slot: UInt32, generation: UInt32)
+    /// Admin API: describe one connection; list this shard's top clients by bytes today.
+    case inspect(slot: UInt32, generation: UInt32, reply: Inbox<ClientInfo>)
+    case top(Int, reply: Inbox<[ClientInfo]>)
+    /// Close connected piles, `perTick` each 100 ms tick, so they reconnect elsewhere.
+    case drain(perTick: Int)
+    case shutdown
+}
+

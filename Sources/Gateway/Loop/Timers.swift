@@ -1,0 +1,59 @@
+import PileLoop
+
+/// Per-connection deadlines on the shard's timing wheel: one entry per
+/// connection (CONNECT deadline, TLS handshake, keepalive, or the end of a read
+/// hold), driven by the loop's single tick (`tickMillis`).
+extension Shard {
+    var currentTick: UInt64 { (monotonicMillis() - ctx.startedAt) / Shard.tickMillis }
+    var nowTick32: UInt32 { UInt32(truncatingIfNeeded: wheel.now) }
+    func ticks(seconds: Int) -> UInt64 { UInt64(seconds) * 1000 / Shard.tickMillis }
+
+    /// (Re)schedule the connection's one wheel entry.
+    func schedule(_ slot: UInt32, at tick: UInt64) {
+        let d = max(tick, wheel.now + 1)
+        slab[Int(slot)].timerDeadline = UInt32(truncatingIfNeeded: d)
+        wheel.schedule(slot: slot, generation: slab[Int(slot)].generation, at: d)
+    }
+
+    /// A wheel entry fired: the deadline it stood for has passed.
+    func deadline(_ e: TimingWheel.Entry) {
+        let s = Int(e.slot)
+        guard s < slab.count, slab[s].generation == e.generation,
+              slab[s].timerDeadline == UInt32(truncatingIfNeeded: e.deadline) else {
+            return   // stale: the connection is gone or has a newer entry
+        }
+        if slab[s].throttled && slab[s].isOpen && waits.credentials[e.slot] == nil { return endHold(e.slot) }
+        switch slab[s].state {
+        case .awaitingConnect where slab[s].tls?.handshakeDone == false:
+            counters.add(.tlsHandshakeTimeouts)
+            logger.info("closing connection: TLS handshake not done within \(config.tls.handshakeTimeout) s", metadata: who(e.slot))
+            close(e.slot, .tlsHandshakeTimeout)
+        case .awaitingConnect, .awaitingTakeover:
+            counters.add(.connectTimeouts)
+            logger.info("closing connection: no CONNECT within \(config.mqtt.connectTimeout) s")
+            close(e.slot, .connectTimeout)
+        case .connected:
+            let ka = slab[s].keepAlive
+            guard ka > 0 else { return }
+            // 1.5 x keepalive without any packet (3.1.2.10)
+            let due = keepaliveDue(s)
+            if slab[s].paused {
+                schedule(e.slot, at: wheel.now + UInt64(ka) * 1000 / Shard.tickMillis)   // not the pile's fault
+            } else if wheel.now >= due {
+                counters.add(.keepaliveExpiries)
+                close(e.slot, .keepalive)
+            } else {
+                schedule(e.slot, at: due)
+            }
+        case .free, .closing:
+            return
+        }
+    }
+
+    /// Tick at which 1.5 x keepalive without a packet has passed (3.1.2.10).
+    func keepaliveDue(_ s: Int) -> UInt64 {
+        // lastSeen is the low 32 bits of a tick at most 1.5 x 65535 s old: rebuild it.
+        let last = wheel.now - UInt64(nowTick32 &- slab[s].lastSeen)
+        return last + UInt64(slab[s].keepAlive) * 1500 / Shard.tickMillis
+    }
+}

@@ -1,0 +1,54 @@
+import MQTTCodec
+
+/// Replies from Redis to what this shard sent: uplink XADDs (a QoS 1/2 PUBLISH
+/// is acknowledged here, once stored), bookkeeping, the downlink reader's steps
+/// and credential lookups.
+extension Shard {
+    /// One of the pile's stored-before-acked PUBLISHes was answered: a pile held at
+    /// `max_inflight_in` reads on once half its window is free.
+    private func uplinkAnswered(_ slot: UInt32) {
+        slab[Int(slot)].uplinksPending -= 1
+        if slab[Int(slot)].throttled && waits.rateSlot[slot] == nil
+            && Int(slab[Int(slot)].uplinksPending) <= config.limits.maxInflightIn / 2 {
+            endHold(slot)
+        }
+    }
+
+    /// A reply from Redis to something this shard sent.
+    /// `waited`: nanoseconds from enqueue to reply (the XADD latency histogram).
+    func redisReplied(_ e: RedisExpectation, _ r: RedisReply, waited: UInt64) {
+        switch e {
+        case .uplink(let slot, let generation, let packetID, let qos):
+            counters.xaddLatency.record(waited)
+            if isCurrent(slot, generation) { uplinkAnswered(slot) }
+            guard !r.isError else {
+                counters.add(.redisErrors)
+                logger.error("redis refused an uplink XADD: \(r.text)")
+                // Not stored, so never acknowledged: the pile resends after reconnecting.
+                if isCurrent(slot, generation) { close(slot, .storeFailed) }
+                return
+            }
+            counters.add(.uplinkStored)
+            if isCurrent(slot, generation) && slab[Int(slot)].state == .connected {
+                acknowledge(slot, packetID, qos)
+            }
+        case .uplinkQoS0:
+            counters.xaddLatency.record(waited)
+            if r.isError {
+                counters.add(.redisErrors)
+                logger.warning("redis refused a QoS 0 uplink XADD: \(r.text)")
+            } else {
+                counters.add(.uplinkStored)
+            }
+        case .bookkeeping:
+            if r.isError {
+                counters.add(.redisErrors)
+                logger.warning("redis error: \(r.text)")
+            }
+        case .downlink(let step):
+            downlinkReplied(step, r)
+        case .credentials(let slot, let generation, let user):
+            credentialsReplied(slot: slot, generation: generation, user: user, r)
+        }
+    }
+}
