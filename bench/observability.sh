@@ -17,6 +17,7 @@
 #    scrapes) and size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 PILES=${1:-10000}; RATE=${2:-20000}; SECS=${3:-15}; BASELINE=${4:-20b39e8}; SCRAPE=${5:-200000}
 out=$(pwd)/bench/results/observability-$(date +%Y%m%d-%H%M%S); mkdir -p "$out"
 ops/loadtest-sysctl.sh
@@ -29,10 +30,7 @@ if [ ! -x "$base/.build/release/pilegate" ]; then
   (cd "$base" && git checkout -q "$BASELINE" && swift build -c release --product pilegate >/dev/null)
 fi
 RPORT=16391; PORT=18885; APORT=19885
-redis-server --port $RPORT --bind 127.0.0.1 --save "" --appendonly no --dir "$out" --daemonize yes \
-  --logfile "$out/redis.log" --pidfile "$out/redis.pid" >/dev/null
-trap 'redis-cli -p $RPORT shutdown nosave >/dev/null 2>&1 || true' EXIT
-sleep 0.5
+start_redis $RPORT "$out"
 conf() {  # name devices-section
   printf '[redis]\naddress = "127.0.0.1:%s"\n[log]\nlevel = "warning"\n[admin]\nbind = "127.0.0.1:%s"\n%s\n' \
     $RPORT $APORT "$2" >"$out/$1.toml"

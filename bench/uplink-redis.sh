@@ -15,16 +15,14 @@
 # as many connections as pilegate has shards. Redis runs without persistence for both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 COUNTS=${1:-"10000 100000"}; SECS=${2:-15}; PACED=${3:-20000}; PILES=${4:-200000}; PILE_SECS=${5:-60}
 out=$(pwd)/bench/results/uplink-$(date +%Y%m%d-%H%M%S); mkdir -p "$out"
 ops/loadtest-sysctl.sh
 swift build -c release --product pilegate >/dev/null
 swift build -c release --product pileload >/dev/null
 RPORT=16390; PORT=18884
-redis-server --port $RPORT --bind 127.0.0.1 --save "" --appendonly no --dir "$out" --daemonize yes \
-  --logfile "$out/redis.log" --pidfile "$out/redis.pid" >/dev/null
-trap 'redis-cli -p $RPORT shutdown nosave >/dev/null 2>&1 || true' EXIT
-sleep 0.5
+start_redis $RPORT "$out"
 payload=$(printf '{"命令":"运行数据","reqid":1,"数据分区":"1枪数据","pad":"%0340d"}' 0)
 shards=11   # pilegate's default layout: ceil(200000 / 19744) rings, one Redis connection each
 ceiling=$(redis-benchmark -p $RPORT -c "$shards" -P 100 -n 2000000 -q XADD bench:ceiling MAXLEN '~' 1000000 '*' \

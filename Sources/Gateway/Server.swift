@@ -62,11 +62,13 @@ public final class Server {
         let rates = RateRules(config.rate)
         let streams = Router(routes: config.routes, defaultStream: config.redis.defaultStream).streams
         let counters = (0...shards).map { _ in Counters(streams: streams.count, rules: rates.rules.count) }
-        let broker = Broker(limits: config.mqtt, keepUsage: rates.quota > 0, inboxes: inboxes, counters: counters[shards])
+        let acl = ACL(config.acl, mqtt: config.mqtt)
+        let broker = Broker(acl: acl, queueBudget: config.mqtt.queueMemoryBudget, keepUsage: rates.quota > 0,
+                            inboxes: inboxes, counters: counters[shards])
         broker.reserve(clients: config.server.maxConnections)
         let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
                                    listenFD: listenFD, tlsListenFD: tlsListenFD, tls: tls, redisAddress: redisAddress,
-                                   authenticator: try Authenticator(config: config.auth), acl: ACL(config.acl),
+                                   authenticator: try Authenticator(config: config.auth), acl: acl,
                                    connectGuard: ConnectGuard(config.limits, connectTimeoutSeconds: config.mqtt.connectTimeout),
                                    rates: rates,
                                    fileTableSize: tableSize,

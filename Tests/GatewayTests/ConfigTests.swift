@@ -28,6 +28,17 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(c.rate.topics.isEmpty)
     }
 
+    func testCommandTopicMustNameThePile() throws {
+        XCTAssertEqual(try Config(toml: "[mqtt]\ncommand_topic = \"cmd/%c\"\n").acl.roles["pile"]?.subscribe, ["cmd/%c"])
+        for bad in ["cmd/all", "cmd/%c/#", ""] {
+            XCTAssertThrowsError(try Config(toml: "[mqtt]\ncommand_topic = \"\(bad)\"\n")) {
+                XCTAssertEqual("\($0)", "config: mqtt.command_topic must be a topic name containing %c")
+            }
+        }
+        let custom = try Config(toml: "[mqtt]\ncommand_topic = \"cmd/%c\"\n[acl]\nanonymous_role = \"pile\"\n[acl.roles.pile]\nsubscribe = [\"x/%c\"]\n")
+        XCTAssertEqual(custom.acl.roles["pile"]?.subscribe, ["x/%c"], "roles given in the file are kept as written")
+    }
+
     func testRateRulesAndLimitsParse() throws {
         let c = try Config(toml: """
         [limits]

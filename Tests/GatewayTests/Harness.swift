@@ -201,6 +201,14 @@ func shell(_ tool: String, _ args: [String], timeout: TimeInterval = 20) throws 
     return o.text
 }
 
+/// A password file with two piles and an operator: one entry from Mosquitto's own
+/// tool, two from pilegate's (the formats agree).
+func writeTestPasswords(_ path: String) throws {
+    try shell("mosquitto_passwd", ["-c", "-b", path, "AAAAAJQX", "pile-secret"])
+    try shell(Gateway.binary.path, ["passwd", path, "AAAAAAAB", "--password", "other-secret"])
+    try shell(Gateway.binary.path, ["passwd", path, "op1", "--password", "op secret"])
+}
+
 /// The repository's top directory (for the files under ops/).
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 

@@ -2,7 +2,7 @@ import Foundation
 import MQTTCodec
 import XCTest
 
-/// The Redis contract (DESIGN.md, "Data flows") against a real redis-server.
+/// The Redis contract (Sources/ARCHITECTURE.md, "The Redis contract") against a real redis-server.
 final class RedisBridgeTests: XCTestCase {
     var redis: RedisServer!
     var gw: Gateway?
@@ -219,6 +219,21 @@ final class RedisBridgeTests: XCTestCase {
         XCTAssertEqual(outcomes[good], "delivered")
         XCTAssertEqual(try redis.command(["XPENDING", key, "pilegate"]).items.first?.int, 0, "every entry XACKed")
         XCTAssertEqual(g.logText.components(separatedBy: "is missing device or has a bad topic/qos").count - 1, 4)
+    }
+
+    /// `mqtt.command_topic` is the one command topic pattern: a downlink entry without
+    /// `topic` goes there, and the built-in pile role may subscribe to it (and only it).
+    func testDownlinkDefaultTopicFollowsCommandTopic() throws {
+        let g = try startGateway("[mqtt]\ncommand_topic = \"/fleet/%c/commands\"\n[auth]\nallow_anonymous = \"true\"\n[acl]\nanonymous_role = \"pile\"")
+        let pile = try connected(g, "AAAAAAAF")
+        pile.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/fleet/AAAAAAAF/commands", .atLeastOnce),
+                                                            TopicRequest("/xjdy/ops/v1/TCU/AAAAAAAF/cmd", .atLeastOnce)])))
+        guard case .suback(let ack) = pile.receive() else { return XCTFail("no SUBACK") }
+        XCTAssertEqual(ack.returnCodes, [1, Suback.failure], "the pile role follows command_topic")
+        _ = try redis.command(["XADD", "pilegate:down:test-node", "*", "device", "AAAAAAAF", "payload", "reboot"])
+        guard case .publish(let p) = pile.receive() else { return XCTFail("command not delivered") }
+        XCTAssertEqual(p.topic, "/fleet/AAAAAAAF/commands")
+        XCTAssertEqual(p.payload, Array("reboot".utf8))
     }
 
     func testDownlinkForAnAbsentPersistentSessionIsQueuedAndDeliveredOnReturn() throws {

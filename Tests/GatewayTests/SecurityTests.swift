@@ -11,10 +11,7 @@ final class SecurityTests: XCTestCase {
     override func setUpWithError() throws {
         dir = NSTemporaryDirectory() + "pilegate-sec-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        // One user from Mosquitto's own tool, two from pilegate's: the formats agree.
-        try shell("mosquitto_passwd", ["-c", "-b", "\(dir!)/passwd", "AAAAAJQX", "pile-secret"])
-        try shell(Gateway.binary.path, ["passwd", "\(dir!)/passwd", "AAAAAAAB", "--password", "other-secret"])
-        try shell(Gateway.binary.path, ["passwd", "\(dir!)/passwd", "op1", "--password", "op secret"])
+        try writeTestPasswords("\(dir!)/passwd")
     }
 
     override func tearDown() {
@@ -88,7 +85,7 @@ final class SecurityTests: XCTestCase {
 
     func testACLPatternsCoverOnlyWhatTheyName() {
         var c = Config.ACL()
-        c.roles["reader"] = (publish: [], subscribe: ["site/%u/#", "$SYS/broker/+"])
+        c.roles["reader"] = Config.Role(publish: [], subscribe: ["site/%u/#", "$SYS/broker/+"])
         let acl = ACL(c)
         let pile = acl.role(username: "AAAAAJQX", authenticated: true)
         XCTAssertEqual(acl.roleName(pile), "pile")

@@ -32,6 +32,8 @@ extension Config {
             try t.int("connect_timeout", &mqtt.connectTimeout, 1...3600)
             try t.int("max_inflight", &mqtt.maxInflight, 1...65535)
             try t.int("max_queued_messages", &mqtt.maxQueuedMessages, 0...10_000_000)
+            try t.int("max_queued_bytes", &mqtt.maxQueuedBytes, 0...1 << 32 - 1)
+            try t.int("queue_memory_budget", &mqtt.queueMemoryBudget, 0...1 << 40)
             try t.int("max_subscriptions_per_client", &mqtt.maxSubscriptionsPerClient, 1...100_000)
             try t.int("max_send_buffer", &mqtt.maxSendBuffer, 4096...1 << 30)
             try t.int("max_client_id_length", &mqtt.maxClientIDLength, 23...65535)
@@ -83,15 +85,21 @@ extension Config {
             try t.bool("enabled", &acl.enabled)
             try t.string("default_role", &acl.defaultRole)
             try t.string("anonymous_role", &acl.anonymousRole)
-            var roles: [String: (publish: [String], subscribe: [String])] = [:]
-            try t.each("roles") { name, role in
-                var p: [String] = [], s: [String] = []
-                try role.strings("publish", &p)
-                try role.strings("subscribe", &s)
-                for f in p + s where !Topic.isValidFilter(Array(f.utf8)) {
+            var roles: [String: Role] = [:]
+            try t.each("roles") { name, t in
+                var r = Role()
+                try t.strings("publish", &r.publish)
+                try t.strings("subscribe", &r.subscribe)
+                try t.strings("deny_publish", &r.denyPublish)
+                try t.strings("deny_subscribe", &r.denySubscribe)
+                try t.bool("bind_client_id", &r.bindClientID)
+                try t.optionalInt("max_queued_messages", &r.maxQueuedMessages, 0...10_000_000)
+                try t.optionalInt("max_queued_bytes", &r.maxQueuedBytes, 0...1 << 32 - 1)
+                try t.optionalInt("max_send_buffer", &r.maxSendBuffer, 4096...1 << 30)
+                for f in r.publish + r.subscribe + r.denyPublish + r.denySubscribe where !Topic.isValidFilter(Array(f.utf8)) {
                     throw Invalid(description: "config: acl.roles.\(name): \"\(f)\" is not a topic filter")
                 }
-                roles[name] = (p, s)
+                roles[name] = r
             }
             if !roles.isEmpty { acl.roles = roles }
             try t.eachString("users") { user, role in acl.users[user] = role }

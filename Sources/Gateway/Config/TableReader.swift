@@ -82,6 +82,14 @@ struct TableReader {
         into = i
     }
 
+    /// An integer that may be left out (nil: a default decided elsewhere).
+    mutating func optionalInt(_ key: String, _ into: inout Int?, _ range: ClosedRange<Int>) throws {
+        guard table[key] != nil else { seen.insert(key); return }
+        var v = 0
+        try int(key, &v, range)
+        into = v
+    }
+
     /// A number (integer or float), at least 0.
     mutating func double(_ key: String, _ into: inout Double) throws {
         seen.insert(key)

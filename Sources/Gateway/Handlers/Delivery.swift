@@ -26,11 +26,15 @@ extension Shard {
 
     func deliver(_ slot: UInt32, _ m: Message, qos: QoS, retain: Bool) {
         guard slab[Int(slot)].state == .connected, let s = slab[Int(slot)].session else { return }
+        if ctx.acl.filtersDeliveries(s.role)
+            && !ctx.acl.mayReceive(s.role, topic: m.topic, clientID: s.clientID, username: s.username) {
+            return counters.add(.deliveriesDenied)   // a wider filter overlapping a deny_subscribe
+        }
+        let limits = ctx.acl.queueLimits(s.role)
         if qos == .atMostOnce {
             // A subscriber that does not read must not grow our memory without bound.
-            if slab[Int(slot)].outbound.count + slab[Int(slot)].inFlight.count > config.mqtt.maxSendBuffer {
-                counters.add(.queueDrops)
-                return
+            if slab[Int(slot)].outbound.count + slab[Int(slot)].inFlight.count > limits.sendBuffer {
+                return queueDropped(slot, s, .sendBuffer, limits)
             }
             return writePublish(slot, m, qos: .atMostOnce, retain: retain, dup: false, id: 0)
         }
@@ -38,9 +42,40 @@ extension Shard {
             let id = s.nextPacketID()
             s.inflight.append(Outgoing(packetID: id, message: m, qos: qos, retain: retain, released: false))
             writePublish(slot, m, qos: qos, retain: retain, dup: false, id: id)
-        } else if !s.enqueue(Queued(message: m, qos: qos, retain: retain), limit: config.mqtt.maxQueuedMessages) {
-            counters.add(.queueDrops)
+        } else if let why = s.enqueue(Queued(message: m, qos: qos, retain: retain), limits,
+                                      budget: config.mqtt.queueMemoryBudget) {
+            queueDropped(slot, s, why, limits)
         }
+    }
+
+    /// A message for this subscriber was dropped: counted by reason; the first drop
+    /// of a connection is logged and emitted as a `queue_drop` event, and the total
+    /// is logged when the connection ends (`reportDrops`). Redis stays the durable
+    /// path: an uplink acknowledged to its publisher was stored there regardless.
+    func queueDropped(_ slot: UInt32, _ s: Session, _ why: QueueDrop, _ limits: QueueLimits) {
+        counters.add(why.counter)
+        s.drops &+= 1
+        guard s.drops == 1 else { return }
+        let limit = switch why {
+        case .messages: "max_queued_messages = \(limits.messages)"
+        case .bytes: "max_queued_bytes = \(limits.bytes)"
+        case .budget: "queue_memory_budget = \(config.mqtt.queueMemoryBudget)"
+        case .sendBuffer: "max_send_buffer = \(limits.sendBuffer)"
+        }
+        logger.warning("dropping messages for this subscriber (\(why.rawValue)): \(limit) reached; \(s.queuedCount) queued",
+                       metadata: who(slot))
+        redis?.event("queue_drop", device: s.clientID, [("reason", why.rawValue), ("limit", limit)])
+    }
+
+    /// Log how many messages were dropped for this client over its connection (or,
+    /// `away`, while its persistent session waited), then count afresh.
+    func reportDrops(_ slot: UInt32, _ s: Session, away: Bool) {
+        guard s.drops > 0 else { return }
+        logger.warning(away ? "\(s.drops) messages were dropped for this client while it was away (queue bounds)"
+                            : "\(s.drops) messages were dropped for this client over its connection",
+                       metadata: who(slot))
+        if away { redis?.event("queue_drop", device: s.clientID, [("reason", "while_away"), ("count", String(s.drops))]) }
+        s.drops = 0
     }
 
     /// Move queued messages into the in-flight window as it opens.

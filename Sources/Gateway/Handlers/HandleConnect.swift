@@ -102,7 +102,10 @@ extension Shard {
                 "client": "\(c.clientID)", "peer": "\(slab[Int(slot)].peer)", "clean": "\(c.cleanSession)", "keepalive": "\(c.keepAlive)",
                 "session_present": "\(present)",
             ])
-            if present { resumeSession(slot) }
+            if present {
+                reportDrops(slot, session, away: true)
+                resumeSession(slot)
+            }
         }
     }
 

@@ -12,6 +12,13 @@ extension Shard {
         while offset < bytes.count {
             let state = slab[Int(slot)].state
             guard state == .awaitingConnect || state == .connected, !slab[Int(slot)].throttled else { break }
+            // The first byte says whether this can be a CONNECT (0x10: type 1, flags 0,
+            // 3.1.0-1, 2.2.2): an HTTP request or other garbage is refused now, not
+            // once "the packet" it seems to announce is complete or the deadline passes.
+            if state == .awaitingConnect && bytes[offset] != 0x10 {
+                notConnect(slot, firstByte: bytes[offset])
+                return bytes.count
+            }
             switch Decoder.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...]),
                                   maxPacketSize: config.mqtt.maxPacketSize) {
             case .packet(let packet, let n):
@@ -45,6 +52,13 @@ extension Shard {
             }
         }
         return offset
+    }
+
+    /// A connection's first byte cannot start a CONNECT: say what it is instead.
+    private func notConnect(_ slot: UInt32, firstByte b: UInt8) {
+        guard let type = PacketType(rawValue: b >> 4) else { return malformed(slot, .reservedPacketType(b >> 4)) }
+        if type == .connect { return malformed(slot, .invalidFlags(.connect, b & 0x0F)) }   // 2.2.2
+        protocolViolation(slot, "first packet is \(type), not CONNECT (first byte 0x\(String(b, radix: 16)))")   // 3.1.0-1
     }
 
     /// One switch over packet types; each handler is in its own file (Handle*.swift).

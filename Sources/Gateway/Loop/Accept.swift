@@ -100,7 +100,7 @@ extension Shard {
             } else if slab[Int(slot)].awaitingProxy || admitPeer(slot) {   // behind a balancer: once the header names the peer
                 armRecv(slot)
                 let deadline = l == 1 ? min(config.tls.handshakeTimeout, config.mqtt.connectTimeout) : config.mqtt.connectTimeout
-                schedule(slot, at: wheel.now + ticks(seconds: deadline))
+                schedule(slot, at: tick(afterSeconds: deadline))
             }
         } else if c.res == -EINVAL {
             acceptor.enabled = false   // the listener was shut down: the server is stopping

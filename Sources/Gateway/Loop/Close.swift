@@ -12,6 +12,11 @@ extension Shard {
     /// `flush` is set (CONNACK refusals).
     func close(_ slot: UInt32, _ reason: CloseReason, flush: Bool = false) {
         guard slab[Int(slot)].isOpen else { return }
+        var flush = flush
+        if let tls = slab[Int(slot)].tls, tls.handshakeDone, reason.sendsCloseNotify {
+            tls.shutdown()   // close_notify first: OpenSSL 3 peers report a bare EOF as an error
+            flush = true
+        }
         let was = slab[Int(slot)].state
         slab[Int(slot)].state = .closing
         ctx.live.remove()
@@ -42,6 +47,7 @@ extension Shard {
                     counters.add(.bookkeepingDropped)
                 }
             }
+            reportDrops(slot, session, away: false)
             broker.detach(session, owner: owner)
             logger.info("disconnected: \(reason.rawValue)", metadata: who(slot))
         } else if was == .awaitingTakeover, let waitingID {

@@ -88,7 +88,7 @@ extension Shard {
             logger.debug("TLS handshake done (\(tls.version))", metadata: who(slot))
             // The handshake deadline becomes the CONNECT deadline (unless CONNECT came with it).
             if slab[Int(slot)].state == .awaitingConnect && !slab[Int(slot)].throttled {
-                schedule(slot, at: wheel.now + ticks(seconds: config.mqtt.connectTimeout))
+                schedule(slot, at: tick(afterSeconds: config.mqtt.connectTimeout))
             }
         }
         switch progress {

@@ -8,6 +8,14 @@ extension Shard {
     var nowTick32: UInt32 { UInt32(truncatingIfNeeded: wheel.now) }
     func ticks(seconds: Int) -> UInt64 { UInt64(seconds) * 1000 / Shard.tickMillis }
 
+    /// The first tick at or after `seconds` from now, counted from the clock rather
+    /// than from the wheel's last tick (which lags it by up to a tick): a deadline
+    /// set with it never fires early and at most one tick late.
+    func tick(afterSeconds seconds: Int) -> UInt64 {
+        let ms = monotonicMillis() - ctx.startedAt + UInt64(seconds) * 1000
+        return (ms + Shard.tickMillis - 1) / Shard.tickMillis
+    }
+
     /// (Re)schedule the connection's one wheel entry.
     func schedule(_ slot: UInt32, at tick: UInt64) {
         let d = max(tick, wheel.now + 1)

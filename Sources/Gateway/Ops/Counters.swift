@@ -20,7 +20,11 @@ public enum Counter: Int, CaseIterable, Sendable {
     case willsPublished
     case bytesIn
     case bytesOut
-    case queueDrops              // message dropped: client queue at its bound
+    case queueDropsMessages      // message dropped: client queue at its role's max_queued_messages
+    case queueDropsBytes         // message dropped: client queue at its role's max_queued_bytes
+    case queueDropsBudget        // message dropped: all queues at mqtt.queue_memory_budget
+    case queueDropsSendBuffer    // QoS 0 dropped: client send buffer at its role's max_send_buffer
+    case deliveriesDenied        // message not delivered through a wider filter: deny_subscribe covers its topic
     case uplinkStored            // XADD confirmed by Redis
     case uplinkDropped           // QoS 0 dropped under backpressure (qos0_overload = "drop")
     case redisErrors             // Redis answered a command with an error
@@ -31,6 +35,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case downlinkOffline
     case downlinkNotSubscribed
     case authFailures            // CONNECT refused for credentials (CONNACK 4 or 5)
+    case clientIDRefused         // CONNACK 5: client id is not the user name in a role that binds them
     case publishDenied           // authorization refused a PUBLISH
     case subscribeDenied         // authorization refused a filter (SUBACK 0x80)
     case bannedRefused           // CONNECT or accept refused: client id or IP banned

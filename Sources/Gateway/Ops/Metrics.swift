@@ -34,6 +34,7 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
     private let rss: Gauge
     private let fds: Gauge
     private let clients: Gauge
+    private let queued: Gauge
     private let broker: Broker
 
     /// `streams` and `rules` name the configured label values (Router.streams,
@@ -75,6 +76,8 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         fds = registry.makeGauge(descriptor: Metrics.metric("pilegate_process_open_fds",
                                                     "File descriptors open in the process table (fixed-file slots are not counted)"))
         clients = registry.makeGauge(descriptor: Metrics.metric("pilegate_sessions", "Client sessions known to the broker (connected and parked)"))
+        queued = registry.makeGauge(descriptor: Metrics.metric("pilegate_queued_bytes",
+                                                       "Bytes queued for clients in all sessions (against mqtt.queue_memory_budget)"))
         registry.makeGauge(descriptor: Metrics.metric("pilegate_shards", "Event-loop shards (rings) in this process"))
             .set(Double(sets.count - 1))   // one Counters per shard, plus the Broker's
         registry.makeGauge(descriptor: Metrics.metric("pilegate_connections_limit", "server.max_connections"))
@@ -97,6 +100,7 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         rss.set(Double(Metrics.residentBytes()))
         fds.set(Double(Metrics.openFDs()))
         clients.set(Double(broker.clientCount))
+        queued.set(Double(QueueMemory.used.load(ordering: .relaxed)))
         var out: [UInt8] = []
         out.reserveCapacity(16384)
         registry.emit(into: &out)
@@ -187,7 +191,11 @@ extension Counter {
         case .willsPublished: return c("wills_published_total", "Will messages published")
         case .bytesIn: return c("bytes_total", "Bytes on client sockets (after TLS)", [("direction", "in")])
         case .bytesOut: return c("bytes_total", "Bytes on client sockets (after TLS)", [("direction", "out")])
-        case .queueDrops: return c("queue_drops_total", "Messages dropped: a client's queue or send buffer was full")
+        case .queueDropsMessages: return c("queue_drops_total", "Messages dropped for a subscriber, by reason", [("reason", "queue_messages")])
+        case .queueDropsBytes: return c("queue_drops_total", "Messages dropped for a subscriber, by reason", [("reason", "queue_bytes")])
+        case .queueDropsBudget: return c("queue_drops_total", "Messages dropped for a subscriber, by reason", [("reason", "queue_budget")])
+        case .queueDropsSendBuffer: return c("queue_drops_total", "Messages dropped for a subscriber, by reason", [("reason", "send_buffer")])
+        case .deliveriesDenied: return c("acl_denials_total", "ACL denials", [("packet", "delivery")])
         case .uplinkStored: return c("uplink_stored_total", "Uplink XADDs confirmed by Redis (any QoS)")
         case .uplinkDropped: return c("uplink_dropped_total", "QoS 0 uplink dropped under backpressure (qos0_overload = drop)")
         case .redisErrors: return c("redis_errors_total", "Redis error replies")
@@ -198,6 +206,7 @@ extension Counter {
         case .downlinkOffline: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "offline")])
         case .downlinkNotSubscribed: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "not_subscribed")])
         case .authFailures: return c("auth_failures_total", "CONNECTs refused for credentials or certificate")
+        case .clientIDRefused: return c("client_id_refusals_total", "CONNACK 5: client id is not the user name (bind_client_id)")
         case .publishDenied: return c("acl_denials_total", "ACL denials", [("packet", "publish")])
         case .subscribeDenied: return c("acl_denials_total", "ACL denials", [("packet", "subscribe")])
         case .bannedRefused: return c("banned_refusals_total", "Connections refused: client id or IP banned")

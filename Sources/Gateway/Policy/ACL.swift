@@ -3,7 +3,9 @@ import MQTTCodec
 /// Per-client topic rules by role. A client's role is settled once at CONNECT (a
 /// small index kept in its Session); each check walks that role's few patterns
 /// level by level, substituting `%c`/`%u` in place, so it costs the same with 10
-/// or 200,000 devices and allocates nothing.
+/// or 200,000 devices and allocates nothing. Deny patterns win over allow patterns
+/// (as Mosquitto's `topic deny` and EMQX's deny rules do). A role also carries the
+/// bounds on what may wait for one of its clients.
 struct ACL: Sendable {
     enum Level: Sendable, Equatable {
         case literal([UInt8]), plus, hash, clientID, username
@@ -13,6 +15,11 @@ struct ACL: Sendable {
         var name: String
         var publish: [[Level]]
         var subscribe: [[Level]]
+        var denyPublish: [[Level]]
+        var denySubscribe: [[Level]]
+        /// `bind_client_id` is on and some pattern of the role uses `%c`.
+        var bindsClientID: Bool
+        var queue: QueueLimits
     }
 
     let enabled: Bool
@@ -21,11 +28,19 @@ struct ACL: Sendable {
     private let anonymousRole: UInt16
     private let users: [String: UInt16]
 
-    init(_ c: Config.ACL) {
+    /// `mqtt`: the queue bounds of roles that set none of their own.
+    init(_ c: Config.ACL, mqtt: Config.MQTT = Config.MQTT()) {
         enabled = c.enabled
         let names = c.roles.keys.sorted()
         roles = names.map { n in
-            Role(name: n, publish: c.roles[n]!.publish.map(ACL.compile), subscribe: c.roles[n]!.subscribe.map(ACL.compile))
+            let r = c.roles[n]!
+            let all = (r.publish + r.subscribe + r.denyPublish + r.denySubscribe).map(ACL.compile)
+            return Role(name: n, publish: r.publish.map(ACL.compile), subscribe: r.subscribe.map(ACL.compile),
+                        denyPublish: r.denyPublish.map(ACL.compile), denySubscribe: r.denySubscribe.map(ACL.compile),
+                        bindsClientID: r.bindClientID && all.contains { $0.contains(.clientID) },
+                        queue: QueueLimits(messages: r.maxQueuedMessages ?? mqtt.maxQueuedMessages,
+                                           bytes: r.maxQueuedBytes ?? mqtt.maxQueuedBytes,
+                                           sendBuffer: r.maxSendBuffer ?? mqtt.maxSendBuffer))
         }
         let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, UInt16($0)) })
         defaultRole = index[c.defaultRole] ?? 0
@@ -52,13 +67,36 @@ struct ACL: Sendable {
 
     func roleName(_ r: UInt16) -> String { roles[Int(r)].name }
 
+    /// An authenticated client of this role must use its user name as client id.
+    func bindsClientID(_ r: UInt16) -> Bool { enabled && roles[Int(r)].bindsClientID }
+
+    func queueLimits(_ r: UInt16) -> QueueLimits { roles[Int(r)].queue }
+
+    /// Allowed by a publish pattern and by no deny_publish pattern.
     func mayPublish(_ role: UInt16, topic: String, clientID: String, username: String?) -> Bool {
-        !enabled || roles[Int(role)].publish.contains { ACL.matches($0, topic, clientID, username, subset: false) }
+        let r = roles[Int(role)]
+        return !enabled || (r.publish.contains { ACL.matches($0, topic, clientID, username, subset: false) }
+            && !r.denyPublish.contains { ACL.matches($0, topic, clientID, username, subset: false) })
     }
 
     /// A subscription is allowed when every topic it can match is allowed.
     func maySubscribe(_ role: UInt16, filter: String, clientID: String, username: String?) -> Bool {
         !enabled || roles[Int(role)].subscribe.contains { ACL.matches($0, filter, clientID, username, subset: true) }
+    }
+
+    /// The filter lies wholly inside a deny_subscribe pattern: refused (0x80). A
+    /// filter that only overlaps one is granted; `mayReceive` then keeps the denied
+    /// topics from it.
+    func deniesSubscribe(_ role: UInt16, filter: String, clientID: String, username: String?) -> Bool {
+        enabled && roles[Int(role)].denySubscribe.contains { ACL.matches($0, filter, clientID, username, subset: true) }
+    }
+
+    /// The role has deny_subscribe patterns, so each message delivered to it is checked.
+    func filtersDeliveries(_ role: UInt16) -> Bool { enabled && !roles[Int(role)].denySubscribe.isEmpty }
+
+    /// A message on `topic` may reach a client of this role (no deny_subscribe covers it).
+    func mayReceive(_ role: UInt16, topic: String, clientID: String, username: String?) -> Bool {
+        !roles[Int(role)].denySubscribe.contains { ACL.matches($0, topic, clientID, username, subset: false) }
     }
 
     /// Does the pattern cover `subject` (a topic, or with `subset` a filter whose
@@ -104,4 +142,12 @@ struct ACL: Sendable {
         }
         return levels.next() == nil
     }
+}
+
+/// What may wait for one client: QoS 1/2 messages past the in-flight window (count
+/// and bytes), and bytes of QoS 0 in its send buffer.
+struct QueueLimits: Sendable {
+    var messages: Int
+    var bytes: Int
+    var sendBuffer: Int
 }

@@ -33,7 +33,15 @@ extension Shard {
                                        redisUp: redis?.connection.state == .up) {
         case .accepted:
             let authenticated = c.username != nil && ctx.authenticator.checksUsers
-            return .allow(role: ctx.acl.role(username: c.username, authenticated: authenticated))
+            let role = ctx.acl.role(username: c.username, authenticated: authenticated)
+            // A role whose topics are the client's own (%c) is only as strong as the
+            // client id: an authenticated pile must use its own.
+            if authenticated, let user = c.username, user != c.clientID, ctx.acl.bindsClientID(role) {
+                return .refuse(RefusalError(code: .notAuthorized,
+                                             why: "client id \(c.clientID) is not the user name \(user) (role \(ctx.acl.roleName(role)) binds them: bind_client_id)",
+                                             denial: .clientID))
+            }
+            return .allow(role: role)
         case .lookup(let user):
             return .lookup(user)
         case .refused(let code, var why):
@@ -63,6 +71,9 @@ extension Shard {
         }
         if !ctx.acl.maySubscribe(session.role, filter: t.filter, clientID: session.clientID, username: session.username) {
             return "ACL: role \(ctx.acl.roleName(session.role)) may not subscribe here"
+        }
+        if ctx.acl.deniesSubscribe(session.role, filter: t.filter, clientID: session.clientID, username: session.username) {
+            return "ACL: role \(ctx.acl.roleName(session.role)) denies this filter (deny_subscribe)"
         }
         return nil
     }

@@ -186,6 +186,7 @@ final class ConnectGuard: @unchecked Sendable {
 enum Denial: String, Sendable {
     case auth = "auth"
     case certificate = "certificate"
+    case clientID = "client_id"
     case banned = "banned"
     case flapping = "flapping"
     case connectRate = "connect_rate"
@@ -201,6 +202,7 @@ enum Denial: String, Sendable {
     var counter: Counter? {
         switch self {
         case .auth, .certificate: .authFailures
+        case .clientID: .clientIDRefused
         case .banned, .ipBanned: .bannedRefused
         case .flapping: .flappingBans
         case .connectRate, .connectRatePerIP: .connectRateRefused

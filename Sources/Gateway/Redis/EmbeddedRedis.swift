@@ -19,7 +19,7 @@ final class EmbeddedRedis {
         mkdir(dir, 0o700)
         let args = [binary, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                     "--dir", dir, "--logfile", "\(dir)/redis.log", "--daemonize", "no"]
-        var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)

@@ -96,12 +96,15 @@ final class Broker: @unchecked Sendable {
     /// not reset a daily quota. Only kept when a quota is configured.
     private var usage: [String: DailyUsage] = [:]
     private let keepUsage: Bool
-    private let limits: Config.MQTT
+    /// Queue bounds and deny rules for the sessions parked here (by their role).
+    private let acl: ACL
+    private let queueBudget: Int
     let inboxes: [Inbox<ShardMessage>]
     let counters: Counters
 
-    init(limits: Config.MQTT, keepUsage: Bool, inboxes: [Inbox<ShardMessage>], counters: Counters) {
-        self.limits = limits
+    init(acl: ACL, queueBudget: Int, keepUsage: Bool, inboxes: [Inbox<ShardMessage>], counters: Counters) {
+        self.acl = acl
+        self.queueBudget = queueBudget
         self.keepUsage = keepUsage
         self.inboxes = inboxes
         self.counters = counters
@@ -275,8 +278,14 @@ final class Broker: @unchecked Sendable {
                     out[o.shard].append(Delivery(slot: o.slot, generation: o.generation, qos: qos,
                                                  retain: false, message: message))
                 } else if let s = c.parked, qos != .atMostOnce {
-                    if !s.enqueue(Queued(message: message, qos: qos, retain: false), limit: limits.maxQueuedMessages) {
-                        counters.add(.queueDrops)
+                    // As `Shard.deliver` does for a live client; drops are reported when it returns.
+                    if acl.filtersDeliveries(s.role)
+                        && !acl.mayReceive(s.role, topic: message.topic, clientID: s.clientID, username: s.username) {
+                        counters.add(.deliveriesDenied)
+                    } else if let why = s.enqueue(Queued(message: message, qos: qos, retain: false),
+                                                  acl.queueLimits(s.role), budget: queueBudget) {
+                        counters.add(why.counter)
+                        s.drops &+= 1
                     }
                 }
             }

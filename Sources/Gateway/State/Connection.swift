@@ -25,6 +25,15 @@ enum CloseReason: String, Sendable, CaseIterable {
     case drain = "node draining"
     case badProxyHeader = "malformed PROXY protocol header"
 
+    /// A TLS peer still there is told with close_notify (not after it closed, after a
+    /// socket error, or after a TLS alert).
+    var sendsCloseNotify: Bool {
+        switch self {
+        case .peerClosed, .ioError, .tlsError, .tlsHandshakeTimeout: false
+        default: true
+        }
+    }
+
     /// The will is published unless the client said DISCONNECT (3.14.4-3) or the
     /// server is stopping on purpose (or the client never got a session).
     var publishesWill: Bool {

@@ -10,7 +10,7 @@ struct DailyUsage: Sendable {
     struct Flow: Sendable {
         var bytes: UInt64 = 0
         var packets: UInt32 = 0
-        /// Bytes not yet added to the day's traffic hash in Redis (Accounting.swift);
+        /// Bytes not yet added to the day's traffic hash in Redis (Ops/TrafficRollup.swift);
         /// flushed at least every `traffic_flush_seconds`, so 32 bits are plenty.
         var unflushed: UInt32 = 0
 
