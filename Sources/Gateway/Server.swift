@@ -66,11 +66,13 @@ public final class Server {
         let broker = Broker(acl: acl, queueBudget: config.mqtt.queueMemoryBudget, keepUsage: rates.quota > 0,
                             inboxes: inboxes, counters: counters[shards])
         broker.reserve(clients: config.server.maxConnections)
+        let watch = StreamWatch(streams: streams, groups: config.redis.enabled ? config.redis.consumerGroups : [],
+                                cap: config.redis.streamMaxlen)
         let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
                                    listenFD: listenFD, tlsListenFD: tlsListenFD, tls: tls, redisAddress: redisAddress,
                                    authenticator: try Authenticator(config: config.auth), acl: acl,
                                    connectGuard: ConnectGuard(config.limits, connectTimeoutSeconds: config.mqtt.connectTimeout),
-                                   rates: rates,
+                                   rates: rates, streams: watch,
                                    fileTableSize: tableSize,
                                    live: LiveCount(),
                                    occupancy: (0..<shards).map { _ in LiveCount() },
@@ -101,8 +103,8 @@ public final class Server {
         if config.admin.enabled {
             let a = try AdminHTTP(address: SocketAddress(config.admin.bind)!,
                                   metrics: Metrics(counters: counters, broker: broker, streams: streams, rules: rates.rules.map(\.name),
-                                                   maxConnections: config.server.maxConnections), counters: counters,
-                                  redisEnabled: config.redis.enabled, control: control, token: config.admin.token,
+                                                   maxConnections: config.server.maxConnections, watch: watch), counters: counters,
+                                  redisEnabled: config.redis.enabled, watch: watch, control: control, token: config.admin.token,
                                   logger: logger)
             admin = a
             adminThread = PileLoop.Thread(name: "admin-http") { a.run() }

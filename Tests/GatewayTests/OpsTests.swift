@@ -29,7 +29,9 @@ final class OpsTests: XCTestCase {
     /// Dashboard and alert expressions parse as PromQL and name only metrics the
     /// gateway exports.
     func testDashboardAndAlertsUseExportedMetrics() throws {
-        let g = try Gateway(config: "[redis]\nenabled = false")
+        // With a worker group named, so the worker-lag series exist too.
+        let redis = try RedisServer()
+        let g = try Gateway(config: "[redis]\naddress = \"\(redis.address)\"\nconsumer_groups = [\"workers\"]\n")
         defer { XCTAssertEqual(g.stop(), 0) }
         let scrape = try http(XCTUnwrap(g.adminPort), "/metrics").body
         var exported: Set<String> = []

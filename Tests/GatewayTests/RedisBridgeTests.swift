@@ -3,16 +3,7 @@ import MQTTCodec
 import XCTest
 
 /// The Redis contract (Sources/ARCHITECTURE.md, "The Redis contract") against a real redis-server.
-final class RedisBridgeTests: XCTestCase {
-    var redis: RedisServer!
-    var gw: Gateway?
-
-    override func setUpWithError() throws { redis = try RedisServer() }
-
-    override func tearDown() {
-        if let gw { XCTAssertEqual(gw.stop(), 0, "clean exit on SIGTERM") }
-        redis = nil
-    }
+final class RedisBridgeTests: RedisGatewayTestCase {
 
     func startGateway(_ extra: String = "") throws -> Gateway {
         let g = try Gateway(config: """

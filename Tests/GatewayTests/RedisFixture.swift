@@ -132,3 +132,17 @@ final class RedisServer {
         return false
     }
 }
+
+/// A test case with a fresh redis-server per test and the gateway it started (if
+/// any), stopped cleanly at the end.
+class RedisGatewayTestCase: XCTestCase {
+    var redis: RedisServer!
+    var gw: Gateway?
+
+    override func setUpWithError() throws { redis = try RedisServer() }
+
+    override func tearDown() {
+        if let gw { XCTAssertEqual(gw.stop(), 0, "clean exit on SIGTERM") }
+        redis = nil
+    }
+}

@@ -248,8 +248,19 @@ public struct Config: Sendable {
         /// Uplink XADDs waiting for Redis per shard; past it the shard stops reading
         /// from publishing piles until Redis catches up.
         public var maxInflight = 10_000
-        /// Approximate cap on every stream pilegate writes (XADD MAXLEN ~).
+        /// Cap on every stream pilegate writes. Without `consumer_groups`: each XADD
+        /// trims with MAXLEN ~ this, which may drop entries no worker has read yet.
+        /// With them: a hard cap on each uplink stream; at it, publishing piles are
+        /// held (as during a Redis outage) until the workers catch up.
         public var streamMaxlen = 1_000_000
+        /// Worker consumer groups that must see every uplink entry: uplink streams are
+        /// trimmed (XTRIM MINID) only past what each of these groups has read and
+        /// acknowledged, reviewed every `review_interval_ms` instead of per XADD.
+        public var consumerGroups: [String] = []
+        public var reviewIntervalMs = 1000
+        /// With `consumer_groups`: hold publishing piles also while Redis's used memory
+        /// is at this fraction of its `maxmemory` (0: off; off when maxmemory is 0).
+        public var memoryBudget = 0.8
         /// QoS 0 under backpressure: "block" (stop reading, like QoS 1) or "drop" (count).
         public enum QoS0Overload: String, Sendable, CaseIterable { case block, drop }
         public var qos0Overload = QoS0Overload.block
@@ -310,7 +321,7 @@ public struct Config: Sendable {
     static func hostname() -> String {
         var buf = [CChar](repeating: 0, count: 256)
         gethostname(&buf, 255)
-        return String(cString: buf)
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

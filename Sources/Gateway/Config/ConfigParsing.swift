@@ -59,6 +59,13 @@ extension Config {
             try t.int("connect_timeout_ms", &redis.connectTimeoutMs, 10...600_000)
             try t.int("max_inflight", &redis.maxInflight, 1...1_000_000)
             try t.int("stream_maxlen", &redis.streamMaxlen, 1...1_000_000_000)
+            try t.strings("consumer_groups", &redis.consumerGroups)
+            try t.int("review_interval_ms", &redis.reviewIntervalMs, 100...60_000)
+            try t.double("memory_budget", &redis.memoryBudget)
+            guard redis.memoryBudget <= 1 else { throw Invalid(description: "config: redis.memory_budget must be a fraction, 0 to 1") }
+            guard Set(redis.consumerGroups).count == redis.consumerGroups.count, !redis.consumerGroups.contains("") else {
+                throw Invalid(description: "config: redis.consumer_groups must name distinct groups")
+            }
             try t.enumeration("qos0_overload", &redis.qos0Overload)
             try t.string("default_stream", &redis.defaultStream)
             try t.string("events_stream", &redis.eventsStream)

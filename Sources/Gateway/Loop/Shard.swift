@@ -25,6 +25,8 @@ final class Shard {
     /// downlink command reader.
     var redis: RedisBridge?
     var downlink: Downlink?
+    /// On shard 0 with `redis.consumer_groups`: the uplink streams' review.
+    var review: StreamReview?
     var slab: [Connection] = []
     var freeSlots: [UInt32] = []
     /// Slots opened and not yet freed (the loop ends at shutdown when it is 0).
@@ -78,9 +80,13 @@ final class Shard {
         wheel = TimingWheel(buckets: 4096, startTick: (monotonicMillis() - context.startedAt) / Shard.tickMillis)
         remote = Array(repeating: [], count: context.inboxes.count)
         if let address = context.redisAddress {
-            let bridge = RedisBridge(config: config, address: address, shard: index, ring: ring, counters: counters, logger: self.logger)
+            let bridge = RedisBridge(config: config, address: address, shard: index, ring: ring, counters: counters,
+                                     watch: context.streams, logger: self.logger)
             redis = bridge
-            if index == 0 { downlink = Downlink(config: config, address: address, ring: ring, logger: self.logger) }
+            if index == 0 {
+                downlink = Downlink(config: config, address: address, ring: ring, logger: self.logger)
+                if context.streams.active { review = StreamReview(watch: context.streams, config: config.redis) }
+            }
         }
         // Never regrown (a copy of every connection) and untouched pages cost no RSS.
         slab.reserveCapacity(context.fileTableSize)
@@ -97,7 +103,10 @@ final class Shard {
         redis?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
         downlink?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
         downlink?.connection.onState = { [unowned self] s in if s == .up { self.downlink?.start() } }
-        redis?.connection.onState = { [unowned self] s in self.counters.set(.redisUp, s == .up ? 1 : 0) }
+        redis?.connection.onState = { [unowned self] s in
+            self.counters.set(.redisUp, s == .up ? 1 : 0)
+            if s == .up && self.index == 0 { self.checkEvictionPolicy() }
+        }
         redis?.connection.tick(nowMs: monotonicMillis())
         downlink?.connection.tick(nowMs: monotonicMillis())
         armAccepts()
@@ -206,6 +215,7 @@ final class Shard {
         redis?.connection.tick(nowMs: ms)
         downlink?.connection.tick(nowMs: ms)
         if let r = redis?.connection { counters.set(.redisInflight, UInt64(r.unanswered)) }
+        if review != nil { reviewStreams(nowMs: ms) }
         if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
             nextSys = now + ticks(seconds: config.server.sysInterval)
             publishSysStats()

@@ -16,6 +16,8 @@ struct ShardContext: Sendable {
     let acl: ACL
     let connectGuard: ConnectGuard
     let rates: RateRules
+    /// The uplink streams as the stream review last saw them (worker lag).
+    let streams: StreamWatch
     let fileTableSize: Int
     /// Live connections over all shards, for the max_connections limit.
     let live: LiveCount

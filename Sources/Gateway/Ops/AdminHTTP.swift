@@ -19,16 +19,18 @@ final class AdminHTTP: @unchecked Sendable {
     private let metrics: Metrics
     private let counters: [Counters]
     private let redisEnabled: Bool
+    private let watch: StreamWatch
     private let control: AdminControl
     private let token: [UInt8]
     private let logger: Logger
 
-    init(address: SocketAddress, metrics: Metrics, counters: [Counters], redisEnabled: Bool,
+    init(address: SocketAddress, metrics: Metrics, counters: [Counters], redisEnabled: Bool, watch: StreamWatch,
          control: AdminControl, token: String, logger: Logger) throws {
         fd = try makeListener(address, backlog: 64)
         self.metrics = metrics
         self.counters = counters
         self.redisEnabled = redisEnabled
+        self.watch = watch
         self.control = control
         self.token = Array(token.utf8)
         self.logger = logger
@@ -82,8 +84,10 @@ final class AdminHTTP: @unchecked Sendable {
             respond(c, 200, "text/plain", Array("ok\n".utf8))
         case ("GET", "/readyz"):
             let up = !redisEnabled || Counters.total(.redisUp, counters) > 0
-            let why = control.isDraining ? "not ready: draining\n" : up ? "ready\n" : "not ready: redis unreachable\n"
-            respond(c, up && !control.isDraining ? 200 : 503, "text/plain", Array(why.utf8))
+            let lag = watch.heldReason
+            let why = control.isDraining ? "not ready: draining\n" : !up ? "not ready: redis unreachable\n"
+                : lag.map { "not ready: \($0)\n" } ?? "ready\n"
+            respond(c, up && !control.isDraining && lag == nil ? 200 : 503, "text/plain", Array(why.utf8))
         case (_, "/metrics"), (_, "/healthz"), (_, "/readyz"):
             respond(c, 405, "text/plain", Array("method not allowed\n".utf8))
         default:

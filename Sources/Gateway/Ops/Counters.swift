@@ -29,6 +29,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case uplinkDropped           // QoS 0 dropped under backpressure (qos0_overload = "drop")
     case redisErrors             // Redis answered a command with an error
     case backpressurePauses      // a connection stopped being read: Redis busy or away
+    case workerLagHolds          // the uplink was held: a stream at its cap, or Redis memory at its budget
     case bookkeepingDropped      // event/presence update dropped while Redis was away
     case downlinkDelivered
     case downlinkQueued

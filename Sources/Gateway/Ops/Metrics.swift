@@ -36,12 +36,19 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
     private let clients: Gauge
     private let queued: Gauge
     private let broker: Broker
+    private let watch: StreamWatch
+    /// Per uplink stream, and per (stream, group) in `StreamWatch` order.
+    private var streamGauges: [Gauge] = []
+    private var groupGauges: [(lag: Gauge, pending: Gauge, age: Gauge, missing: Gauge)] = []
+    private var held: Gauge?
 
     /// `streams` and `rules` name the configured label values (Router.streams,
     /// RateRules.rules), in the order `Counters` keeps them.
-    init(counters sets: [Counters], broker: Broker, streams: [String], rules: [String], maxConnections: Int) {
+    init(counters sets: [Counters], broker: Broker, streams: [String], rules: [String], maxConnections: Int,
+         watch: StreamWatch) {
         self.sets = sets
         self.broker = broker
+        self.watch = watch
         for c in Counter.allCases {
             let m = c.metric
             if m.gauge {
@@ -82,6 +89,41 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
             .set(Double(sets.count - 1))   // one Counters per shard, plus the Broker's
         registry.makeGauge(descriptor: Metrics.metric("pilegate_connections_limit", "server.max_connections"))
             .set(Double(maxConnections))
+        if watch.active { makeStreamGauges() }
+    }
+
+    /// Worker lag, as the stream review last saw it: one series per uplink stream and
+    /// per (stream, named group); both sets come from the config, so they stay small.
+    private func makeStreamGauges() {
+        let length = Metrics.metric("pilegate_stream_length", "Entries in an uplink stream at the last review")
+        let cap = Metrics.metric("pilegate_stream_cap", "redis.stream_maxlen: the hard cap of each uplink stream")
+        let lag = Metrics.metric("pilegate_stream_group_lag", "Entries not yet delivered to a worker group")
+        let pending = Metrics.metric("pilegate_stream_group_pending", "Entries delivered to a worker group and not yet acknowledged")
+        let age = Metrics.metric("pilegate_stream_group_oldest_unread_age_seconds",
+                                 "Age of the oldest entry a worker group has not acknowledged")
+        let missing = Metrics.metric("pilegate_stream_group_missing", "1 while a named consumer group does not exist on the stream")
+        for s in watch.streams {
+            streamGauges.append(registry.makeGauge(descriptor: length, labels: [("stream", s)]))
+            registry.makeGauge(descriptor: cap, labels: [("stream", s)]).set(Double(watch.cap))
+            for g in watch.groups {
+                let l = [("stream", s), ("group", g)]
+                groupGauges.append((registry.makeGauge(descriptor: lag, labels: l), registry.makeGauge(descriptor: pending, labels: l),
+                                    registry.makeGauge(descriptor: age, labels: l), registry.makeGauge(descriptor: missing, labels: l)))
+            }
+        }
+        held = registry.makeGauge(descriptor: Metrics.metric("pilegate_uplink_held_for_workers",
+                                                             "1 while publishing piles are held because workers are behind"))
+    }
+
+    private func updateStreamGauges() {
+        for (i, g) in streamGauges.enumerated() { g.set(Double(watch.lengths[i].load(ordering: .relaxed))) }
+        for (i, g) in groupGauges.enumerated() {
+            g.lag.set(Double(watch.lag[i].load(ordering: .relaxed)))
+            g.pending.set(Double(watch.pending[i].load(ordering: .relaxed)))
+            g.age.set(Double(watch.oldestUnreadAgeMs[i].load(ordering: .relaxed)) / 1000)
+            g.missing.set(Double(watch.missing[i].load(ordering: .relaxed) ? 1 : 0))
+        }
+        held?.set(Double(watch.isHeld ? 1 : 0))
     }
 
     /// The text exposition format (version 0.0.4).
@@ -101,6 +143,7 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         fds.set(Double(Metrics.openFDs()))
         clients.set(Double(broker.clientCount))
         queued.set(Double(QueueMemory.used.load(ordering: .relaxed)))
+        updateStreamGauges()
         var out: [UInt8] = []
         out.reserveCapacity(16384)
         registry.emit(into: &out)
@@ -200,6 +243,7 @@ extension Counter {
         case .uplinkDropped: return c("uplink_dropped_total", "QoS 0 uplink dropped under backpressure (qos0_overload = drop)")
         case .redisErrors: return c("redis_errors_total", "Redis error replies")
         case .backpressurePauses: return c("backpressure_pauses_total", "Connections paused because Redis was busy or away")
+        case .workerLagHolds: return c("worker_lag_holds_total", "Times the uplink was held because workers were behind (stream cap or Redis memory)")
         case .bookkeepingDropped: return c("bookkeeping_dropped_total", "Events and presence updates dropped while Redis was away")
         case .downlinkDelivered: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "delivered")])
         case .downlinkQueued: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "queued")])

@@ -24,6 +24,9 @@ struct ACL: Sendable {
 
     let enabled: Bool
     private let roles: [Role]
+    /// Per role, read per delivered message: flat, so the hot path copies no Role.
+    private let filters: [Bool]
+    private let limits: [QueueLimits]
     private let defaultRole: UInt16
     private let anonymousRole: UInt16
     private let users: [String: UInt16]
@@ -42,6 +45,8 @@ struct ACL: Sendable {
                                            bytes: r.maxQueuedBytes ?? mqtt.maxQueuedBytes,
                                            sendBuffer: r.maxSendBuffer ?? mqtt.maxSendBuffer))
         }
+        filters = roles.map { c.enabled && !$0.denySubscribe.isEmpty }
+        limits = roles.map(\.queue)
         let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, UInt16($0)) })
         defaultRole = index[c.defaultRole] ?? 0
         anonymousRole = index[c.anonymousRole] ?? 0
@@ -70,13 +75,12 @@ struct ACL: Sendable {
     /// An authenticated client of this role must use its user name as client id.
     func bindsClientID(_ r: UInt16) -> Bool { enabled && roles[Int(r)].bindsClientID }
 
-    func queueLimits(_ r: UInt16) -> QueueLimits { roles[Int(r)].queue }
+    func queueLimits(_ r: UInt16) -> QueueLimits { limits[Int(r)] }
 
     /// Allowed by a publish pattern and by no deny_publish pattern.
     func mayPublish(_ role: UInt16, topic: String, clientID: String, username: String?) -> Bool {
-        let r = roles[Int(role)]
-        return !enabled || (r.publish.contains { ACL.matches($0, topic, clientID, username, subset: false) }
-            && !r.denyPublish.contains { ACL.matches($0, topic, clientID, username, subset: false) })
+        !enabled || (roles[Int(role)].publish.contains { ACL.matches($0, topic, clientID, username, subset: false) }
+            && !roles[Int(role)].denyPublish.contains { ACL.matches($0, topic, clientID, username, subset: false) })
     }
 
     /// A subscription is allowed when every topic it can match is allowed.
@@ -92,7 +96,7 @@ struct ACL: Sendable {
     }
 
     /// The role has deny_subscribe patterns, so each message delivered to it is checked.
-    func filtersDeliveries(_ role: UInt16) -> Bool { enabled && !roles[Int(role)].denySubscribe.isEmpty }
+    func filtersDeliveries(_ role: UInt16) -> Bool { filters[Int(role)] }
 
     /// A message on `topic` may reach a client of this role (no deny_subscribe covers it).
     func mayReceive(_ role: UInt16, topic: String, clientID: String, username: String?) -> Bool {

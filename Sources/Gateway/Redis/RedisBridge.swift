@@ -14,6 +14,8 @@ enum RedisExpectation {
     case downlink(Downlink.Step)
     /// HGET of a user's credentials for a waiting CONNECT.
     case credentials(slot: UInt32, generation: UInt32, user: String)
+    /// A step of the stream review (shard 0).
+    case review(StreamReview.Step)
 }
 
 /// One shard's side of the Redis contract (Sources/ARCHITECTURE.md, "The Redis contract"): uplink XADDs
@@ -30,9 +32,14 @@ final class RedisBridge {
     private let maxlen: String
     private let credentialsKey: String
     private let counters: Counters
+    /// Worker lag (StreamWatch): when active, uplink XADDs do not trim, and piles
+    /// are held while the review says the workers are behind.
+    private let watch: StreamWatch
 
-    init(config: Config, address: SocketAddress, shard: Int, ring: Ring, counters: Counters, logger: Logger) {
+    init(config: Config, address: SocketAddress, shard: Int, ring: Ring, counters: Counters, watch: StreamWatch,
+         logger: Logger) {
         self.counters = counters
+        self.watch = watch
         self.config = config.redis
         node = config.server.node
         msgidPrefix = Array("\(config.server.node)-\(wallMillis())-\(shard)-".utf8)
@@ -44,24 +51,31 @@ final class RedisBridge {
                                      connectTimeoutMs: UInt64(config.redis.connectTimeoutMs), ring: ring, logger: logger)
     }
 
-    /// Room for another uplink XADD now.
-    var canAccept: Bool { connection.state == .up && connection.unanswered < config.maxInflight }
+    /// Room for another uplink XADD now (and the workers are not behind).
+    var canAccept: Bool { connection.state == .up && connection.unanswered < config.maxInflight && watch.hasRoom }
     /// Room enough to resume paused piles (half the bound: no flapping at the edge).
-    var canResume: Bool { connection.state == .up && connection.unanswered < config.maxInflight / 2 }
+    var canResume: Bool { connection.state == .up && connection.unanswered < config.maxInflight / 2 && watch.hasRoom }
     /// Bookkeeping beyond this many unanswered commands is dropped (and counted):
     /// while Redis is away, events must not grow memory without bound.
     private var bookkeepingFull: Bool { connection.unanswered >= 2 * config.maxInflight }
 
-    /// XADD stream MAXLEN ~ N * device .. topic .. qos .. ts .. node .. msgid .. payload ..
+    /// XADD stream [MAXLEN ~ N] * device .. topic .. qos .. ts .. node .. msgid .. payload ..
+    /// (no MAXLEN when the stream review trims by what the worker groups have read)
     func xadd(_ m: Message, device: String, expect: RedisExpectation) {
         let route = router.stream(topic: m.topic, payload: m.payload)
         counters.routed(toStream: route)
         let stream = router.streams[route]
+        watch.took()
         sequence &+= 1
         let ts = wallMillis()
         connection.enqueue(expect) { b in
-            b.respArray(20)
-            b.respBulk("XADD"); b.respBulk(stream); b.respBulk("MAXLEN"); b.respBulk("~"); b.respBulk(maxlen); b.respBulk("*")
+            if watch.active {
+                b.respArray(17)
+                b.respBulk("XADD"); b.respBulk(stream); b.respBulk("*")
+            } else {
+                b.respArray(20)
+                b.respBulk("XADD"); b.respBulk(stream); b.respBulk("MAXLEN"); b.respBulk("~"); b.respBulk(maxlen); b.respBulk("*")
+            }
             b.respBulk("device"); b.respBulk(device)
             b.respBulk("topic"); b.respBulk(m.topic)
             b.respBulk("qos"); b.respBulk(number: UInt64(m.qos.rawValue))

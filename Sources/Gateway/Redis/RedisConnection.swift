@@ -274,6 +274,7 @@ extension UnsafeMutablePointer where Pointee == redisReply {
         guard let s = pointee.str else { return "" }
         return String(decoding: UnsafeRawBufferPointer(start: s, count: pointee.len), as: UTF8.self)
     }
+    var integer: Int64? { pointee.type == CHR_REPLY_INTEGER ? pointee.integer : nil }
     var bytes: [UInt8] {
         guard let s = pointee.str else { return [] }
         return [UInt8](UnsafeRawBufferPointer(start: s, count: pointee.len))

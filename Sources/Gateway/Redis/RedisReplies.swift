@@ -49,6 +49,8 @@ extension Shard {
             downlinkReplied(step, r)
         case .credentials(let slot, let generation, let user):
             credentialsReplied(slot: slot, generation: generation, user: user, r)
+        case .review(let step):
+            reviewReplied(step, r)
         }
     }
 }

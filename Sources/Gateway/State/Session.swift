@@ -1,4 +1,3 @@
-import Atomics
 import MQTTCodec
 
 /// An application message as routed: immutable, shared between shards by
@@ -23,46 +22,6 @@ struct Outgoing {
     var released: Bool
 }
 
-/// A message waiting for an in-flight slot (or for the client to come back).
-struct Queued {
-    var message: Message
-    var qos: QoS
-    var retain: Bool
-
-    /// What it counts against the queue bounds: topic and payload bytes. (Shared
-    /// with other subscribers' queues by reference; counted per queue all the same,
-    /// so one subscriber's bound does not depend on who else is subscribed.)
-    var cost: Int { message.payload.count + message.topic.utf8.count }
-}
-
-/// Why a message for a subscriber was dropped (`pilegate_queue_drops_total{reason}`,
-/// the `queue_drop` event).
-enum QueueDrop: String, Sendable, CaseIterable {
-    /// The queue holds its role's `max_queued_messages`.
-    case messages = "queue_messages"
-    /// The queue holds its role's `max_queued_bytes`.
-    case bytes = "queue_bytes"
-    /// All queues on the node hold `mqtt.queue_memory_budget`.
-    case budget = "queue_budget"
-    /// QoS 0: the send buffer holds the role's `max_send_buffer` (the client does not read).
-    case sendBuffer = "send_buffer"
-}
-
-/// Bytes queued in every session on this node, against `mqtt.queue_memory_budget`.
-/// Process-wide: a session moves between shards and the Broker, its bytes stay counted.
-enum QueueMemory {
-    static let used = ManagedAtomic<Int>(0)
-
-    /// Reserve `n` bytes; false (nothing reserved) when the budget would be exceeded.
-    static func take(_ n: Int, budget: Int) -> Bool {
-        if used.wrappingIncrementThenLoad(by: n, ordering: .relaxed) <= budget { return true }
-        used.wrappingDecrement(by: n, ordering: .relaxed)
-        return false
-    }
-
-    static func give(_ n: Int) { used.wrappingDecrement(by: n, ordering: .relaxed) }
-}
-
 /// What MQTT calls the session state (3.1.2.4): subscriptions, QoS 1/2 flows in both
 /// directions, messages queued while offline or past the in-flight window.
 ///
@@ -85,17 +44,13 @@ final class Session: @unchecked Sendable {
     /// Inbound QoS 2 packet ids received but not yet released (PUBREL), so a resent
     /// PUBLISH is not routed twice (4.3.3).
     var awaitingRelease: [UInt16] = []
-    private(set) var queue: [Queued] = []
+    /// Messages waiting past the in-flight window: allocated on first use, so a
+    /// pile that never has one pays a pointer.
+    private var waiting: MessageQueue?
     let handle: UInt32
     /// Wheel tick of the last PUBLISH (or of the CONNACK), and whether the live
     /// connection was reported silent since (Ops/SilentDevices.swift).
     var lastPublish: UInt32 = 0
-    private var queueHead: UInt32 = 0
-    /// Bytes of the queued messages (`Queued.cost`), counted in `QueueMemory` too.
-    private(set) var queuedBytes: UInt32 = 0
-    /// Messages dropped for this client since its connection began (or, while it is
-    /// away, since it left): the first drop is logged, the total at the end.
-    var drops: UInt32 = 0
     var role: UInt16 = 0
     private var lastPacketID: UInt16 = 0
     var persistent: Bool
@@ -107,39 +62,31 @@ final class Session: @unchecked Sendable {
         self.clientID = clientID; self.handle = handle; self.persistent = persistent
     }
 
-    deinit {
-        if queuedBytes > 0 { QueueMemory.give(Int(queuedBytes)) }
-    }
-
-    var queuedCount: Int { queue.count - Int(queueHead) }
+    var queuedCount: Int { waiting?.count ?? 0 }
 
     /// Queue a message within the role's bounds and the node's budget; nil when
     /// queued, else why not (the caller counts and reports the drop).
     func enqueue(_ q: Queued, _ limits: QueueLimits, budget: Int) -> QueueDrop? {
-        if queuedCount >= limits.messages { return .messages }
-        let cost = q.cost
-        if Int(queuedBytes) + cost > limits.bytes { return .bytes }
-        if !QueueMemory.take(cost, budget: budget) { return .budget }
-        queuedBytes += UInt32(cost)
-        queue.append(q)
-        return nil
+        if waiting == nil { waiting = MessageQueue() }
+        return waiting!.enqueue(q, limits, budget: budget)
     }
 
     func dequeue() -> Queued? {
-        let head = Int(queueHead)
-        guard head < queue.count else { return nil }
-        let q = queue[head]
-        queuedBytes -= UInt32(q.cost)
-        QueueMemory.give(q.cost)
-        queueHead += 1
-        if head + 1 == queue.count {
-            queue.removeAll()
-            queueHead = 0
-        } else if head + 1 >= 64 && (head + 1) * 2 >= queue.count {
-            queue.removeFirst(head + 1)
-            queueHead = 0
-        }
+        guard let w = waiting else { return nil }
+        let q = w.dequeue()
+        if w.count == 0 && w.drops == 0 { waiting = nil }
         return q
+    }
+
+    /// Messages dropped for this client since its connection began (or, while it is
+    /// away, since it left): the first drop is logged, the total at the end.
+    var drops: UInt32 {
+        get { waiting?.drops ?? 0 }
+        set {
+            if waiting == nil { waiting = MessageQueue() }
+            waiting!.drops = newValue
+            if newValue == 0 && waiting!.count == 0 { waiting = nil }
+        }
     }
 
     /// Next packet identifier not in use by an in-flight message (1...65535).
@@ -148,16 +95,5 @@ final class Session: @unchecked Sendable {
             lastPacketID = lastPacketID == UInt16.max ? 1 : lastPacketID + 1
         } while inflight.contains(where: { $0.packetID == lastPacketID })
         return lastPacketID
-    }
-}
-
-extension QueueDrop {
-    var counter: Counter {
-        switch self {
-        case .messages: .queueDropsMessages
-        case .bytes: .queueDropsBytes
-        case .budget: .queueDropsBudget
-        case .sendBuffer: .queueDropsSendBuffer
-        }
     }
 }

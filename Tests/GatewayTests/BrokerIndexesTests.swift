@@ -1,7 +1,7 @@
 import XCTest
 @testable import Gateway
 
-final class HandleTablesTests: XCTestCase {
+final class BrokerIndexesTests: XCTestCase {
     /// Random inserts and removes against a Dictionary model, through growth and
     /// shrinking: every key present is found with its handle, every removed one is not.
     func testHandleIndexAgreesWithADictionary() {

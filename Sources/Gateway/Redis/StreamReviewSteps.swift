@@ -1,0 +1,104 @@
+import PileLoop
+
+/// Shard 0 drives the stream review (StreamReview.swift) on its uplink connection:
+/// it sends each phase's commands and reads their replies in order.
+extension Shard {
+    /// Each tick on shard 0: start a review when one is due.
+    func reviewStreams(nowMs: UInt64) {
+        guard let review, let redis, redis.connection.state == .up, review.due(nowMs: nowMs) else { return }
+        review.begin()
+        redis.connection.enqueue(.review(.memory)) { $0.respCommand(["INFO", "memory"]) }
+        for (s, stream) in review.watch.streams.enumerated() {
+            redis.connection.enqueue(.review(.length(s))) { $0.respCommand(["XLEN", stream]) }
+            redis.connection.enqueue(.review(.groups(s))) { $0.respCommand(["XINFO", "GROUPS", stream]) }
+        }
+    }
+
+    /// Once per Redis connection: a `maxmemory-policy` that may evict keys without an
+    /// expiry would evict the streams, and with them acknowledged messages.
+    func checkEvictionPolicy() {
+        redis?.connection.enqueue(.review(.policy)) { $0.respCommand(["CONFIG", "GET", "maxmemory-policy"]) }
+    }
+
+    func reviewReplied(_ step: StreamReview.Step, _ r: RedisReply) {
+        if case .policy = step {
+            let policy = r.elements.count == 2 ? r.elements[1].text : ""
+            if policy.hasPrefix("allkeys-") {
+                logger.warning("redis maxmemory-policy is \(policy): under memory pressure Redis may evict the uplink streams, and acknowledged messages with them; use noeviction (or a volatile-* policy)")
+            }
+            return
+        }
+        guard let review, let redis else { return }
+        let streams = review.watch.streams
+        switch step {
+        case .policy:
+            return
+        case .memory:
+            if !r.isError { review.readMemory(r) }
+        case .length(let s):
+            review.readLength(s, r)
+        case .groups(let s):
+            // An error is "no such key": no stream yet, nothing to keep or trim.
+            let present = r.isError ? [] : review.readGroups(s, r)
+            reportMissingGroups(s, present: present, streamExists: !r.isError)
+            if present.isEmpty {
+                if r.isError { return streamReviewed() }
+                // No named group to wait for: trim as without consumer_groups.
+                return redis.connection.enqueue(.review(.trimmed(s))) {
+                    $0.respCommand(["XTRIM", streams[s], "MAXLEN", "~", String(review.watch.cap)])
+                }
+            }
+            for g in present {
+                let group = review.watch.groups[g]
+                redis.connection.enqueue(.review(.pending(s, g))) { $0.respCommand(["XPENDING", streams[s], group]) }
+                let after = review.lastDelivered(s, g)
+                redis.connection.enqueue(.review(.nextUnread(s, g))) {
+                    $0.respCommand(["XRANGE", streams[s], "(" + after, "+", "COUNT", "1"])
+                }
+            }
+        case .pending(let s, let g):
+            review.readPending(s, g, r)
+            if review.isComplete(s) { trim(s) }
+        case .nextUnread(let s, let g):
+            review.readNextUnread(s, g, r)
+            if review.isComplete(s) { trim(s) }
+        case .trimmed(let s):
+            if r.isError { logger.warning("stream review: XTRIM \(streams[s]) failed: \(r.text)") }
+            review.trimmed(s, removed: Int(r.integer ?? 0))
+            streamReviewed()
+        }
+    }
+
+    /// Trim stream `s` up to the oldest entry a named group still needs.
+    private func trim(_ s: Int) {
+        guard let review, let redis else { return }
+        guard let bound = review.trimBound(s, nowMs: wallMillis()) else { return streamReviewed() }
+        let stream = review.watch.streams[s]
+        redis.connection.enqueue(.review(.trimmed(s))) { $0.respCommand(["XTRIM", stream, "MINID", bound.description]) }
+    }
+
+    private func streamReviewed() {
+        guard let review, let held = review.streamDone() else { return }
+        if held {
+            counters.add(.workerLagHolds)
+            logger.warning("uplink held: \(review.watch.heldReason ?? "workers behind"); piles are not read until the workers catch up")
+        } else {
+            logger.notice("uplink released: the workers caught up")
+        }
+    }
+
+    /// One log line when a named group goes missing from a stream, one when it is back.
+    private func reportMissingGroups(_ s: Int, present: [Int], streamExists: Bool) {
+        guard let watch = review?.watch, streamExists else { return }
+        for (g, group) in watch.groups.enumerated() {
+            let isMissing = !present.contains(g)
+            let k = s * watch.groups.count + g
+            guard watch.missing[k].exchange(isMissing, ordering: .relaxed) != isMissing else { continue }
+            if isMissing {
+                logger.warning("consumer group \(group) does not exist on stream \(watch.streams[s]): it holds no entries (trimming follows the groups present, or MAXLEN with none)")
+            } else {
+                logger.notice("consumer group \(group) on stream \(watch.streams[s]) is present again")
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import Atomics
+
+/// What the stream review (StreamReview.swift, on shard 0) last saw of the uplink
+/// streams and the worker groups named in `redis.consumer_groups`, shared with
+/// every shard (is the uplink held?) and with the admin thread (metrics, /readyz).
+final class StreamWatch: Sendable {
+    /// Uplink streams (`Router.streams`: the default stream first) and the groups
+    /// that must read every entry of each.
+    let streams: [String]
+    let groups: [String]
+    /// `redis.stream_maxlen`: a hard cap when groups are named.
+    let cap: Int
+    /// Publishing piles are held because workers are behind (a stream at its cap,
+    /// or Redis memory at its budget), as the last review decided.
+    let held = ManagedAtomic<Bool>(false)
+    /// Uplink XADDs that may still be sent before the next review: the review sets
+    /// it to the cap minus the longest stream (0 while held, and until the first
+    /// review), each XADD takes one. Checked per PUBLISH, so the cap holds between
+    /// reviews; one count for all uplink streams, so it errs on the early side.
+    let room = ManagedAtomic<Int>(0)
+    /// Why: the index of the stream at its cap, `streams.count` for memory, -1 none.
+    let heldBy = ManagedAtomic<Int>(-1)
+    let lengths: [ManagedAtomic<Int>]
+    /// Per (stream, group), at `s * groups.count + g`.
+    let lag: [ManagedAtomic<Int>]
+    let pending: [ManagedAtomic<Int>]
+    let oldestUnreadAgeMs: [ManagedAtomic<Int>]
+    let missing: [ManagedAtomic<Bool>]
+
+    init(streams: [String], groups: [String], cap: Int) {
+        self.streams = streams
+        self.groups = groups
+        self.cap = cap
+        active = !groups.isEmpty
+        lengths = streams.map { _ in ManagedAtomic(0) }
+        let pairs = streams.count * groups.count
+        lag = (0..<pairs).map { _ in ManagedAtomic(0) }
+        pending = (0..<pairs).map { _ in ManagedAtomic(0) }
+        oldestUnreadAgeMs = (0..<pairs).map { _ in ManagedAtomic(0) }
+        missing = (0..<pairs).map { _ in ManagedAtomic(false) }
+    }
+
+    /// Lag-aware trimming is on (groups named); otherwise XADD trims by MAXLEN.
+    let active: Bool
+
+    /// Another uplink XADD fits under the cap (always, without named groups).
+    var hasRoom: Bool { !active || room.load(ordering: .relaxed) > 0 }
+
+    /// One uplink XADD was sent.
+    func took() { if active { room.wrappingDecrement(ordering: .relaxed) } }
+
+    var isHeld: Bool { held.load(ordering: .relaxed) }
+
+    /// For /readyz and the log: why piles are held, or nil.
+    var heldReason: String? {
+        guard isHeld else { return nil }
+        let s = heldBy.load(ordering: .relaxed)
+        if s >= 0 && s < streams.count { return "workers behind: stream \(streams[s]) at its cap of \(cap) entries" }
+        return "workers behind: Redis memory at redis.memory_budget"
+    }
+}
+
+/// A stream entry id, `MS-SEQ`, ordered as Redis orders them.
+struct StreamID: Comparable, CustomStringConvertible {
+    var ms: UInt64
+    var seq: UInt64
+
+    init(ms: UInt64, seq: UInt64) { self.ms = ms; self.seq = seq }
+
+    init?(_ text: String) {
+        let parts = text.split(separator: "-")
+        guard parts.count == 2, let m = UInt64(parts[0]), let s = UInt64(parts[1]) else { return nil }
+        ms = m; seq = s
+    }
+
+    /// The smallest id after this one.
+    var successor: StreamID { seq == .max ? StreamID(ms: ms + 1, seq: 0) : StreamID(ms: ms, seq: seq + 1) }
+
+    var description: String { "\(ms)-\(seq)" }
+
+    static func < (a: StreamID, b: StreamID) -> Bool { (a.ms, a.seq) < (b.ms, b.seq) }
+}
