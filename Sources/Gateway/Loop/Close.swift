@@ -36,7 +36,7 @@ extension Shard {
                 let m = Message(topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain)
                 fanOut(m)
                 if let redis {
-                    redis.xadd(m, device: session.clientID, expect: .bookkeeping)
+                    redis.xadd(m, device: session.clientID, expect: .will)
                     redis.event("will", device: session.clientID, [("topic", will.topic)])
                 }
             }

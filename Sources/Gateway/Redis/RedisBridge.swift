@@ -9,8 +9,10 @@ enum RedisExpectation {
     case uplink(slot: UInt32, generation: UInt32, packetID: UInt16, qos: QoS)
     /// A QoS 0 uplink XADD: nobody waits for it, its latency is measured.
     case uplinkQoS0
-    /// Events, presence, wills, XACKs: only an error matters.
+    /// Events, presence, XACKs: only an error matters.
     case bookkeeping
+    /// A will's XADD: bookkeeping, counted like an uplink against the stream cap.
+    case will
     case downlink(Downlink.Step)
     /// HGET of a user's credentials for a waiting CONNECT.
     case credentials(slot: UInt32, generation: UInt32, user: String)
@@ -50,6 +52,9 @@ final class RedisBridge {
                                      handshake: config.redis.handshake(clientName: "pilegate-\(node)-\(shard)"),
                                      connectTimeoutMs: UInt64(config.redis.connectTimeoutMs), ring: ring, logger: logger)
     }
+
+    /// An uplink XADD (a PUBLISH or a will) was answered.
+    func answered() { watch.answer() }
 
     /// Room for another uplink XADD now (and the workers are not behind).
     var canAccept: Bool { connection.state == .up && connection.unanswered < config.maxInflight && watch.hasRoom }

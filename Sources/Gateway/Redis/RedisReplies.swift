@@ -20,6 +20,7 @@ extension Shard {
         switch e {
         case .uplink(let slot, let generation, let packetID, let qos):
             counters.xaddLatency.record(waited)
+            redis?.answered()
             if isCurrent(slot, generation) { uplinkAnswered(slot) }
             guard !r.isError else {
                 counters.add(.redisErrors)
@@ -34,13 +35,15 @@ extension Shard {
             }
         case .uplinkQoS0:
             counters.xaddLatency.record(waited)
+            redis?.answered()
             if r.isError {
                 counters.add(.redisErrors)
                 logger.warning("redis refused a QoS 0 uplink XADD: \(r.text)")
             } else {
                 counters.add(.uplinkStored)
             }
-        case .bookkeeping:
+        case .bookkeeping, .will:
+            if case .will = e { redis?.answered() }
             if r.isError {
                 counters.add(.redisErrors)
                 logger.warning("redis error: \(r.text)")

@@ -12,8 +12,9 @@ import PileLoop
 ///
 /// A stream at `stream_maxlen`, or Redis memory at `memory_budget` of `maxmemory`,
 /// holds publishing piles until the workers catch up (below 90% of the cap): each
-/// review leaves `StreamWatch.room` (the XADDs that still fit), every shard checks
-/// it per PUBLISH and, at 0, stops reading piles as during a Redis outage.
+/// review leaves `StreamWatch.limit` (how many uplink XADDs may have been sent
+/// before the next one), every shard checks it per PUBLISH and, at it, stops reading
+/// piles as during a Redis outage.
 /// A named group missing from a stream cannot read anything, so it holds nothing:
 /// the stream is trimmed by the groups present, or, with none present, by MAXLEN as
 /// without `consumer_groups`; each missing group is logged once (and its return).
@@ -39,6 +40,8 @@ final class StreamReview {
     private(set) var running = false
     private var groups: [[Group]]
     private var lengths: [Int]
+    /// `StreamWatch.answered` when each stream's length was read.
+    private var answeredAtLength: [Int]
     private var left: [Int]
     private var streamsLeft = 0
     private var usedMemory = 0, maxMemory = 0
@@ -49,6 +52,7 @@ final class StreamReview {
         memoryBudget = config.memoryBudget
         groups = watch.streams.map { _ in Array(repeating: Group(), count: watch.groups.count) }
         lengths = Array(repeating: 0, count: watch.streams.count)
+        answeredAtLength = lengths
         left = lengths
     }
 
@@ -115,6 +119,7 @@ final class StreamReview {
 
     func readLength(_ s: Int, _ r: RedisReply) {
         lengths[s] = Int(r.integer ?? 0)
+        answeredAtLength[s] = watch.answered.load(ordering: .relaxed)
         watch.lengths[s].store(lengths[s], ordering: .relaxed)
     }
 
@@ -159,11 +164,10 @@ final class StreamReview {
         guard streamsLeft == 0 else { return nil }
         running = false
         let wasHeld = watch.isHeld
-        var by = -1, longest = 0
+        var by = -1, limit = Int.max
         for s in lengths.indices where presentCount(s) > 0 {
-            longest = max(longest, lengths[s])
-            let limit = wasHeld ? watch.cap * 9 / 10 : watch.cap - 1
-            if by < 0 && lengths[s] > limit { by = s }
+            limit = min(limit, watch.cap - lengths[s] + answeredAtLength[s])
+            if by < 0 && lengths[s] > (wasHeld ? watch.cap * 9 / 10 : watch.cap - 1) { by = s }
         }
         if by < 0 && memoryBudget > 0 && maxMemory > 0 {
             let budget = Double(maxMemory) * memoryBudget * (wasHeld ? 0.95 : 1)
@@ -171,7 +175,7 @@ final class StreamReview {
         }
         watch.heldBy.store(by, ordering: .relaxed)
         let held = by >= 0
-        watch.room.store(held ? 0 : watch.cap - longest, ordering: .relaxed)
+        watch.limit.store(held ? Int.min : limit, ordering: .relaxed)
         guard held != wasHeld else { return nil }
         watch.held.store(held, ordering: .relaxed)
         return held

@@ -13,11 +13,15 @@ final class StreamWatch: Sendable {
     /// Publishing piles are held because workers are behind (a stream at its cap,
     /// or Redis memory at its budget), as the last review decided.
     let held = ManagedAtomic<Bool>(false)
-    /// Uplink XADDs that may still be sent before the next review: the review sets
-    /// it to the cap minus the longest stream (0 while held, and until the first
-    /// review), each XADD takes one. Checked per PUBLISH, so the cap holds between
-    /// reviews; one count for all uplink streams, so it errs on the early side.
-    let room = ManagedAtomic<Int>(0)
+    /// The cap between reviews, checked per PUBLISH: uplink XADDs sent (`taken`)
+    /// and answered (`answered`) so far, and the number `taken` may reach before the
+    /// next review (`limit`). The review sets `limit` to cap - length + the answers
+    /// counted when it read the length: XADDs in flight then, and every one since,
+    /// count against the room. One limit for all uplink streams (the fullest one
+    /// decides), so it errs on the early side; 0 until the first review.
+    let taken = ManagedAtomic<Int>(0)
+    let answered = ManagedAtomic<Int>(0)
+    let limit = ManagedAtomic<Int>(0)
     /// Why: the index of the stream at its cap, `streams.count` for memory, -1 none.
     let heldBy = ManagedAtomic<Int>(-1)
     let lengths: [ManagedAtomic<Int>]
@@ -44,10 +48,11 @@ final class StreamWatch: Sendable {
     let active: Bool
 
     /// Another uplink XADD fits under the cap (always, without named groups).
-    var hasRoom: Bool { !active || room.load(ordering: .relaxed) > 0 }
+    var hasRoom: Bool { !active || taken.load(ordering: .relaxed) < limit.load(ordering: .relaxed) }
 
-    /// One uplink XADD was sent.
-    func took() { if active { room.wrappingDecrement(ordering: .relaxed) } }
+    /// One uplink XADD was sent; one was answered (stored or refused).
+    func took() { if active { taken.wrappingIncrement(ordering: .relaxed) } }
+    func answer() { if active { answered.wrappingIncrement(ordering: .relaxed) } }
 
     var isHeld: Bool { held.load(ordering: .relaxed) }
 
