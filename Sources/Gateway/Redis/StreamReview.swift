@@ -40,7 +40,8 @@ final class StreamReview {
     private(set) var running = false
     private var groups: [[Group]]
     private var lengths: [Int]
-    /// `StreamWatch.answered` when each stream's length was read.
+    /// `StreamWatch.answered` before each stream's length was asked for: every XADD
+    /// answered by then is in the length; any other still counts as in flight.
     private var answeredAtLength: [Int]
     private var left: [Int]
     private var streamsLeft = 0
@@ -66,6 +67,8 @@ final class StreamReview {
     func begin() {
         running = true
         streamsLeft = watch.streams.count
+        let answered = watch.answered.load(ordering: .relaxed)
+        for s in answeredAtLength.indices { answeredAtLength[s] = answered }
     }
 
     // MARK: Reading the replies
@@ -119,7 +122,6 @@ final class StreamReview {
 
     func readLength(_ s: Int, _ r: RedisReply) {
         lengths[s] = Int(r.integer ?? 0)
-        answeredAtLength[s] = watch.answered.load(ordering: .relaxed)
         watch.lengths[s].store(lengths[s], ordering: .relaxed)
     }
 

@@ -16,8 +16,8 @@ final class StreamWatch: Sendable {
     /// The cap between reviews, checked per PUBLISH: uplink XADDs sent (`taken`)
     /// and answered (`answered`) so far, and the number `taken` may reach before the
     /// next review (`limit`). The review sets `limit` to cap - length + the answers
-    /// counted when it read the length: XADDs in flight then, and every one since,
-    /// count against the room. One limit for all uplink streams (the fullest one
+    /// counted before it asked for the length: XADDs in flight then, and every one
+    /// since, count against the room. One limit for all uplink streams (the fullest one
     /// decides), so it errs on the early side; 0 until the first review.
     let taken = ManagedAtomic<Int>(0)
     let answered = ManagedAtomic<Int>(0)
