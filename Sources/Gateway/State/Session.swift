@@ -30,7 +30,8 @@ struct Outgoing {
 /// lock. Hand-over happens only through the Broker, hence @unchecked Sendable.
 final class Session: @unchecked Sendable {
     // Widest fields first: Swift lays stored properties out in declaration order, and
-    // 200k of these are live (176 bytes each with malloc's header).
+    // 200k of these are live; malloc rounds each to 16 bytes, so 4 more bytes can cost
+    // 16 per pile (bench/README.md, "ab.sh"). Rare state lives behind one pointer.
     let clientID: String
     /// ACL role and user name of the live connection, settled at CONNECT.
     var username: String?
