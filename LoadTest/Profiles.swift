@@ -34,7 +34,7 @@ extension Worker {
 
     /// Run data is 300-600 bytes, a trade record 1-2 KB (what piles in the field send);
     /// `"t"` is the send time, which an echoed command brings back.
-    func sendPileMessage(_ i: Int, gun: Int, now: UInt64) {
+    private func sendPileMessage(_ i: Int, gun: Int, now: UInt64) {
         clients[i].messages &+= 1
         let trade = plan.tradeEvery > 0 && clients[i].messages % UInt32(plan.tradeEvery) == 0
         let head = trade ? #"{"命令":"交易记录","数据分区":"\#(gun + 1)枪数据","t":\#(now),"交易流水号":"\#(clients[i].messages)","pad":""#

@@ -6,30 +6,30 @@ import PileLoop
 final class Worker {
     let plan: Plan
     let stats: Stats
-    let control: Control
+    private let control: Control
     let ring: Ring
-    let buffers: BufferRing
+    private let buffers: BufferRing
     var clients: [Client]
     var started = 0
     var pending = 0
     var connectBudget = 0.0
-    var msgBudget = 0.0
+    private var msgBudget = 0.0
     /// 1 ms ticks: rate budgets and connect pacing refill in small steps (by the time
     /// that really passed), so a rate-limited run does not send in clumps that would
     /// show up as latency.
-    let timeout = Ring.Interval(nanoseconds: 1_000_000)
-    var lastTick = micros()
+    private let timeout = Ring.Interval(nanoseconds: 1_000_000)
+    private var lastTick = micros()
     var pingBudget = 0.0
-    let sockaddrs: UnsafeMutablePointer<sockaddr_storage>
-    let targetAddr: UnsafeMutablePointer<sockaddr_storage>
+    private let sockaddrs: UnsafeMutablePointer<sockaddr_storage>
+    private let targetAddr: UnsafeMutablePointer<sockaddr_storage>
     let one: UnsafeMutablePointer<Int32>
     var pingCursor = 0
     var publishing = false
     /// Clients with something to send this turn, and publishers waiting for rate budget.
-    var dirty: [Int] = []
-    var starved: [Int] = []
+    private var dirty: [Int] = []
+    private var starved: [Int] = []
     /// Clients waiting to reconnect (--retry): (due µs, client).
-    var retryAt: [(UInt64, Int)] = []
+    private var retryAt: [(UInt64, Int)] = []
     /// pile: when each gun sends next, on a wheel of 1 ms slots (client * guns + gun).
     /// (100 ms slots made the load arrive in clumps of a tenth of a second's
     /// messages, which the PUBACK latency then measured: p50 27 ms at 200k piles.)
@@ -87,7 +87,7 @@ final class Worker {
     }
 
     /// socket -> setsockopt x2 -> bind -> connect, linked, into fixed file `i`.
-    func startConnect(_ i: Int) {
+    private func startConnect(_ i: Int) {
         pending += 1
         clients[i].state = .connecting
         clients[i].failedOnce = false
@@ -115,7 +115,7 @@ final class Worker {
         }
     }
 
-    func fail(_ i: Int, _ why: Int32, _ op: String = "") {
+    private func fail(_ i: Int, _ why: Int32, _ op: String = "") {
         guard !clients[i].failedOnce else { return }
         clients[i].failedOnce = true
         if clients[i].state == .connecting || clients[i].state == .awaitingConnack { pending -= 1 }
@@ -132,7 +132,7 @@ final class Worker {
         }
     }
 
-    func complete(_ c: Completion) {
+    private func complete(_ c: Completion) {
         let tag = Tag(c.userData)
         let i = Int(tag.slot)
         if tag.op != LOp.timer && tag.generation != clients[i].attempt & 0xFF_FFFF { return }   // an abandoned attempt
@@ -170,7 +170,7 @@ final class Worker {
 
     // MARK: receiving
 
-    func received(_ i: Int, _ bytes: UnsafeRawBufferPointer) {
+    private func received(_ i: Int, _ bytes: UnsafeRawBufferPointer) {
         if clients[i].rx.isEmpty {
             let used = scan(i, bytes)
             if used < bytes.count { clients[i].rx.append(contentsOf: bytes[used...]) }
@@ -183,7 +183,7 @@ final class Worker {
     }
 
     /// Walk packets by their fixed headers: counting needs no full decode.
-    func scan(_ i: Int, _ bytes: UnsafeRawBufferPointer) -> Int {
+    private func scan(_ i: Int, _ bytes: UnsafeRawBufferPointer) -> Int {
         var off = 0
         var publishes = 0
         while off < bytes.count {
@@ -241,7 +241,7 @@ final class Worker {
         return off
     }
 
-    func connack(_ i: Int) {
+    private func connack(_ i: Int) {
         guard clients[i].state == .awaitingConnack else { return }
         clients[i].state = .connected
         pending -= 1
@@ -267,14 +267,14 @@ final class Worker {
         markDirty(i)
     }
 
-    func markDirty(_ i: Int) {
+    private func markDirty(_ i: Int) {
         if !clients[i].dirty {
             clients[i].dirty = true
             dirty.append(i)
         }
     }
 
-    func buildBurst(_ i: Int) {
+    private func buildBurst(_ i: Int) {
         let topic = "/xjdy/ops/v1/TCU/\(pileID(plan.firstIndex + i))/msg"
         // run-data shaped payload padded to the requested size
         var payload = Array(#"{"命令":"运行数据","reqid":1,"数据分区":"1枪数据","状态数据":[{"名称":"电压_V","值":"239.977"}],"pad":""#.utf8)
@@ -288,7 +288,7 @@ final class Worker {
         }
     }
 
-    func flushAll() {
+    private func flushAll() {
         for i in dirty {
             clients[i].dirty = false
             guard clients[i].state == .connected || clients[i].state == .awaitingConnack, !clients[i].sending else { continue }
@@ -314,18 +314,18 @@ final class Worker {
         dirty.removeAll(keepingCapacity: true)
     }
 
-    func takeBudget() -> Bool {
+    private func takeBudget() -> Bool {
         if plan.rate == 0 { return true }
         if msgBudget >= Double(plan.burst) { msgBudget -= Double(plan.burst); return true }
         return false
     }
 
-    func sendNow(_ i: Int, _ b: ByteBuffer, from offset: Int = 0) {
+    private func sendNow(_ i: Int, _ b: ByteBuffer, from offset: Int = 0) {
         clients[i].sending = true
         ring.send(fixed: Int32(i), b.base! + offset, b.count - offset, tag: tag(LOp.send, i))
     }
 
-    func onSend(_ i: Int, _ c: Completion) {
+    private func onSend(_ i: Int, _ c: Completion) {
         clients[i].sending = false
         if c.res < 0 { fail(i, c.res, "send"); return }
         if clients[i].burstInFlight {
@@ -349,7 +349,7 @@ final class Worker {
 
     // MARK: time
 
-    func onTick() {
+    private func onTick() {
         if !control.stop.load(ordering: .relaxed) {
             ring.timeout(timeout, tag: Tag(op: LOp.timer, slot: 0, generation: 0).raw)
         }

@@ -74,11 +74,16 @@ public struct SocketAddress: CustomStringConvertible, Sendable {
         return withUnsafeBytes(of: storage) { raw -> String in
             if family == AF_INET {
                 _ = inet_ntop(AF_INET, raw.baseAddress! + 4, &buf, 64)
-                return "\(String(cString: buf)):\(port)"
+                return "\(SocketAddress.text(buf)):\(port)"
             }
             _ = inet_ntop(AF_INET6, raw.baseAddress! + 8, &buf, 64)
-            return "[\(String(cString: buf))]:\(port)"
+            return "[\(SocketAddress.text(buf))]:\(port)"
         }
+    }
+
+    /// A NUL-terminated C string from a buffer.
+    private static func text(_ buf: [CChar]) -> String {
+        String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     public func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
@@ -109,20 +114,6 @@ public func boundPort(_ fd: Int32) -> UInt16 {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &len) }
     }
     return withUnsafeBytes(of: ss) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
-}
-
-/// Monotonic milliseconds.
-@inlinable public func monotonicMillis() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-}
-
-/// Monotonic nanoseconds.
-@inlinable public func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
 /// The soft RLIMIT_NOFILE: a ring's fixed-file table can be no larger.

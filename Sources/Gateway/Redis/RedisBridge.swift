@@ -167,38 +167,3 @@ final class RedisBridge {
         }
     }
 }
-
-/// Milliseconds since the Unix epoch (stream entry `ts` fields).
-func wallMillis() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-}
-
-extension CloseReason {
-    /// The reason field of a disconnect event.
-    var eventReason: String {
-        switch self {
-        case .clientDisconnect: "client"
-        case .peerClosed: "connection_closed"
-        case .keepalive: "keepalive"
-        case .connectTimeout: "connect_timeout"
-        case .malformed: "malformed_packet"
-        case .protocolError: "protocol_error"
-        case .refused: "refused"
-        case .takeover: "takeover"
-        case .overLimit: "over_limit"
-        case .ioError: "socket_error"
-        case .storeFailed: "store_failed"
-        case .rateLimited: "rate_limited"
-        case .quota: "quota"
-        case .banned: "banned"
-        case .tlsError: "tls_error"
-        case .tlsHandshakeTimeout: "tls_handshake_timeout"
-        case .shutdown: "shutdown"
-        case .kicked: "kicked"
-        case .drain: "drain"
-        case .badProxyHeader: "proxy_header"
-        }
-    }
-}
