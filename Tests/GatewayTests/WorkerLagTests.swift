@@ -125,6 +125,18 @@ final class WorkerLagTests: RedisGatewayTestCase {
         XCTAssertNotNil(g.waitForLog("redis maxmemory-policy is allkeys-lru: under memory pressure Redis may evict the uplink streams"))
     }
 
+    func testAReviewRedisRefusesIsLoggedOnce() throws {
+        // A Redis user that may not run XINFO: the review cannot see the groups.
+        _ = try redis.command(["ACL", "SETUSER", "gw", "on", ">gw-secret", "~*", "&*", "+@all", "-xinfo"])
+        try group("workers")
+        let g = try start("username = \"gw\"\npassword = \"gw-secret\"\nconsumer_groups = [\"workers\"]\n")
+        XCTAssertNotNil(g.waitForLog("stream review: XINFO GROUPS pilegate:up failed: NOPERM"))
+        usleep(500_000)   // five more reviews
+        XCTAssertEqual(g.logText.components(separatedBy: "stream review: XINFO GROUPS").count - 1, 1, "logged once")
+        try shell("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(g.port)", "-t", "/xjdy/ops/v1/TCU/X/msg", "-m", "still", "-q", "1"])
+        XCTAssertEqual(try length(), 1, "uplink still stored")
+    }
+
     func testStreamIDsOrderAndStep() {
         XCTAssertLessThan(StreamID("1700-5")!, StreamID("1700-6")!)
         XCTAssertLessThan(StreamID("1700-99")!, StreamID("1701-0")!)

@@ -46,6 +46,8 @@ final class StreamReview {
     private var left: [Int]
     private var streamsLeft = 0
     private var usedMemory = 0, maxMemory = 0
+    /// Review errors already logged (once each, not every interval).
+    var warned: Set<String> = []
 
     init(watch: StreamWatch, config: Config.Redis) {
         self.watch = watch

@@ -38,7 +38,11 @@ extension Shard {
         case .length(let s):
             review.readLength(s, r)
         case .groups(let s):
-            // An error is "no such key": no stream yet, nothing to keep or trim.
+            // "no such key": no stream yet, nothing to keep or trim. Any other error
+            // (a Redis user without XINFO, say) leaves the stream untrimmed: say so.
+            if r.isError && !r.text.contains("no such key") && review.warned.insert(r.text).inserted {
+                logger.warning("stream review: XINFO GROUPS \(streams[s]) failed: \(r.text); the stream is not trimmed")
+            }
             let present = r.isError ? [] : review.readGroups(s, r)
             reportMissingGroups(s, present: present, streamExists: !r.isError)
             if present.isEmpty {
