@@ -3,7 +3,9 @@
 # alternating A B B A so drift on a shared machine, and whatever one run leaves
 # behind for the next, hits both alike.
 #   bench/ab.sh BEFORE_DIR AFTER_DIR [ROUNDS=2] [SECONDS=10] [IDLE=50000]
-#   CASES="fanin uplink idle" (the default) picks the cases.
+#   CASES="fanin uplink idle" (the default) picks the cases; PIN=1 runs the gateway on
+#   CPU 1 and pileload (and Redis) on CPU 0, which takes the scheduler's placement out
+#   of the comparison (the gateway then has one core: compare ratios, not totals).
 # BEFORE_DIR and AFTER_DIR each hold a release `pilegate` binary (e.g. a checkout's
 # .build/release); pileload comes from this checkout. Cases, each bounded:
 #   fanin   1000 piles publish QoS 0 as fast as TCP lets them into one wildcard
@@ -17,19 +19,22 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-2}; SECS=${4:-10}; IDLE=${5:-50000}
 CASES=${CASES:-"fanin uplink idle"}
+GW_CPU=""; LOAD_CPU=""
+if [ "${PIN:-0}" = 1 ]; then GW_CPU="taskset -c 1"; LOAD_CPU="taskset -c 0"; fi
 out=$(pwd)/bench/results/ab-$(date +%Y%m%d-%H%M%S); mkdir -p "$out"
 ops/loadtest-sysctl.sh
 swift build -c release --product pileload >/dev/null
 RPORT=16391; PORT=18885
 start_redis $RPORT "$out"
+if [ "${PIN:-0}" = 1 ]; then taskset -pc 0 "$(cat "$out/redis.pid")" >/dev/null; fi
 printf '[redis]\nenabled = false\n[log]\nlevel = "warning"\n' >"$out/mqtt-only.toml"
 printf '[redis]\naddress = "127.0.0.1:%s"\n[log]\nlevel = "warning"\n' $RPORT >"$out/redis.toml"
 
 run() {  # label bin config name profile connections extra...
   local label=$1 bin=$2 config=$3 name=$4 profile=$5 n=$6; shift 6
-  "$bin/pilegate" --listen 0.0.0.0:$PORT --config "$config" >"$out/$label-$name.log" 2>&1 &
+  $GW_CPU "$bin/pilegate" --listen 0.0.0.0:$PORT --config "$config" >"$out/$label-$name.log" 2>&1 &
   local pid=$!; sleep 1
-  timeout 600 .build/release/pileload --target 127.0.0.1:$PORT --profile "$profile" --connections "$n" \
+  timeout 600 $LOAD_CPU .build/release/pileload --target 127.0.0.1:$PORT --profile "$profile" --connections "$n" \
     --broker-pid $pid --json "$out/$label-$name.json" "$@" >"$out/$label-$name.txt" || true
   kill -INT $pid 2>/dev/null || true; wait $pid || true
   for _ in $(seq 300); do ss -ltn | grep -q ":$PORT " || break; sleep 0.1; done
