@@ -30,8 +30,10 @@ final class TLSTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
-    func start(mutual: Bool = false, extra: String = "") throws -> (Gateway, UInt16) {
+    /// `admin`: keys for the harness's `[admin]` table, which the config continues.
+    func start(mutual: Bool = false, admin: String = "", extra: String = "") throws -> (Gateway, UInt16) {
         let g = try Gateway(config: """
+        \(admin)
         [redis]
         enabled = false
         [tls]
@@ -65,6 +67,32 @@ final class TLSTests: XCTestCase {
         let s = try shell("sh", ["-c", "echo | openssl s_client -connect 127.0.0.1:\(port) -CAfile \(dir!)/ca.crt 2>&1"])
         XCTAssertTrue(s.contains("Verify return code: 0 (ok)"), s)
         XCTAssertEqual(try g.waitForCounter("tlsHandshakes", atLeast: 3), 3, "sub, pub and s_client")
+    }
+
+    /// Closing a TLS client sends close_notify first; a client that does not read
+    /// cannot hold that last send, and with it the slot, for longer than a second.
+    func testAStalledTLSClientIsTornDownAfterItsKick() throws {
+        let (g, port) = try start(admin: "token = \"t0k\"")
+        let script = Bundle.module.url(forResource: "interop/stalled_tls_subscriber", withExtension: "py")!
+        let stalled = try Background("python3", [script.path, "127.0.0.1", "\(port)", "\(dir!)/ca.crt", "30"])
+        XCTAssertNotNil(stalled.out.waitFor("ready", timeout: 10))
+        // Fill everything between the gateway and the stalled reader.
+        let flood = try RawClient(port: g.port)
+        XCTAssertEqual(flood.connect(Connect(clientID: "flooder"))?.returnCode, .accepted)
+        let big = Array(repeating: UInt8(0x61), count: 16_384)
+        for _ in 0..<600 { flood.send(.publish(Publish(topic: "flood/x", payload: big))) }
+        func established() throws -> Int {
+            try shell("ss", ["-tnH", "state", "established", "( sport = :\(port) )"]).split(separator: "\n").count
+        }
+        flood.send(.pingreq)
+        XCTAssertEqual(flood.receive(), .pingresp, "all 9.8 MB handed to the gateway: the stalled client's sends are stuck")
+        XCTAssertEqual(try established(), 1)
+        XCTAssertEqual(try http(XCTUnwrap(g.adminPort), "/admin/clients/stalled/kick", method: "POST", token: "t0k").status, 200)
+        let kicked = Date()
+        while try established() > 0 && Date().timeIntervalSince(kicked) < 5 { usleep(50_000) }
+        XCTAssertEqual(try established(), 0, "torn down although its last send never finished")
+        XCTAssertLessThan(Date().timeIntervalSince(kicked), 2.0)
+        stalled.process.terminate()
     }
 
     func testMutualTLSCertificateMustNameTheClient() throws {

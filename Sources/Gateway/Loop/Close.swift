@@ -8,8 +8,8 @@ import PileLoop
 extension Shard {
 
     /// End a connection: will, session hand-back, counters and one log line happen
-    /// now; the socket is torn down now, or after the send queue drains when
-    /// `flush` is set (CONNACK refusals).
+    /// now; the socket is torn down now, or after the send queue drains (within a
+    /// second) when `flush` is set (CONNACK refusals, a TLS close_notify).
     func close(_ slot: UInt32, _ reason: CloseReason, flush: Bool = false) {
         guard slab[Int(slot)].isOpen else { return }
         var flush = flush
@@ -57,6 +57,9 @@ extension Shard {
         if flush && (slab[Int(slot)].sending || hasOutput(slot)) {
             slab[Int(slot)].closeAfterFlush = true
             markDirty(slot)
+            // A peer that does not read could hold the last send (and the slot) for as
+            // long as TCP retransmits: it gets a second, then the socket goes anyway.
+            schedule(slot, at: tick(afterSeconds: 1))
         } else {
             tearDown(slot)
         }

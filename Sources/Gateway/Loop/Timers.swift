@@ -53,7 +53,9 @@ extension Shard {
             } else {
                 schedule(e.slot, at: due)
             }
-        case .free, .closing:
+        case .closing:
+            tearDown(e.slot)   // a flush that did not finish in time (Close.swift)
+        case .free:
             return
         }
     }
