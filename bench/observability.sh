@@ -12,7 +12,7 @@
 #                per-stream and per-rule counters, the rollup and silent detection.
 #    Alternated twice; gateway CPU seconds per million acknowledged messages, and the ratio.
 # 2. perf profile of the "on" run: the share of gateway CPU samples in the metrics and
-#    accounting code (Counters, Histogram, countIn/countOut, Accounting.swift).
+#    accounting code (Counters, Histogram, countIn/countOut, Ops/TrafficRollup.swift, Ops/SilentDevices.swift).
 # 3. SCRAPE_PILES idle piles subscribed to their command topic: /metrics time (20
 #    scrapes) and size.
 set -euo pipefail
@@ -66,7 +66,7 @@ perf report -i "$out/perf.data" --no-children --sort symbol --stdio -g none 2>/d
 python3 - "$out/perf.txt" <<'PY' | tee "$out/perf-share.txt"
 import re, sys
 total = 0.0; ours = {}
-pat = re.compile(r"Counters|Histogram|countIn|countOut|DailyUsage|Accounting|flushTraffic|reviewSilence|spoke|rateAction|routed|Metrics")
+pat = re.compile(r"Counters|Histogram|countIn|countOut|DailyUsage|TrafficRollup|flushTraffic|reviewSilence|spoke|rateAction|routed|Metrics")
 for line in open(sys.argv[1], errors="replace"):
     m = re.match(r"\s+([0-9.]+)%\s+\[.\]\s+(.*)", line)
     if not m: continue
