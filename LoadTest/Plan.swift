@@ -51,6 +51,8 @@ final class Stats: @unchecked Sendable {
     /// CONNACKs with a non-zero return code, and reconnect attempts (--retry).
     let refused = ManagedAtomic<Int>(0)
     let retries = ManagedAtomic<Int>(0)
+    /// storm: this worker has dropped its piles (the storm's "back" waits for every worker).
+    let stormed = ManagedAtomic<Bool>(false)
     let finished = ManagedAtomic<Bool>(false)
 }
 

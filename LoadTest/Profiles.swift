@@ -84,6 +84,7 @@ extension Worker {
             clients[i].state = .unused
         }
         stats.connected.wrappingDecrement(by: dropped, ordering: .relaxed)
+        stats.stormed.store(true, ordering: .releasing)
         pending = 0
         started = 0   // startConnections brings them back from the next tick
         connectBudget = 0

@@ -187,7 +187,10 @@ struct PileLoad: ParsableCommand {
         while monotonicMillis() - s0 < UInt64(duration) * 1000 {
             usleep(100_000)
             let now = monotonicMillis()
-            if profile == .storm && stormBackMs == nil && sum(\.connected) >= total && now - s0 > 200 { stormBackMs = now - s0 }
+            // Back: every worker has dropped its piles (a loaded worker may take a while
+            // to) and every pile is connected again.
+            if profile == .storm && stormBackMs == nil && statsList.allSatisfy({ $0.stormed.load(ordering: .acquiring) })
+                && sum(\.connected) >= total { stormBackMs = now - s0 }
             if profile == .downlink && sum(\.received) - r0 >= total { break }   // every command delivered
             if now - last >= 1000 {
                 let p = sum(\.published), r = sum(\.received), a = sum(\.acked)
