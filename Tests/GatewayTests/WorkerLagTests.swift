@@ -36,14 +36,30 @@ final class WorkerLagTests: RedisGatewayTestCase {
         return payloads
     }
 
+    /// A connected pile that sends QoS 1 PUBLISHes with payloads PREFIX1, PREFIX2, ...
+    /// (packet id = the number) without waiting for acknowledgements.
+    final class Pile {
+        let client: RawClient
+        let id: String
+        init(_ g: Gateway, _ id: String) throws {
+            client = try RawClient(port: g.port)
+            self.id = id
+            XCTAssertEqual(client.connect(Connect(clientID: id))?.returnCode, .accepted)
+        }
+        func publish(_ numbers: ClosedRange<Int>, _ prefix: String) {
+            for i in numbers {
+                client.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/\(id)/msg", payload: Array("\(prefix)\(i)".utf8),
+                                             qos: .atLeastOnce, packetID: UInt16(i))))
+            }
+        }
+    }
+
     func testAcknowledgedMessagesStayReadableAndPilesAreHeldAtTheCap() throws {
         try group("workers")
         let g = try start("stream_maxlen = 100\nconsumer_groups = [\"workers\"]\n")
-        let pile = try RawClient(port: g.port)
-        XCTAssertEqual(pile.connect(Connect(clientID: "AAAAAAAL"))?.returnCode, .accepted)
-        for i in 1...300 {
-            pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAAAL/msg", payload: Array("m\(i)".utf8), qos: .atLeastOnce, packetID: UInt16(i))))
-        }
+        let sender = try Pile(g, "AAAAAAAL")
+        let pile = sender.client
+        sender.publish(1...300, "m")
         var acked = 0
         while case .puback = pile.receive(timeout: 1) { acked += 1 }
         XCTAssertEqual(acked, 100, "acknowledged up to the cap, not past it; then held: no PUBACK while the workers are behind")
@@ -75,9 +91,9 @@ final class WorkerLagTests: RedisGatewayTestCase {
         // used_memory is about 1 MB: a budget of 0.5% of 100 MB is already spent.
         let g = try start("consumer_groups = [\"workers\"]\nmemory_budget = 0.005\n")
         XCTAssertNotNil(g.waitForLog("uplink held: workers behind: Redis memory at redis.memory_budget"))
-        let pile = try RawClient(port: g.port)
-        XCTAssertEqual(pile.connect(Connect(clientID: "AAAAAAAM"))?.returnCode, .accepted)
-        pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAAAM/msg", payload: Array("m".utf8), qos: .atLeastOnce, packetID: 1)))
+        let sender = try Pile(g, "AAAAAAAM")
+        let pile = sender.client
+        sender.publish(1...1, "m")
         XCTAssertNil(pile.receive(timeout: 0.5), "not acknowledged while Redis memory is at its budget")
         _ = try redis.command(["CONFIG", "SET", "maxmemory", "0"])   // no maxmemory: no budget
         XCTAssertEqual(pile.receive(timeout: 3), .puback(1), "released once Redis has room")
@@ -90,18 +106,14 @@ final class WorkerLagTests: RedisGatewayTestCase {
     func testARedisRestartUnderTheCapLosesNothing() throws {
         try group("workers")
         let g = try start("stream_maxlen = 500\nconsumer_groups = [\"workers\"]\n")
-        let pile = try RawClient(port: g.port)
-        XCTAssertEqual(pile.connect(Connect(clientID: "AAAAAAAR"))?.returnCode, .accepted)
-        for i in 1...200 {
-            pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAAAR/msg", payload: Array("a\(i)".utf8), qos: .atLeastOnce, packetID: UInt16(i))))
-        }
+        let sender = try Pile(g, "AAAAAAAR")
+        let pile = sender.client
+        sender.publish(1...200, "a")
         var acked = 0
         while acked < 200, case .puback = pile.receive(timeout: 3) { acked += 1 }
         XCTAssertEqual(acked, 200)
         redis.killHard()
-        for i in 201...400 {
-            pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAAAR/msg", payload: Array("a\(i)".utf8), qos: .atLeastOnce, packetID: UInt16(i))))
-        }
+        sender.publish(201...400, "a")
         XCTAssertNil(pile.receive(timeout: 0.5), "nothing acknowledged while Redis is down")
         try redis.start()
         while acked < 400, case .puback = pile.receive(timeout: 5) { acked += 1 }
