@@ -69,6 +69,22 @@ final class TLSTests: XCTestCase {
         XCTAssertEqual(try g.waitForCounter("tlsHandshakes", atLeast: 3), 3, "sub, pub and s_client")
     }
 
+    /// A CONNACK refusal over TLS arrives whole, then close_notify: the peer reads the
+    /// refusal code and a clean end of stream (not an EOF error).
+    func testARefusalOverTLSArrivesBeforeCloseNotify() throws {
+        let (_, port) = try start(extra: "[auth]\nallow_anonymous = \"false\"")
+        let client = """
+        import socket, ssl
+        ctx = ssl.create_default_context(cafile="\(dir!)/ca.crt")
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", \(port))), server_hostname="localhost")
+        body = b"\\x00\\x04MQTT\\x04\\x02\\x00\\x3c\\x00\\x04anon"
+        s.sendall(bytes([0x10, len(body)]) + body)
+        print(s.recv(4).hex(), repr(s.recv(4)))
+        """
+        let out = try shell("python3", ["-c", client])
+        XCTAssertEqual(out.trimmingCharacters(in: .whitespacesAndNewlines), "20020005 b''", "CONNACK 5, then close_notify")
+    }
+
     /// Closing a TLS client sends close_notify first; a client that does not read
     /// cannot hold that last send, and with it the slot, for longer than a second.
     func testAStalledTLSClientIsTornDownAfterItsKick() throws {

@@ -12,9 +12,12 @@ extension Shard {
     /// second) when `flush` is set (CONNACK refusals, a TLS close_notify).
     func close(_ slot: UInt32, _ reason: CloseReason, flush: Bool = false) {
         guard slab[Int(slot)].isOpen else { return }
+        // A TLS peer gets close_notify before the socket goes (OpenSSL 3 peers report a
+        // bare EOF as an error). A flushing close sends it after what is queued
+        // (`startSend`); with nothing queued it is the one thing left to send.
         var flush = flush
         if let tls = slab[Int(slot)].tls, tls.handshakeDone, reason.sendsCloseNotify {
-            tls.shutdown()   // close_notify first: OpenSSL 3 peers report a bare EOF as an error
+            if !hasOutput(slot) { tls.shutdown() }
             flush = true
         }
         let was = slab[Int(slot)].state
