@@ -18,6 +18,8 @@ enum RedisExpectation {
     case credentials(slot: UInt32, generation: UInt32, user: String)
     /// A step of the stream review (shard 0).
     case review(StreamReview.Step)
+    /// CONFIG GET maxmemory-policy (shard 0, on each connect).
+    case evictionPolicy
 }
 
 /// One shard's side of the Redis contract (Sources/ARCHITECTURE.md, "The Redis contract"): uplink XADDs

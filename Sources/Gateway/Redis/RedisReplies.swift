@@ -54,6 +54,8 @@ extension Shard {
             credentialsReplied(slot: slot, generation: generation, user: user, r)
         case .review(let step):
             reviewReplied(step, r)
+        case .evictionPolicy:
+            evictionPolicyReplied(r)
         }
     }
 }

@@ -20,7 +20,7 @@ import PileLoop
 /// without `consumer_groups`; each missing group is logged once (and its return).
 final class StreamReview {
     enum Step {
-        case policy, memory
+        case memory
         case length(Int), groups(Int)
         case pending(Int, Int), nextUnread(Int, Int)
         case trimmed(Int)
@@ -40,9 +40,9 @@ final class StreamReview {
     private(set) var running = false
     private var groups: [[Group]]
     private var lengths: [Int]
-    /// `StreamWatch.answered` before each stream's length was asked for: every XADD
-    /// answered by then is in the length; any other still counts as in flight.
-    private var answeredAtLength: [Int]
+    /// `StreamWatch.answered` before the lengths were asked for: every XADD answered
+    /// by then is in the lengths; any other still counts as in flight.
+    private var answeredAtStart = 0
     private var left: [Int]
     private var streamsLeft = 0
     private var usedMemory = 0, maxMemory = 0
@@ -55,7 +55,6 @@ final class StreamReview {
         memoryBudget = config.memoryBudget
         groups = watch.streams.map { _ in Array(repeating: Group(), count: watch.groups.count) }
         lengths = Array(repeating: 0, count: watch.streams.count)
-        answeredAtLength = lengths
         left = lengths
     }
 
@@ -69,8 +68,7 @@ final class StreamReview {
     func begin() {
         running = true
         streamsLeft = watch.streams.count
-        let answered = watch.answered.load(ordering: .relaxed)
-        for s in answeredAtLength.indices { answeredAtLength[s] = answered }
+        answeredAtStart = watch.answered.load(ordering: .relaxed)
     }
 
     // MARK: Reading the replies
@@ -170,18 +168,16 @@ final class StreamReview {
         let wasHeld = watch.isHeld
         var by = -1, limit = Int.max
         for s in lengths.indices where presentCount(s) > 0 {
-            limit = min(limit, watch.cap - lengths[s] + answeredAtLength[s])
+            limit = min(limit, watch.cap - lengths[s] + answeredAtStart)
             if by < 0 && lengths[s] > (wasHeld ? watch.cap * 9 / 10 : watch.cap - 1) { by = s }
         }
         if by < 0 && memoryBudget > 0 && maxMemory > 0 {
             let budget = Double(maxMemory) * memoryBudget * (wasHeld ? 0.95 : 1)
             if Double(usedMemory) >= budget { by = watch.streams.count }
         }
-        watch.heldBy.store(by, ordering: .relaxed)
         let held = by >= 0
         watch.limit.store(held ? Int.min : limit, ordering: .relaxed)
-        guard held != wasHeld else { return nil }
-        watch.held.store(held, ordering: .relaxed)
-        return held
+        watch.heldBy.store(by, ordering: .relaxed)
+        return held != wasHeld ? held : nil
     }
 }

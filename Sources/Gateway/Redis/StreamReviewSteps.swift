@@ -17,22 +17,20 @@ extension Shard {
     /// Once per Redis connection: a `maxmemory-policy` that may evict keys without an
     /// expiry would evict the streams, and with them acknowledged messages.
     func checkEvictionPolicy() {
-        redis?.connection.enqueue(.review(.policy)) { $0.respCommand(["CONFIG", "GET", "maxmemory-policy"]) }
+        redis?.connection.enqueue(.evictionPolicy) { $0.respCommand(["CONFIG", "GET", "maxmemory-policy"]) }
+    }
+
+    func evictionPolicyReplied(_ r: RedisReply) {
+        let policy = r.elements.count == 2 ? r.elements[1].text : ""
+        if policy.hasPrefix("allkeys-") {
+            logger.warning("redis maxmemory-policy is \(policy): under memory pressure Redis may evict the uplink streams, and acknowledged messages with them; use noeviction (or a volatile-* policy)")
+        }
     }
 
     func reviewReplied(_ step: StreamReview.Step, _ r: RedisReply) {
-        if case .policy = step {
-            let policy = r.elements.count == 2 ? r.elements[1].text : ""
-            if policy.hasPrefix("allkeys-") {
-                logger.warning("redis maxmemory-policy is \(policy): under memory pressure Redis may evict the uplink streams, and acknowledged messages with them; use noeviction (or a volatile-* policy)")
-            }
-            return
-        }
         guard let review, let redis else { return }
         let streams = review.watch.streams
         switch step {
-        case .policy:
-            return
         case .memory:
             if !r.isError { review.readMemory(r) }
         case .length(let s):

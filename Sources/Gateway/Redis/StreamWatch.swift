@@ -10,9 +10,6 @@ final class StreamWatch: Sendable {
     let groups: [String]
     /// `redis.stream_maxlen`: a hard cap when groups are named.
     let cap: Int
-    /// Publishing piles are held because workers are behind (a stream at its cap,
-    /// or Redis memory at its budget), as the last review decided.
-    let held = ManagedAtomic<Bool>(false)
     /// The cap between reviews, checked per PUBLISH: uplink XADDs sent (`taken`)
     /// and answered (`answered`) so far, and the number `taken` may reach before the
     /// next review (`limit`). The review sets `limit` to cap - length + the answers
@@ -22,7 +19,9 @@ final class StreamWatch: Sendable {
     let taken = ManagedAtomic<Int>(0)
     let answered = ManagedAtomic<Int>(0)
     let limit = ManagedAtomic<Int>(0)
-    /// Why: the index of the stream at its cap, `streams.count` for memory, -1 none.
+    /// Publishing piles are held because workers are behind, as the last review
+    /// decided: the index of the stream at its cap, `streams.count` for Redis memory at
+    /// its budget, -1 when not held.
     let heldBy = ManagedAtomic<Int>(-1)
     let lengths: [ManagedAtomic<Int>]
     /// Per (stream, group), at `s * groups.count + g`.
@@ -54,13 +53,13 @@ final class StreamWatch: Sendable {
     func took() { if active { taken.wrappingIncrement(ordering: .relaxed) } }
     func answer() { if active { answered.wrappingIncrement(ordering: .relaxed) } }
 
-    var isHeld: Bool { held.load(ordering: .relaxed) }
+    var isHeld: Bool { heldBy.load(ordering: .relaxed) >= 0 }
 
     /// For /readyz and the log: why piles are held, or nil.
     var heldReason: String? {
-        guard isHeld else { return nil }
         let s = heldBy.load(ordering: .relaxed)
-        if s >= 0 && s < streams.count { return "workers behind: stream \(streams[s]) at its cap of \(cap) entries" }
+        guard s >= 0 else { return nil }
+        if s < streams.count { return "workers behind: stream \(streams[s]) at its cap of \(cap) entries" }
         return "workers behind: Redis memory at redis.memory_budget"
     }
 }
