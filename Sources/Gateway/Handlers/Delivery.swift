@@ -26,26 +26,32 @@ extension Shard {
 
     func deliver(_ slot: UInt32, _ m: Message, qos: QoS, retain: Bool) {
         guard slab[Int(slot)].state == .connected, let s = slab[Int(slot)].session else { return }
-        if ctx.acl.filtersDeliveries(s.role)
-            && !ctx.acl.mayReceive(s.role, topic: m.topic, clientID: s.clientID, username: s.username) {
+        guard ctx.acl.mayReceive(s, topic: m.topic) else {
             return counters.add(.deliveriesDenied)   // a wider filter overlapping a deny_subscribe
         }
-        let limits = ctx.acl.queueLimits(s.role)
         if qos == .atMostOnce {
             // A subscriber that does not read must not grow our memory without bound.
+            let limits = ctx.acl.queueLimits(s.role)
             if slab[Int(slot)].outbound.count + slab[Int(slot)].inFlight.count > limits.sendBuffer {
                 return queueDropped(slot, s, .sendBuffer, limits)
             }
             return writePublish(slot, m, qos: .atMostOnce, retain: retain, dup: false, id: 0)
         }
         if s.inflight.count < config.mqtt.maxInflight {
-            let id = s.nextPacketID()
-            s.inflight.append(Outgoing(packetID: id, message: m, qos: qos, retain: retain, released: false))
-            writePublish(slot, m, qos: qos, retain: retain, dup: false, id: id)
-        } else if let why = s.enqueue(Queued(message: m, qos: qos, retain: retain), limits,
-                                      budget: config.mqtt.queueMemoryBudget) {
-            queueDropped(slot, s, why, limits)
+            fly(slot, s, Queued(message: m, qos: qos, retain: retain))
+        } else {
+            let limits = ctx.acl.queueLimits(s.role)
+            if let why = s.enqueue(Queued(message: m, qos: qos, retain: retain), limits, budget: config.mqtt.queueMemoryBudget) {
+                queueDropped(slot, s, why, limits)
+            }
         }
+    }
+
+    /// A QoS 1/2 message into the in-flight window, and out.
+    private func fly(_ slot: UInt32, _ s: Session, _ q: Queued) {
+        let id = s.nextPacketID()
+        s.inflight.append(Outgoing(packetID: id, message: q.message, qos: q.qos, retain: q.retain, released: false))
+        writePublish(slot, q.message, qos: q.qos, retain: q.retain, dup: false, id: id)
     }
 
     /// A message for this subscriber was dropped: counted by reason; the first drop
@@ -78,12 +84,11 @@ extension Shard {
         s.drops = 0
     }
 
-    /// Move queued messages into the in-flight window as it opens.
+    /// Move queued messages into the in-flight window as it opens (they passed the
+    /// deny rules when they were queued).
     func pump(_ slot: UInt32) {
         guard let s = slab[Int(slot)].session else { return }
-        while s.inflight.count < config.mqtt.maxInflight, let q = s.dequeue() {
-            deliver(slot, q.message, qos: q.qos, retain: q.retain)
-        }
+        while s.inflight.count < config.mqtt.maxInflight, let q = s.dequeue() { fly(slot, s, q) }
     }
 
     /// A persistent session came back (4.4): resend unacknowledged PUBLISHes with

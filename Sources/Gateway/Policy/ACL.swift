@@ -98,6 +98,12 @@ struct ACL: Sendable {
     /// The role has deny_subscribe patterns, so each message delivered to it is checked.
     func filtersDeliveries(_ role: UInt16) -> Bool { filters[Int(role)] }
 
+    /// A message on `topic` may reach this session's client: its role denies nothing,
+    /// or no deny_subscribe pattern covers the topic. One flag load on the usual path.
+    func mayReceive(_ s: Session, topic: String) -> Bool {
+        !filtersDeliveries(s.role) || mayReceive(s.role, topic: topic, clientID: s.clientID, username: s.username)
+    }
+
     /// A message on `topic` may reach a client of this role (no deny_subscribe covers it).
     func mayReceive(_ role: UInt16, topic: String, clientID: String, username: String?) -> Bool {
         !roles[Int(role)].denySubscribe.contains { ACL.matches($0, topic, clientID, username, subset: false) }

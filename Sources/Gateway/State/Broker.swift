@@ -279,8 +279,7 @@ final class Broker: @unchecked Sendable {
                                                  retain: false, message: message))
                 } else if let s = c.parked, qos != .atMostOnce {
                     // As `Shard.deliver` does for a live client; drops are reported when it returns.
-                    if acl.filtersDeliveries(s.role)
-                        && !acl.mayReceive(s.role, topic: message.topic, clientID: s.clientID, username: s.username) {
+                    if !acl.mayReceive(s, topic: message.topic) {
                         counters.add(.deliveriesDenied)
                     } else if let why = s.enqueue(Queued(message: message, qos: qos, retain: false),
                                                   acl.queueLimits(s.role), budget: queueBudget) {
