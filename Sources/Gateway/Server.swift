@@ -102,7 +102,7 @@ public final class Server {
                                    drainRate: config.admin.drainRate)
         if config.admin.enabled {
             let a = try AdminHTTP(address: SocketAddress(config.admin.bind)!,
-                                  metrics: Metrics(counters: counters, broker: broker, streams: streams, rules: rates.rules.map(\.name),
+                                  metrics: Metrics(counters: counters, broker: broker, rules: rates.rules.map(\.name),
                                                    maxConnections: config.server.maxConnections, watch: watch), counters: counters,
                                   redisEnabled: config.redis.enabled, watch: watch, control: control, token: config.admin.token,
                                   logger: logger)

@@ -46,6 +46,12 @@ final class WorkerLagTests: RedisGatewayTestCase {
             self.id = id
             XCTAssertEqual(client.connect(Connect(clientID: id))?.returnCode, .accepted)
         }
+        /// PUBACKs read until `limit` or a `timeout` with none.
+        func acks(limit: Int = .max, timeout: Double) -> Int {
+            var n = 0
+            while n < limit, case .puback = client.receive(timeout: timeout) { n += 1 }
+            return n
+        }
         func publish(_ numbers: ClosedRange<Int>, _ prefix: String) {
             for i in numbers {
                 client.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/\(id)/msg", payload: Array("\(prefix)\(i)".utf8),
@@ -60,8 +66,7 @@ final class WorkerLagTests: RedisGatewayTestCase {
         let sender = try Pile(g, "AAAAAAAL")
         let pile = sender.client
         sender.publish(1...300, "m")
-        var acked = 0
-        while case .puback = pile.receive(timeout: 1) { acked += 1 }
+        var acked = sender.acks(timeout: 1)
         XCTAssertEqual(acked, 100, "acknowledged up to the cap, not past it; then held: no PUBACK while the workers are behind")
         XCTAssertEqual(try length(), acked, "every acknowledged message is in the stream, none trimmed")
         XCTAssertNotNil(g.waitForLog("uplink held: workers behind: stream pilegate:up at its cap of 100 entries"))
@@ -109,14 +114,13 @@ final class WorkerLagTests: RedisGatewayTestCase {
         let sender = try Pile(g, "AAAAAAAR")
         let pile = sender.client
         sender.publish(1...200, "a")
-        var acked = 0
-        while acked < 200, case .puback = pile.receive(timeout: 3) { acked += 1 }
+        var acked = sender.acks(limit: 200, timeout: 3)
         XCTAssertEqual(acked, 200)
         redis.killHard()
         sender.publish(201...400, "a")
         XCTAssertNil(pile.receive(timeout: 0.5), "nothing acknowledged while Redis is down")
         try redis.start()
-        while acked < 400, case .puback = pile.receive(timeout: 5) { acked += 1 }
+        acked += sender.acks(limit: 400 - acked, timeout: 5)
         XCTAssertEqual(acked, 400, "every message acknowledged once Redis is back")
         let seen = try read("workers")
         XCTAssertEqual(Set(seen), Set((1...400).map { "a\($0)" }), "and every one is readable by the group")

@@ -42,10 +42,9 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
     private var groupGauges: [(lag: Gauge, pending: Gauge, age: Gauge, missing: Gauge)] = []
     private var held: Gauge?
 
-    /// `streams` and `rules` name the configured label values (Router.streams,
-    /// RateRules.rules), in the order `Counters` keeps them.
-    init(counters sets: [Counters], broker: Broker, streams: [String], rules: [String], maxConnections: Int,
-         watch: StreamWatch) {
+    /// `rules` and `watch.streams` name the configured label values (RateRules.rules,
+    /// Router.streams), in the order `Counters` keeps them.
+    init(counters sets: [Counters], broker: Broker, rules: [String], maxConnections: Int, watch: StreamWatch) {
         self.sets = sets
         self.broker = broker
         self.watch = watch
@@ -76,7 +75,7 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
             (d, Mirror(registry.makeCounter(descriptor: publish, labels: [("direction", label)])))
         }
         let route = Metrics.metric("pilegate_uplink_routed_total", "Uplink PUBLISHes, by the Redis stream they were routed to")
-        routed = streams.map { Mirror(registry.makeCounter(descriptor: route, labels: [("stream", $0)])) }
+        routed = watch.streams.map { Mirror(registry.makeCounter(descriptor: route, labels: [("stream", $0)])) }
         let rule = Metrics.metric("pilegate_rate_rule_actions_total", "Send-rate actions (throttle, drop, disconnect, ban), by rule")
         ruleActions = (rules + ["daily_quota"]).map { Mirror(registry.makeCounter(descriptor: rule, labels: [("rule", $0)])) }
         rss = registry.makeGauge(descriptor: Metrics.metric("pilegate_process_resident_memory_bytes", "Resident set size of the process"))
