@@ -13,6 +13,7 @@ extension Config {
             throw Invalid(description: "config: \(e.description) at line \(e.source.begin.line)")
         }
         var r = TableReader(root, path: "")
+        var rolesGiven = false
         try r.table("listener") { t in
             try t.string("bind", &listener.bind)
             try t.int("backlog", &listener.backlog, 1...65535)
@@ -108,7 +109,10 @@ extension Config {
                 }
                 roles[name] = r
             }
-            if !roles.isEmpty { acl.roles = roles }
+            if !roles.isEmpty {
+                acl.roles = roles
+                rolesGiven = true
+            }
             try t.eachString("users") { user, role in acl.users[user] = role }
             for role in [acl.defaultRole, acl.anonymousRole] + acl.users.values where acl.roles[role] == nil {
                 throw Invalid(description: "config: acl role \"\(role)\" is not defined under [acl.roles]")
@@ -201,8 +205,8 @@ extension Config {
                                 jsonValue: value.isEmpty ? nil : value, stream: stream))
         }
         try r.finish()
-        if acl.roles["pile"]?.subscribe == [Config.defaultCommandTopic] {
-            acl.roles["pile"]?.subscribe = [mqtt.commandTopic]   // the built-in role follows mqtt.command_topic
+        if !rolesGiven {   // the built-in pile role follows mqtt.command_topic
+            acl.roles["pile"]?.subscribe = [mqtt.commandTopic]
         }
         if !auth.redisHash.isEmpty && !redis.enabled {
             throw Invalid(description: "config: auth.redis_hash needs the Redis bridge ([redis] enabled = true)")
