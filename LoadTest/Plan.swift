@@ -31,6 +31,9 @@ struct Plan: Sendable {
     var tradeEvery: Int
     /// Commands coming back carry their send time (`"t":µs`): record end-to-end latency.
     var measureEndToEnd: Bool
+    /// downlink: this many piles drop their link on their command, before the PUBACK,
+    /// and reconnect: the gateway must send it again.
+    var dropBeforeAck = 0
 }
 
 /// Counters the main thread reads for progress and the report.
@@ -51,6 +54,7 @@ final class Stats: @unchecked Sendable {
     /// CONNACKs with a non-zero return code, and reconnect attempts (--retry).
     let refused = ManagedAtomic<Int>(0)
     let retries = ManagedAtomic<Int>(0)
+    let droppedBeforeAck = ManagedAtomic<Int>(0)
     /// storm: this worker has dropped its piles (the storm's "back" waits for every worker).
     let stormed = ManagedAtomic<Bool>(false)
     let finished = ManagedAtomic<Bool>(false)
@@ -104,6 +108,8 @@ struct Client {
     var timedID: UInt16 = 0
     var timedAt: UInt64 = 0
     var messages: UInt32 = 0
+    /// downlink: this pile dropped its link once before acknowledging (--drop-before-ack).
+    var dropped = false
 }
 
 /// Monotonic microseconds.

@@ -29,7 +29,7 @@ final class Worker {
     private var dirty: [Int] = []
     private var starved: [Int] = []
     /// Clients waiting to reconnect (--retry): (due µs, client).
-    private var retryAt: [(UInt64, Int)] = []
+    var retryAt: [(UInt64, Int)] = []
     /// pile: when each gun sends next, on a wheel of 1 ms slots (client * guns + gun).
     /// (100 ms slots made the load arrive in clumps of a tenth of a second's
     /// messages, which the PUBACK latency then measured: p50 27 ms at 200k piles.)
@@ -37,11 +37,14 @@ final class Worker {
     var scheduleCursor: UInt64 = 0
     /// storm: everyone was dropped (once, at go).
     var stormed = false
+    /// downlink: piles still to drop before acknowledging their command.
+    private var dropsLeft: Int
 
     init(plan: Plan, stats: Stats, control: Control) throws {
         self.plan = plan
         self.stats = stats
         self.control = control
+        dropsLeft = plan.dropBeforeAck
         ring = try Ring(entries: 4096)
         try ring.registerSparseFiles(UInt32(plan.fileTable))
         buffers = try BufferRing(ring: ring, group: 1, count: 1024, size: 16384)
@@ -197,8 +200,13 @@ final class Worker {
                     return bytes.count
                 }
             case PacketType.publish.rawValue:
-                publishes += 1
                 let qos = (first >> 1) & 3
+                if qos > 0 && dropsLeft > 0 && !clients[i].dropped {
+                    if publishes > 0 { stats.received.wrappingIncrement(by: publishes, ordering: .relaxed) }
+                    dropBeforeAck(i)
+                    return bytes.count
+                }
+                publishes += 1
                 let tlen = Int(rest[hdr]) << 8 | Int(rest[hdr + 1])
                 if qos > 0 {
                     let id = UInt16(rest[hdr + 2 + tlen]) << 8 | UInt16(rest[hdr + 3 + tlen])
@@ -239,6 +247,18 @@ final class Worker {
         }
         if publishes > 0 { stats.received.wrappingIncrement(by: publishes, ordering: .relaxed) }
         return off
+    }
+
+    /// The pile's link drops with its command unacknowledged; it is back 100-500 ms later.
+    private func dropBeforeAck(_ i: Int) {
+        dropsLeft -= 1
+        clients[i].dropped = true
+        stats.droppedBeforeAck.wrappingIncrement(ordering: .relaxed)
+        stats.connected.wrappingDecrement(ordering: .relaxed)
+        clients[i].state = .failed
+        closeSocket(i)
+        clients[i].attempt &+= 1
+        retryAt.append((micros() + UInt64.random(in: 100_000...500_000), i))
     }
 
     private func connack(_ i: Int) {

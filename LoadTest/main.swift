@@ -62,6 +62,7 @@ struct PileLoad: ParsableCommand {
     @Option(help: "pile: the gateway's uplink stream the echo worker reads.") var uplinkStream = "pilegate:up"
     @Option(help: "pile/downlink: downlink stream prefix (+ node name).") var downlinkPrefix = "pilegate:down:"
     @Option(help: "downlink: the gateway's node name (its [server] node).") var node = PileLoad.hostname()
+    @Option(help: "downlink: this many piles drop their link on receiving their command, before acknowledging it, and reconnect 100-500 ms later.") var dropBeforeAck = 0
     @Option(help: "Write a PNG of rates and latency over time here (needs python3-matplotlib).") var plot: String?
 
     func validate() throws {
@@ -112,7 +113,8 @@ struct PileLoad: ParsableCommand {
                             qos: QoS(rawValue: qos)!, rate: rate / pileWorkers, subscribeOwn: subscribe,
                             hostsSubscriber: subscriberOnly, fileTable: table, retry: retry, password: password,
                             guns: guns, minInterval: Int(minInterval * 1000), maxInterval: Int(maxInterval * 1000),
-                            tradeEvery: tradeEvery, measureEndToEnd: profile == .downlink || (profile == .pile && redis != nil))
+                            tradeEvery: tradeEvery, measureEndToEnd: profile == .downlink || (profile == .pile && redis != nil),
+                            dropBeforeAck: subscriberOnly ? 0 : dropBeforeAck / pileWorkers + (p < dropBeforeAck % pileWorkers ? 1 : 0))
             first += share
             let stats = Stats()
             statsList.append(stats)
@@ -191,7 +193,7 @@ struct PileLoad: ParsableCommand {
             // to) and every pile is connected again.
             if profile == .storm && stormBackMs == nil && statsList.allSatisfy({ $0.stormed.load(ordering: .acquiring) })
                 && sum(\.connected) >= total { stormBackMs = now - s0 }
-            if profile == .downlink && sum(\.received) - r0 >= total { break }   // every command delivered
+            if profile == .downlink && sum(\.received) - r0 >= total { break }   // every command delivered and acknowledged
             if now - last >= 1000 {
                 let p = sum(\.published), r = sum(\.received), a = sum(\.acked)
                 let dt = Double(now - last) / 1000
@@ -263,7 +265,10 @@ struct PileLoad: ParsableCommand {
         }
         if profile == .pile && echo != nil || profile == .downlink { report.latency("end_to_end_ms", e2eH) }
         if let echo { report.add("echoed", echo.echoed.load(ordering: .relaxed)) }
-        if profile == .downlink { report.add("commands_sent", commandsSent.load(ordering: .relaxed)) }
+        if profile == .downlink {
+            report.add("commands_sent", commandsSent.load(ordering: .relaxed))
+            report.add("dropped_before_ack", sum(\.droppedBeforeAck))
+        }
         if profile == .storm { report.add("storm_reconnect_seconds", stormBackMs.map { Double($0) / 1000 }) }
         if broker != nil {
             report.add("broker_rss_before_kib", rssBefore)

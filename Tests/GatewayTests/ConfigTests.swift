@@ -33,6 +33,13 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.rate.dailyQuotaBytes, d.rate.dailyQuotaBytes)
         XCTAssertEqual(c.rate.packetOverheadBytes, d.rate.packetOverheadBytes)
         XCTAssertTrue(c.rate.topics.isEmpty)
+        XCTAssertEqual(c.redis.mailboxPrefix, d.redis.mailboxPrefix)
+        XCTAssertEqual(c.redis.dedupWindowMs, d.redis.dedupWindowMs)
+        XCTAssertEqual(c.redis.dedupRecent, d.redis.dedupRecent)
+        XCTAssertEqual(c.downlink.redeliver, d.downlink.redeliver)
+        XCTAssertEqual(c.downlink.maxPending, d.downlink.maxPending)
+        XCTAssertEqual(c.downlink.defaultTTL, d.downlink.defaultTTL)
+        XCTAssertEqual(c.downlink.reviewIdleMs, d.downlink.reviewIdleMs)
     }
 
     func testCommandTopicMustNameThePile() throws {
@@ -129,6 +136,13 @@ final class ConfigTests: XCTestCase {
         XCTAssertThrowsError(try Config(toml: "[log]\nlevel = \"loud\"\n"))
         XCTAssertThrowsError(try Config(toml: "[listener\n"))
         XCTAssertThrowsError(try Config(toml: "listener = 3\n"))
+        XCTAssertThrowsError(try Config(toml: "[downlink]\nmax_pending = 0\n"))
+        XCTAssertThrowsError(try Config(toml: "[downlink]\nredeliver = \"yes\"\n"))
+        XCTAssertThrowsError(try Config(toml: "[downlink]\nreview_idle_ms = 10\n"))
+        XCTAssertThrowsError(try Config(toml: "[redis]\ndedup_window_ms = -1\n"))
+        XCTAssertThrowsError(try Config(toml: "[[route]]\nfilter = \"a/#\"\nstream = \"s\"\ndedup_json_keys = \"x\"\n")) {
+            XCTAssertEqual("\($0)", "config: unknown key route[0].dedup_json_keys")
+        }
     }
 
     func testShardLayoutFollowsTheFileLimit() {

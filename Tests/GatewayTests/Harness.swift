@@ -19,11 +19,11 @@ final class Gateway {
 
     /// `config` is appended to a base config that ends with the `[admin]` table, so
     /// keys before its first table header are admin keys.
-    init(config: String = "", listen: String = "127.0.0.1:0") throws {
+    init(config: String = "", listen: String = "127.0.0.1:0", node: String = "test-node") throws {
         configPath = NSTemporaryDirectory() + "pilegate-test-\(UUID().uuidString).toml"
         let base = """
         [server]
-        node = "test-node"
+        node = "\(node)"
         shards = 4
         sys_interval = 1
         [log]

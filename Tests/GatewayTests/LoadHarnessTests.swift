@@ -67,6 +67,30 @@ final class LoadHarnessTests: XCTestCase {
         XCTAssertEqual(int(r, "end_to_end_samples"), 500)
     }
 
+    /// 10,000 commands to 10,000 piles; 1,000 piles drop their link on their command,
+    /// before the PUBACK, and come back with a clean session. Every command ends
+    /// `acked`, none twice, and nothing stays pending.
+    func testTenThousandCommandsWithAThousandDroppedLinksEndAckedOnce() throws {
+        let g = try start()
+        let r = try pileload(g, ["--profile", "downlink", "--connections", "10000", "--duration", "30",
+                                 "--drop-before-ack", "1000", "--redis", redis.address, "--node", "test-node"])
+        XCTAssertEqual(int(r, "commands_sent"), 10_000)
+        XCTAssertEqual(int(r, "dropped_before_ack"), 1000)
+        XCTAssertEqual(int(r, "received"), 10_000, "every pile acknowledged its command, the 1,000 on their second link")
+        var outcomes: [(id: String, fields: [String: [UInt8]])] = []
+        XCTAssertTrue(try redis.waitUntil(15) {
+            outcomes = try redis.entries("pilegate:down:outcome")
+            return outcomes.count >= 10_000
+        }, "\(outcomes.count) outcomes")
+        usleep(500_000)
+        outcomes = try redis.entries("pilegate:down:outcome")
+        let ids = outcomes.map { String(decoding: $0.fields["id"]!, as: UTF8.self) }
+        XCTAssertEqual(outcomes.count, 10_000, "one outcome per command")
+        XCTAssertEqual(Set(ids).count, 10_000, "none twice")
+        XCTAssertTrue(outcomes.allSatisfy { $0.fields["outcome"] == Array("acked".utf8) })
+        XCTAssertEqual(try redis.command(["XPENDING", "pilegate:down:test-node", "pilegate"]).items.first?.int, 0)
+    }
+
     func testReconnectStormComesBack() throws {
         let g = try start()
         let r = try pileload(g, ["--profile", "storm", "--connections", "500", "--duration", "3"])

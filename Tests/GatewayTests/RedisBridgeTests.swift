@@ -5,24 +5,6 @@ import XCTest
 /// The Redis contract (Sources/ARCHITECTURE.md, "The Redis contract") against a real redis-server.
 final class RedisBridgeTests: RedisGatewayTestCase {
 
-    func startGateway(_ extra: String = "") throws -> Gateway {
-        let g = try Gateway(config: """
-        [redis]
-        address = "\(redis.address)"
-        max_inflight = 50
-        \(extra)
-        """)
-        gw = g
-        XCTAssertNotNil(g.waitForLog("connected to redis"), g.logText)
-        return g
-    }
-
-    func connected(_ g: Gateway, _ id: String, keepAlive: UInt16 = 30) throws -> RawClient {
-        let c = try RawClient(port: g.port)
-        XCTAssertEqual(c.connect(Connect(keepAlive: keepAlive, clientID: id))?.returnCode, .accepted)
-        return c
-    }
-
     /// Payload i: run-data JSON with bytes that are not UTF-8, carried exactly.
     func payload(_ i: Int) -> [UInt8] {
         Array(#"{"命令":"运行数据","reqid":\#(i),"VIN":""#.utf8) + [0xC3, 0x28, 0xFF, UInt8(i & 0xFF)] + Array(#""}"#.utf8)
@@ -160,92 +142,6 @@ final class RedisBridgeTests: RedisGatewayTestCase {
         XCTAssertEqual(after, 100)
     }
 
-    func testDownlinkDeliveryAndOutcomes() throws {
-        let g = try startGateway()
-        let sub = try Background("mosquitto_sub", ["-h", "127.0.0.1", "-p", "\(g.port)", "-i", "AAAAAAAB",
-                                                   "-t", "/xjdy/ops/v1/TCU/AAAAAAAB/cmd", "-q", "1", "-C", "1", "-W", "10"])
-        XCTAssertNotNil(g.waitSubscribed("/xjdy/ops/v1/TCU/AAAAAAAB/cmd"))
-        let quiet = try connected(g, "AAAAAAAC")   // connected, subscribed to nothing
-        let key = "pilegate:down:test-node"
-        let cmd = #"{"命令":"日志召唤","reqid":234,"文件名":"BillingGun1.0.log"}"#
-        let a = try redis.command(["XADD", key, "*", "device", "AAAAAAAB", "payload", cmd, "qos", "1"]).text!
-        let b = try redis.command(["XADD", key, "*", "device", "AAAAAAAZ", "payload", "{}"]).text!
-        let c = try redis.command(["XADD", key, "*", "device", "AAAAAAAC", "payload", "{}"]).text!
-        XCTAssertEqual(sub.finish().trimmingCharacters(in: .whitespacesAndNewlines), cmd, "the pile got its command")
-        let outcomes = try waitForOutcomes(3)
-        XCTAssertEqual(outcomes[a], "delivered")
-        XCTAssertEqual(outcomes[b], "offline")
-        XCTAssertEqual(outcomes[c], "not_subscribed")
-        XCTAssertEqual(try redis.command(["XPENDING", key, "pilegate"]).items.first?.int, 0, "every entry XACKed")
-        _ = quiet
-    }
-
-    /// The outcome stream once it holds `n` entries: entry id -> outcome.
-    private func waitForOutcomes(_ n: Int) throws -> [String: String] {
-        var outcomes: [String: String] = [:]
-        XCTAssertTrue(try redis.waitUntil {
-            outcomes = Dictionary(try redis.entries("pilegate:down:outcome").map {
-                (String(decoding: $0.fields["id"]!, as: UTF8.self), String(decoding: $0.fields["outcome"]!, as: UTF8.self))
-            }, uniquingKeysWith: { x, _ in x })
-            return outcomes.count == n
-        })
-        return outcomes
-    }
-
-    func testMalformedDownlinkEntriesAreAcknowledgedAsOfflineAndTheReaderGoesOn() throws {
-        let g = try startGateway()
-        let sub = try Background("mosquitto_sub", ["-h", "127.0.0.1", "-p", "\(g.port)", "-i", "AAAAAAAD",
-                                                   "-t", "/xjdy/ops/v1/TCU/AAAAAAAD/cmd", "-q", "1", "-C", "1", "-W", "10"])
-        XCTAssertNotNil(g.waitSubscribed("/xjdy/ops/v1/TCU/AAAAAAAD/cmd"))
-        let key = "pilegate:down:test-node"
-        let bad = [["payload", "{}"],                                        // no device
-                   ["device", "AAAAAAAD", "topic", "a/#", "payload", "{}"],  // wildcard in a topic name
-                   ["device", "AAAAAAAD", "qos", "7", "payload", "{}"],      // no such QoS
-                   ["device", "AAAAAAAD", "qos", "one", "payload", "{}"]]    // not a number
-        let ids = try bad.map { try redis.command(["XADD", key, "*"] + $0).text! }
-        let good = try redis.command(["XADD", key, "*", "device", "AAAAAAAD", "payload", "ok"]).text!
-        XCTAssertEqual(sub.finish().trimmingCharacters(in: .whitespacesAndNewlines), "ok", "the good entry after them arrived")
-        let outcomes = try waitForOutcomes(5)
-        for id in ids { XCTAssertEqual(outcomes[id], "offline", "bad entry \(id)") }
-        XCTAssertEqual(outcomes[good], "delivered")
-        XCTAssertEqual(try redis.command(["XPENDING", key, "pilegate"]).items.first?.int, 0, "every entry XACKed")
-        XCTAssertEqual(g.logText.components(separatedBy: "is missing device or has a bad topic/qos").count - 1, 4)
-    }
-
-    /// `mqtt.command_topic` is the one command topic pattern: a downlink entry without
-    /// `topic` goes there, and the built-in pile role may subscribe to it (and only it).
-    func testDownlinkDefaultTopicFollowsCommandTopic() throws {
-        let g = try startGateway("[mqtt]\ncommand_topic = \"/fleet/%c/commands\"\n[auth]\nallow_anonymous = \"true\"\n[acl]\nanonymous_role = \"pile\"")
-        let pile = try connected(g, "AAAAAAAF")
-        pile.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/fleet/AAAAAAAF/commands", .atLeastOnce),
-                                                            TopicRequest("/xjdy/ops/v1/TCU/AAAAAAAF/cmd", .atLeastOnce)])))
-        guard case .suback(let ack) = pile.receive() else { return XCTFail("no SUBACK") }
-        XCTAssertEqual(ack.returnCodes, [1, Suback.failure], "the pile role follows command_topic")
-        _ = try redis.command(["XADD", "pilegate:down:test-node", "*", "device", "AAAAAAAF", "payload", "reboot"])
-        guard case .publish(let p) = pile.receive() else { return XCTFail("command not delivered") }
-        XCTAssertEqual(p.topic, "/fleet/AAAAAAAF/commands")
-        XCTAssertEqual(p.payload, Array("reboot".utf8))
-    }
-
-    func testDownlinkForAnAbsentPersistentSessionIsQueuedAndDeliveredOnReturn() throws {
-        let g = try startGateway()
-        let away = try RawClient(port: g.port)
-        XCTAssertEqual(away.connect(Connect(cleanSession: false, clientID: "AAAAAAAE"))?.returnCode, .accepted)
-        away.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/AAAAAAAE/cmd", .atLeastOnce)])))
-        XCTAssertNotNil(away.receive())
-        away.send(.disconnect)
-        XCTAssertTrue(away.waitClosed())
-        let id = try redis.command(["XADD", "pilegate:down:test-node", "*", "device", "AAAAAAAE", "payload", "restart", "qos", "1"]).text!
-        XCTAssertTrue(try redis.waitUntil {
-            try redis.entries("pilegate:down:outcome").contains { $0.fields["id"] == Array(id.utf8) && $0.fields["outcome"] == Array("queued".utf8) }
-        })
-        let back = try RawClient(port: g.port)
-        XCTAssertEqual(back.connect(Connect(cleanSession: false, clientID: "AAAAAAAE"))?.sessionPresent, true)
-        guard case .publish(let p) = back.receive() else { return XCTFail("queued command not delivered") }
-        XCTAssertEqual(p.payload, Array("restart".utf8))
-        XCTAssertEqual(p.qos, .atLeastOnce)
-    }
-
     func testRedisPasswordIsUsedAndAWrongOneHoldsAcknowledgements() throws {
         redis = try RedisServer(password: "s3cret")
         let g = try startGateway("password = \"s3cret\"")
@@ -266,19 +162,6 @@ final class RedisBridgeTests: RedisGatewayTestCase {
         p2.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAAAUU/msg", payload: [2], qos: .atLeastOnce, packetID: 1)))
         XCTAssertNil(p2.receive(timeout: 1.0), "nothing acknowledged without a store")
         XCTAssertEqual(try redis.command(["XLEN", "pilegate:up"]).int, 1)
-    }
-
-    func testPendingDownlinkEntriesAreClaimedOnStart() throws {
-        // A previous run read an entry and died before acknowledging it.
-        let key = "pilegate:down:test-node"
-        try redis.command(["XGROUP", "CREATE", key, "pilegate", "$", "MKSTREAM"])
-        let id = try redis.command(["XADD", key, "*", "device", "AAAAAAAD", "payload", "{}"]).text!
-        try redis.command(["XREADGROUP", "GROUP", "pilegate", "crashed-run", "COUNT", "10", "STREAMS", key, ">"])
-        XCTAssertEqual(try redis.command(["XPENDING", key, "pilegate"]).items.first?.int, 1)
-        _ = try startGateway()
-        XCTAssertTrue(try redis.waitUntil { try redis.entries("pilegate:down:outcome").contains { $0.fields["id"] == Array(id.utf8) } },
-                      "the claimed entry was processed")
-        XCTAssertTrue(try redis.waitUntil { try redis.command(["XPENDING", key, "pilegate"]).items.first?.int == 0 })
     }
 
     func testPresenceAndEventsAcrossTakeoverAndKeepalive() throws {

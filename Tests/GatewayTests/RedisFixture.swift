@@ -1,3 +1,4 @@
+import MQTTCodec
 import CHiredis
 import Foundation
 import Glibc
@@ -144,5 +145,24 @@ class RedisGatewayTestCase: XCTestCase {
     override func tearDown() {
         if let gw { XCTAssertEqual(gw.stop(), 0, "clean exit on SIGTERM") }
         redis = nil
+    }
+
+    /// A gateway on this test's Redis (node "test-node" unless `extra` says otherwise).
+    func startGateway(_ extra: String = "") throws -> Gateway {
+        let g = try Gateway(config: """
+        [redis]
+        address = "\(redis.address)"
+        max_inflight = 50
+        \(extra)
+        """)
+        gw = g
+        XCTAssertNotNil(g.waitForLog("connected to redis"), g.logText)
+        return g
+    }
+
+    func connected(_ g: Gateway, _ id: String, keepAlive: UInt16 = 30, clean: Bool = true) throws -> RawClient {
+        let c = try RawClient(port: g.port)
+        XCTAssertEqual(c.connect(Connect(cleanSession: clean, keepAlive: keepAlive, clientID: id))?.returnCode, .accepted)
+        return c
     }
 }

@@ -30,11 +30,27 @@ final class RoutingTests: XCTestCase {
             .init(filter: "/xjdy/ops/v1/TCU/+/msg", jsonKey: "命令", jsonValue: "启动失败原因", stream: "up:bootfail"),
             .init(filter: "/xjdy/ops/v1/TCU/#", stream: "up:other"),
         ], defaultStream: "up")
-        func s(_ topic: String, _ payload: String) -> String { r.streams[r.stream(topic: topic, payload: Array(payload.utf8))] }
+        func s(_ topic: String, _ payload: String) -> String { r.streams[r.route(topic: topic, payload: Array(payload.utf8)).stream] }
         XCTAssertEqual(s("/xjdy/ops/v1/TCU/AAAAAJQX/msg", #"{"命令":"交易记录"}"#), "up:trade")
         XCTAssertEqual(s("/xjdy/ops/v1/TCU/AAAAAJQX/msg", #"{"命令":"启动失败原因"}"#), "up:bootfail")
         XCTAssertEqual(s("/xjdy/ops/v1/TCU/AAAAAJQX/msg", #"{"命令":"运行数据"}"#), "up:other")
         XCTAssertEqual(s("/xjdy/ops/v1/TCU/AAAAAJQX/msg", "not json"), "up:other")
         XCTAssertEqual(s("/elsewhere", #"{"命令":"交易记录"}"#), "up")
+    }
+
+    /// A route's `dedup_json_key`: its string value is the record's identity; a
+    /// payload without it (or not JSON) has none.
+    func testIdentityKeyOfTheMatchingRoute() {
+        let r = Router(routes: [
+            .init(filter: "/xjdy/ops/v1/TCU/+/msg", jsonKey: "命令", jsonValue: "交易记录", stream: "up:trade",
+                  dedupJSONKey: "交易流水号"),
+            .init(filter: "/xjdy/ops/v1/TCU/#", stream: "up:other"),
+        ], defaultStream: "up")
+        func id(_ payload: String) -> String? {
+            r.route(topic: "/xjdy/ops/v1/TCU/P1/msg", payload: Array(payload.utf8)).identity.map { String(decoding: $0, as: UTF8.self) }
+        }
+        XCTAssertEqual(id(#"{"命令":"交易记录","交易流水号":"0000000000000000250618190619040"}"#), "0000000000000000250618190619040")
+        XCTAssertNil(id(#"{"命令":"交易记录"}"#))
+        XCTAssertNil(id(#"{"命令":"运行数据","交易流水号":"1"}"#), "another route: no identity")
     }
 }

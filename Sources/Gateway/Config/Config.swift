@@ -270,6 +270,16 @@ public struct Config: Sendable {
         /// Each node reads commands from `downlink_prefix` + node name.
         public var downlinkPrefix = "pilegate:down:"
         public var outcomeStream = "pilegate:down:outcome"
+        /// Per device, the QoS 1/2 commands not yet in a final state (a hash, field =
+        /// `ENTRYID@STREAM`): kept in Redis so a restarted node, or another node the
+        /// pile reconnects to, delivers them.
+        public var mailboxPrefix = "pilegate:mail:"
+        /// Uplink resends are stored once within this window (0: off): a QoS 1/2
+        /// PUBLISH with DUP=1 matching a recent packet id and payload of the same
+        /// client, and, per `[[route]] dedup_json_key`, the same device and key value.
+        public var dedupWindowMs = 600_000
+        /// Packet ids remembered per client for the DUP check (the newest ones).
+        public var dedupRecent = 16
         public var group = "pilegate"
         public var embeddedServer = "redis-server"
 
@@ -283,6 +293,22 @@ public struct Config: Sendable {
         }
     }
 
+    /// Commands from workers to piles (Sources/ARCHITECTURE.md, "Commands end to end").
+    public struct Downlink: Sendable {
+        /// A QoS 1/2 command sent but not acknowledged is sent again when its pile is
+        /// back and subscribed, also after a clean-session reconnect. Off: only a
+        /// persistent session gets it again (MQTT's own rule); a clean-session pile
+        /// that leaves without acknowledging ends the command `offline`.
+        public var redeliver = true
+        /// Commands waiting for one pile; past it the oldest ends `expired`.
+        public var maxPending = 100
+        /// Seconds a command lives when its entry names no `ttl` or `expires` (0: forever).
+        public var defaultTTL = 86400
+        /// Pending commands idle this long are looked at again (expiry, a pile that
+        /// is back): how late an `expired` outcome can be for an absent pile.
+        public var reviewIdleMs = 60_000
+    }
+
     /// An uplink routing rule: PUBLISHes whose topic matches `filter` (and, when
     /// given, whose payload is a JSON object with top-level `json_key` equal to
     /// `json_value`) go to `stream`. First match wins; no match: `default_stream`.
@@ -291,8 +317,13 @@ public struct Config: Sendable {
         public var jsonKey: String?
         public var jsonValue: String?
         public var stream: String
-        public init(filter: String, jsonKey: String? = nil, jsonValue: String? = nil, stream: String) {
+        /// A top-level JSON key whose value identifies a record (a trade serial): the
+        /// same device and value within `redis.dedup_window_ms` is stored once.
+        public var dedupJSONKey: String?
+        public init(filter: String, jsonKey: String? = nil, jsonValue: String? = nil, stream: String,
+                    dedupJSONKey: String? = nil) {
             self.filter = filter; self.jsonKey = jsonKey; self.jsonValue = jsonValue; self.stream = stream
+            self.dedupJSONKey = dedupJSONKey
         }
     }
 
@@ -304,6 +335,7 @@ public struct Config: Sendable {
     public var auth = Auth()
     public var acl = ACL()
     public var routes: [Route] = []
+    public var downlink = Downlink()
     public var limits = Limits()
     public var tls = TLS()
     public var admin = Admin()

@@ -73,6 +73,9 @@ extension Config {
             try t.string("presence_key", &redis.presenceKey)
             try t.string("downlink_prefix", &redis.downlinkPrefix)
             try t.string("outcome_stream", &redis.outcomeStream)
+            try t.string("mailbox_prefix", &redis.mailboxPrefix)
+            try t.int("dedup_window_ms", &redis.dedupWindowMs, 0...30 * 86_400_000)
+            try t.int("dedup_recent", &redis.dedupRecent, 1...1000)
             try t.string("group", &redis.group)
             try t.string("embedded_server", &redis.embeddedServer)
             if !redis.address.isEmpty && SocketAddress(redis.address) == nil {
@@ -190,8 +193,9 @@ extension Config {
             }
         }
         try r.tables("route") { t in
-            var filter = "", stream = "", key = "", value = ""
+            var filter = "", stream = "", key = "", value = "", dedupKey = ""
             try t.string("filter", &filter)
+            try t.string("dedup_json_key", &dedupKey)
             try t.string("stream", &stream)
             try t.string("json_key", &key)
             try t.string("json_value", &value)
@@ -202,7 +206,14 @@ extension Config {
                 throw Invalid(description: "config: [[route]] json_key and json_value go together")
             }
             routes.append(Route(filter: filter, jsonKey: key.isEmpty ? nil : key,
-                                jsonValue: value.isEmpty ? nil : value, stream: stream))
+                                jsonValue: value.isEmpty ? nil : value, stream: stream,
+                                dedupJSONKey: dedupKey.isEmpty ? nil : dedupKey))
+        }
+        try r.table("downlink") { t in
+            try t.bool("redeliver", &downlink.redeliver)
+            try t.int("max_pending", &downlink.maxPending, 1...100_000)
+            try t.int("default_ttl", &downlink.defaultTTL, 0...365 * 86400)
+            try t.int("review_idle_ms", &downlink.reviewIdleMs, 1000...86_400_000)
         }
         try r.finish()
         if !rolesGiven {   // the built-in pile role follows mqtt.command_topic

@@ -1,3 +1,4 @@
+import PileLoop
 import MQTTCodec
 
 /// Application messages out to subscribers: `fanOut` hands an accepted message
@@ -5,23 +6,32 @@ import MQTTCodec
 /// QoS 1/2 through the in-flight window, then the session's bounded queue.
 extension Shard {
     /// The one place an accepted message is handed on: retained store, then every
-    /// matching subscriber (this shard now, other shards at the end of the turn).
-    /// With a `target` client id (a downlink command) it also says what became of
-    /// the message for that client.
-    @discardableResult
-    func fanOut(_ m: Message, target: String? = nil) -> DownlinkOutcome? {
+    /// matching subscriber (this shard now, other shards at the end of the turn),
+    /// `except` the pile a command is for (it gets the command by `sendCommand`).
+    func fanOut(_ m: Message, except: String? = nil) {
         if m.retain && config.mqtt.retainAvailable { broker.retain(m) }
-        let outcome = broker.route(m, into: &remote, target: target)
+        broker.route(m, into: &remote, except: except)
+        flushLocal()
+    }
+
+    /// Make this shard's own deliveries from `remote[index]` now.
+    func flushLocal() {
         if !remote[index].isEmpty {
             // Swap, not copy: a copy alive during removeAll would make it reallocate
             // the list on every publish.
             swap(&remote[index], &local)
-            for d in local where isCurrent(d.slot, d.generation) {
-                deliver(d.slot, d.message, qos: d.qos, retain: d.retain)
-            }
+            for d in local where isCurrent(d.slot, d.generation) { deliver(d) }
             local.removeAll(keepingCapacity: true)
         }
-        return outcome
+    }
+
+    /// One delivery from the Broker or a shard's inbox.
+    func deliver(_ d: Delivery) {
+        if let c = d.command {
+            deliverCommand(d.slot, d.message, c)
+        } else {
+            deliver(d.slot, d.message, qos: d.qos, retain: d.retain)
+        }
     }
 
     func deliver(_ slot: UInt32, _ m: Message, qos: QoS, retain: Bool) {
@@ -48,9 +58,10 @@ extension Shard {
     }
 
     /// A QoS 1/2 message into the in-flight window, and out.
-    private func fly(_ slot: UInt32, _ s: Session, _ q: Queued) {
+    func fly(_ slot: UInt32, _ s: Session, _ q: Queued) {
         let id = s.nextPacketID()
-        s.inflight.append(Outgoing(packetID: id, message: q.message, qos: q.qos, retain: q.retain, released: false))
+        s.inflight.append(Outgoing(packetID: id, message: q.message, qos: q.qos, retain: q.retain, released: false,
+                                   command: q.command))
         writePublish(slot, q.message, qos: q.qos, retain: q.retain, dup: false, id: id)
     }
 
@@ -85,16 +96,30 @@ extension Shard {
     }
 
     /// Move queued messages into the in-flight window as it opens (they passed the
-    /// deny rules when they were queued).
+    /// deny rules when they were queued); a command that expired meanwhile ends here.
     func pump(_ slot: UInt32) {
-        guard let s = slab[Int(slot)].session else { return }
-        while s.inflight.count < config.mqtt.maxInflight, let q = s.dequeue() { fly(slot, s, q) }
+        guard let s = slab[Int(slot)].session, s.mailFetches == 0 else { return }
+        while s.inflight.count < config.mqtt.maxInflight, let q = s.dequeue() {
+            if let c = q.command, c.isExpired(nowMs: wallMillis()) {
+                finishCommand(c.tag, device: s.clientID, .expired)
+            } else {
+                fly(slot, s, q)
+            }
+        }
     }
 
     /// A persistent session came back (4.4): resend unacknowledged PUBLISHes with
     /// DUP set and PUBRELs, in their original order and ids, then drain the queue.
+    /// A command past its expiry is not sent again (as MQTT 5's message expiry
+    /// would): it ends `expired`, and a firmware command is not run days late.
     func resumeSession(_ slot: UInt32) {
         guard let s = slab[Int(slot)].session else { return }
+        let now = wallMillis()
+        s.inflight.removeAll { o in
+            guard let c = o.command, !o.released, c.isExpired(nowMs: now) else { return false }
+            finishCommand(c.tag, device: s.clientID, .expired)
+            return true
+        }
         for o in s.inflight {
             if o.released {
                 send(slot, .pubrel(o.packetID))

@@ -102,9 +102,11 @@ extension Shard {
                 "client": "\(c.clientID)", "peer": "\(slab[Int(slot)].peer)", "clean": "\(c.cleanSession)", "keepalive": "\(c.keepAlive)",
                 "session_present": "\(present)",
             ])
+            session.mailFetches = 0
             if present {
                 reportDrops(slot, session, away: true)
                 resumeSession(slot)
+                fetchMail(slot)   // commands kept for it while it was away
             }
         }
     }

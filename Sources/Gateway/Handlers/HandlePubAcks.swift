@@ -6,7 +6,7 @@ extension Shard {
     func handlePuback(_ slot: UInt32, _ id: UInt16) {
         guard let s = slab[Int(slot)].session else { return }
         if let i = s.inflight.firstIndex(where: { $0.packetID == id && $0.qos == .atLeastOnce }) {
-            s.inflight.remove(at: i)
+            if let c = s.inflight.remove(at: i).command { commandAcked(s, c) }
             pump(slot)
         }
     }
@@ -31,7 +31,7 @@ extension Shard {
     func handlePubcomp(_ slot: UInt32, _ id: UInt16) {
         guard let s = slab[Int(slot)].session else { return }
         if let i = s.inflight.firstIndex(where: { $0.packetID == id && $0.released }) {
-            s.inflight.remove(at: i)
+            if let c = s.inflight.remove(at: i).command { commandAcked(s, c) }
             pump(slot)
         }
     }

@@ -24,7 +24,8 @@ extension Shard {
                 } else {
                     slab[Int(slot)].uplinksPending += 1
                     redis.xadd(m, device: session.clientID, expect: .uplink(
-                        slot: slot, generation: slab[Int(slot)].generation, packetID: p.packetID, qos: p.qos))
+                        slot: slot, generation: slab[Int(slot)].generation, packetID: p.packetID, qos: p.qos),
+                               resend: .init(packetID: p.packetID, dup: p.dup))
                 }
                 return
             }

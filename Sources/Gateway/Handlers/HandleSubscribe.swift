@@ -18,6 +18,7 @@ extension Shard {
             }
         }
         send(slot, .suback(Suback(packetID: sub.packetID, returnCodes: codes)))
+        if codes.contains(where: { $0 != Suback.failure }) { fetchMail(slot) }   // commands waiting for it
         guard config.mqtt.retainAvailable else { return }
         for (t, code) in zip(sub.topics, codes) where code != Suback.failure {
             for m in broker.retainedMessages(matching: t.filter) {

@@ -51,6 +51,7 @@ extension Shard {
                 }
             }
             reportDrops(slot, session, away: false)
+            connectionLeft(session)
             broker.detach(session, owner: owner)
             logger.info("disconnected: \(reason.rawValue)", metadata: who(slot))
         } else if was == .awaitingTakeover, let waitingID {

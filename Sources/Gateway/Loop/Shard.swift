@@ -214,6 +214,7 @@ final class Shard {
         }
         redis?.connection.tick(nowMs: ms)
         downlink?.connection.tick(nowMs: ms)
+        downlink?.reviewIfDue(nowMs: ms)
         if let r = redis?.connection { counters.set(.redisInflight, UInt64(r.unanswered)) }
         if review != nil { reviewStreams(nowMs: ms) }
         if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
@@ -238,7 +239,7 @@ final class Shard {
     private func receive(_ m: ShardMessage) {
         switch m {
         case .deliver(let d):
-            if isCurrent(d.slot, d.generation) { deliver(d.slot, d.message, qos: d.qos, retain: d.retain) }
+            if isCurrent(d.slot, d.generation) { deliver(d) }
         case .kick(let slot, let gen, let reason):
             if isCurrent(slot, gen) {
                 if reason == .takeover { counters.add(.takeovers) }

@@ -31,10 +31,16 @@ public enum Counter: Int, CaseIterable, Sendable {
     case backpressurePauses      // a connection stopped being read: Redis busy or away
     case workerLagHolds          // the uplink was held: a stream at its cap, or Redis memory at its budget
     case bookkeepingDropped      // event/presence update dropped while Redis was away
-    case downlinkDelivered
+    case uplinkResends           // DUP=1 PUBLISH acknowledged, not stored again: same packet id and payload already stored
+    case uplinkRepeatedRecords   // PUBLISH acknowledged, not stored again: its route's dedup_json_key value already stored
+    case downlinkAcked           // command outcomes (CommandOutcome), one case each
+    case downlinkSent
     case downlinkQueued
     case downlinkOffline
     case downlinkNotSubscribed
+    case downlinkExpired
+    case downlinkRejected
+    case mailboxBadEntries       // a mailbox field that does not parse (removed, outcome rejected)
     case authFailures            // CONNECT refused for credentials (CONNACK 4 or 5)
     case clientIDRefused         // CONNACK 5: client id is not the user name in a role that binds them
     case publishDenied           // authorization refused a PUBLISH

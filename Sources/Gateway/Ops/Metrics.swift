@@ -244,10 +244,12 @@ extension Counter {
         case .backpressurePauses: return c("backpressure_pauses_total", "Connections paused because Redis was busy or away")
         case .workerLagHolds: return c("worker_lag_holds_total", "Times the uplink was held because workers were behind (stream cap or Redis memory)")
         case .bookkeepingDropped: return c("bookkeeping_dropped_total", "Events and presence updates dropped while Redis was away")
-        case .downlinkDelivered: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "delivered")])
-        case .downlinkQueued: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "queued")])
-        case .downlinkOffline: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "offline")])
-        case .downlinkNotSubscribed: return c("downlink_total", "Downlink commands, by outcome", [("outcome", "not_subscribed")])
+        case .uplinkResends: return c("uplink_duplicates_total", "Uplink PUBLISHes acknowledged but not stored again", [("kind", "resend")])
+        case .uplinkRepeatedRecords: return c("uplink_duplicates_total", "Uplink PUBLISHes acknowledged but not stored again", [("kind", "record")])
+        case .downlinkAcked, .downlinkSent, .downlinkQueued, .downlinkOffline, .downlinkNotSubscribed, .downlinkExpired, .downlinkRejected:
+            let o = CommandOutcome.allCases.first { $0.counter == self }!
+            return c("downlink_total", "Downlink command outcomes (queued is interim, the others final)", [("outcome", o.rawValue)])
+        case .mailboxBadEntries: return c("mailbox_bad_entries_total", "Mailbox entries that do not parse (removed, outcome rejected)")
         case .authFailures: return c("auth_failures_total", "CONNECTs refused for credentials or certificate")
         case .clientIDRefused: return c("client_id_refusals_total", "CONNACK 5: client id is not the user name (bind_client_id)")
         case .publishDenied: return c("acl_denials_total", "ACL denials", [("packet", "publish")])

@@ -2,28 +2,17 @@ import Logging
 import MQTTCodec
 import PileLoop
 
-/// What became of one downlink command (the outcome stream's `outcome` field).
-enum DownlinkOutcome: String {
-    /// Handed to the pile's connection (QoS 1/2: into its in-flight window or queue).
-    case delivered
-    /// The pile is away with a persistent session: queued until it comes back.
-    case queued
-    /// Not connected (and no session that could hold it).
-    case offline
-    /// Connected, but not subscribed to the command's topic.
-    case notSubscribed = "not_subscribed"
-}
-
 /// The node's command reader, run by shard 0 on its own Redis connection (its
 /// XREADGROUP blocks, so it cannot share the pipelined uplink connection).
 ///
 /// Reads `downlink_prefix + node` with consumer group `group`, consumer = node.
 /// On every (re)connect: create the group if missing, claim every pending entry
-/// (XAUTOCLAIM from 0-0: what a crashed run read but never acknowledged), then read
-/// new entries. Each entry is delivered, its outcome reported through the uplink
-/// bridge, and each batch XACKed with one command.
+/// (XAUTOCLAIM from 0-0: what an earlier run read and did not end), then read new
+/// entries. An entry stays pending until its command ends (DownlinkCommands.swift);
+/// the review walks the pending ones idle for `downlink.review_idle_ms`, one batch
+/// a second, for expiry and piles that are back.
 final class Downlink {
-    enum Step { case createGroup, claim, read }
+    enum Step { case createGroup, claim, read, review }
 
     /// Reads kept in flight: while the shard works through one batch, Redis is
     /// already collecting the next. With batched XACKs, a 200k command burst went
@@ -35,12 +24,22 @@ final class Downlink {
     let key: String
     private let group: String
     private let consumer: String
+    private let reviewIdle: String
     private var reading = 0
+    /// The newest entry this process has read. A pending entry up to it was handled
+    /// by this process (stored in its mailbox, or ended with its XACK on the way);
+    /// one past it was read by an earlier run, or its read's reply was lost.
+    var lastRead: StreamID?
+    /// Where the review goes on (XAUTOCLAIM's cursor), and whether one is out.
+    private var reviewCursor = "0-0"
+    private var reviewing = false
+    private var nextReviewMs: UInt64 = 0
 
     init(config: Config, address: SocketAddress, ring: Ring, logger: Logger) {
         key = config.redis.downlinkPrefix + config.server.node
         group = config.redis.group
         consumer = config.server.node
+        reviewIdle = String(config.downlink.reviewIdleMs)
         connection = RedisConnection(id: 1, name: "downlink", address: address,
                                      handshake: config.redis.handshake(clientName: "pilegate-\(config.server.node)-downlink"),
                                      connectTimeoutMs: UInt64(config.redis.connectTimeoutMs), resendOnReconnect: false,
@@ -51,6 +50,7 @@ final class Downlink {
     /// nothing outstanding survives a reconnect, so it is all re-issued here).
     func start() {
         reading = 0
+        reviewing = false
         connection.enqueue(.downlink(.createGroup)) { $0.respCommand(["XGROUP", "CREATE", key, group, "$", "MKSTREAM"]) }
         claim(from: "0-0")
     }
@@ -72,37 +72,21 @@ final class Downlink {
             }
         }
     }
-}
 
-/// One downlink stream entry: its id and the fields the contract names, read
-/// straight out of the reply (no dictionary per entry).
-struct DownlinkEntry {
-    var id: String
-    var device = ""
-    var topic: String?
-    var qos: String?
-    var payload: [UInt8] = []
-
-    /// Nil for an entry XAUTOCLAIM reports as deleted (its fields are nil).
-    init?(_ entry: RedisReply) {
-        let parts = entry.elements
-        guard parts.count == 2 else { return nil }
-        id = parts[0].text
-        let kv = parts[1].elements
-        var i = 0
-        while i + 1 < kv.count {
-            let value = kv[i + 1]
-            switch kv[i].text {
-            case "device": device = value.text
-            case "topic": topic = value.text
-            case "qos": qos = value.text
-            case "payload": payload = value.bytes
-            default: break
-            }
-            i += 2
+    /// Each tick: one review batch a second while the reader is up.
+    func reviewIfDue(nowMs: UInt64) {
+        // After the claim phase (reads have started): that phase took every pending entry.
+        guard connection.state == .up, reading > 0, !reviewing, nowMs >= nextReviewMs else { return }
+        reviewing = true
+        nextReviewMs = nowMs + 1000
+        connection.enqueue(.downlink(.review)) {
+            $0.respCommand(["XAUTOCLAIM", key, group, consumer, reviewIdle, reviewCursor, "COUNT", Downlink.batch])
         }
     }
 
-    /// The entries of an XREADGROUP stream's or an XAUTOCLAIM reply's entry list.
-    static func all(_ list: RedisReply) -> [DownlinkEntry] { list.elements.compactMap(DownlinkEntry.init) }
+    /// A review batch came back; the next one starts from `cursor`.
+    func reviewed(cursor: String) {
+        reviewing = false
+        reviewCursor = cursor.isEmpty ? "0-0" : cursor
+    }
 }

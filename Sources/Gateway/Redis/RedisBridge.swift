@@ -14,6 +14,8 @@ enum RedisExpectation {
     /// A will's XADD: bookkeeping, counted like an uplink against the stream cap.
     case will
     case downlink(Downlink.Step)
+    /// A command's steps through the mailbox (DownlinkCommands, CommandReceipts).
+    case command(CommandStep)
     /// HGET of a user's credentials for a waiting CONNECT.
     case credentials(slot: UInt32, generation: UInt32, user: String)
     /// A step of the stream review (shard 0).
@@ -22,18 +24,29 @@ enum RedisExpectation {
     case evictionPolicy
 }
 
+enum CommandStep {
+    /// `Script.mailboxAdd` (shard 0).
+    case stored(Arrival)
+    /// HEXISTS for a pending entry the review found (shard 0).
+    case reviewed(Arrival)
+    /// HDEL of a command that ended.
+    case removed(Ending)
+    /// HGETALL of the mailbox of the pile on this connection.
+    case mailbox(slot: UInt32, generation: UInt32)
+}
+
 /// One shard's side of the Redis contract (Sources/ARCHITECTURE.md, "The Redis contract"): uplink XADDs
 /// with their acknowledgements held until Redis confirms, the presence hash, the
 /// events stream. The connection underneath is pipelined and flushed per turn.
 final class RedisBridge {
     let connection: RedisConnection<RedisExpectation>
     let router: Router
-    private let config: Config.Redis
-    private let node: String
+    let config: Config.Redis
+    let node: String
     /// `msgid` = NODE-BOOTMS-SHARD-SEQUENCE: unique across restarts and shards.
     private let msgidPrefix: [UInt8]
     private var sequence: UInt64 = 0
-    private let maxlen: String
+    let maxlen: String
     private let credentialsKey: String
     private let counters: Counters
     /// Worker lag (StreamWatch): when active, uplink XADDs do not trim, and piles
@@ -51,7 +64,7 @@ final class RedisBridge {
         credentialsKey = config.auth.redisHash
         router = Router(routes: config.routes, defaultStream: config.redis.defaultStream)
         connection = RedisConnection(id: 0, name: "uplink", address: address,
-                                     handshake: config.redis.handshake(clientName: "pilegate-\(node)-\(shard)"),
+                                     handshake: config.redis.handshake(clientName: "pilegate-\(node)-\(shard)") + Script.load,
                                      connectTimeoutMs: UInt64(config.redis.connectTimeoutMs), ring: ring, logger: logger)
     }
 
@@ -67,22 +80,38 @@ final class RedisBridge {
     private var bookkeepingFull: Bool { connection.unanswered >= 2 * config.maxInflight }
 
     /// XADD stream [MAXLEN ~ N] * device .. topic .. qos .. ts .. node .. msgid .. payload ..
-    /// (no MAXLEN when the stream review trims by what the worker groups have read)
-    func xadd(_ m: Message, device: String, expect: RedisExpectation) {
-        let route = router.stream(topic: m.topic, payload: m.payload)
-        counters.routed(toStream: route)
-        let stream = router.streams[route]
+    /// (no MAXLEN when the stream review trims by what the worker groups have read).
+    /// With the dedup window on, a PUBLISH's XADD runs inside `Script.dedupAdd`
+    /// (`resend`: its packet id and DUP flag; QoS 0 has none), so the check and the
+    /// store are one step: a crash between them can neither lose nor double.
+    func xadd(_ m: Message, device: String, expect: RedisExpectation, resend: Resend? = nil) {
+        let routed = router.route(topic: m.topic, payload: m.payload)
+        counters.routed(toStream: routed.stream)
+        let stream = router.streams[routed.stream]
         watch.took()
         sequence &+= 1
         let ts = wallMillis()
+        let dedup = config.dedupWindowMs > 0 && (resend != nil || routed.identity != nil)
         connection.enqueue(expect) { b in
-            if watch.active {
-                b.respArray(17)
-                b.respBulk("XADD"); b.respBulk(stream); b.respBulk("*")
+            let fields = watch.active ? 15 : 18
+            if dedup {
+                let recent = stream + ":dd:" + device
+                b.respArray(3 + (routed.identity == nil ? 2 : 3) + 4 + fields)
+                b.respBulk("EVALSHA"); b.respBulk(Script.dedupAdd.sha)
+                if let id = routed.identity {
+                    b.respBulk("3"); b.respBulk(recent); b.respBulk(stream); b.respBulk(Array((recent + ":").utf8) + id)
+                } else {
+                    b.respBulk("2"); b.respBulk(recent); b.respBulk(stream)
+                }
+                b.respBulk(resend.map { $0.record(m.payload) } ?? [])
+                b.respBulk(resend?.dup == true ? "1" : "0")
+                b.respBulk(number: UInt64(config.dedupWindowMs)); b.respBulk(number: UInt64(config.dedupRecent))
             } else {
-                b.respArray(20)
-                b.respBulk("XADD"); b.respBulk(stream); b.respBulk("MAXLEN"); b.respBulk("~"); b.respBulk(maxlen); b.respBulk("*")
+                b.respArray(2 + fields)
+                b.respBulk("XADD"); b.respBulk(stream)
             }
+            if !watch.active { b.respBulk("MAXLEN"); b.respBulk("~"); b.respBulk(maxlen) }
+            b.respBulk("*")
             b.respBulk("device"); b.respBulk(device)
             b.respBulk("topic"); b.respBulk(m.topic)
             b.respBulk("qos"); b.respBulk(number: UInt64(m.qos.rawValue))
@@ -90,6 +119,20 @@ final class RedisBridge {
             b.respBulk("node"); b.respBulk(node)
             b.respBulk("msgid"); b.respBulk(prefix: msgidPrefix, number: sequence)
             b.respBulk("payload"); b.respBulk(m.payload)
+        }
+    }
+
+    /// What tells a QoS 1/2 PUBLISH's resend from a new message: the same packet id
+    /// and payload, with DUP set (3.3.1.1).
+    struct Resend {
+        var packetID: UInt16
+        var dup: Bool
+
+        /// Packet id (2 bytes, big-endian) and payload hash (8): one record in the
+        /// client's recent-ids key.
+        func record(_ payload: [UInt8]) -> [UInt8] {
+            let h = PayloadHash.of(payload)
+            return [UInt8(packetID >> 8), UInt8(packetID & 0xFF)] + (0..<8).map { UInt8(truncatingIfNeeded: h >> (56 - 8 * $0)) }
         }
     }
 
@@ -147,25 +190,4 @@ final class RedisBridge {
 
     private static let deleteIfOwned =
         "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
-
-    /// Report what became of a downlink entry on the outcome stream.
-    func downlinkOutcome(id: String, device: String, _ outcome: DownlinkOutcome) {
-        let ts = String(wallMillis())
-        connection.enqueue(.bookkeeping) { b in
-            b.respArray(16)
-            b.respBulk("XADD"); b.respBulk(config.outcomeStream); b.respBulk("MAXLEN"); b.respBulk("~"); b.respBulk(maxlen)
-            b.respBulk("*"); b.respBulk("id"); b.respBulk(id); b.respBulk("device"); b.respBulk(device)
-            b.respBulk("outcome"); b.respBulk(outcome.rawValue); b.respBulk("node"); b.respBulk(node)
-            b.respBulk("ts"); b.respBulk(ts)
-        }
-    }
-
-    /// XACK a batch of downlink entries with one command.
-    func acknowledge<IDs: Sequence<String>>(key: String, ids: IDs, count: Int) {
-        connection.enqueue(.bookkeeping) { b in
-            b.respArray(3 + count)
-            b.respBulk("XACK"); b.respBulk(key); b.respBulk(config.group)
-            for id in ids { b.respBulk(id) }
-        }
-    }
 }

@@ -14,6 +14,16 @@ extension Shard {
         }
     }
 
+    /// An uplink XADD's reply: stored, or (`Script.dedupAdd`) recognised as a
+    /// resend (0) or a repeated record (-1), acknowledged all the same.
+    private func stored(_ r: RedisReply) -> Counter {
+        switch r.integer {
+        case 0: .uplinkResends
+        case -1: .uplinkRepeatedRecords
+        default: .uplinkStored
+        }
+    }
+
     /// A reply from Redis to something this shard sent.
     /// `waited`: nanoseconds from enqueue to reply (the XADD latency histogram).
     func redisReplied(_ e: RedisExpectation, _ r: RedisReply, waited: UInt64) {
@@ -29,7 +39,7 @@ extension Shard {
                 if isCurrent(slot, generation) { close(slot, .storeFailed) }
                 return
             }
-            counters.add(.uplinkStored)
+            counters.add(stored(r))
             if isCurrent(slot, generation) && slab[Int(slot)].state == .connected {
                 acknowledge(slot, packetID, qos)
             }
@@ -40,7 +50,7 @@ extension Shard {
                 counters.add(.redisErrors)
                 logger.warning("redis refused a QoS 0 uplink XADD: \(r.text)")
             } else {
-                counters.add(.uplinkStored)
+                counters.add(stored(r))
             }
         case .bookkeeping, .will:
             if case .will = e { redis?.answered() }
@@ -50,6 +60,14 @@ extension Shard {
             }
         case .downlink(let step):
             downlinkReplied(step, r)
+        case .command(.stored(let a)):
+            storedReplied(a, r)
+        case .command(.reviewed(let a)):
+            reviewedReplied(a, r)
+        case .command(.removed(let e)):
+            removedReplied(e, r)
+        case .command(.mailbox(let slot, let generation)):
+            if isCurrent(slot, generation) && slab[Int(slot)].state == .connected { mailboxReplied(slot, r) }
         case .credentials(let slot, let generation, let user):
             credentialsReplied(slot: slot, generation: generation, user: user, r)
         case .review(let step):

@@ -2,13 +2,22 @@ import MQTTCodec
 
 /// Picks the Redis stream for an uplink message: the first `[[route]]` whose
 /// filter matches the topic and, if it names a JSON key, whose payload has that
-/// top-level key with that string value; else the default stream.
+/// top-level key with that string value; else the default stream. A rule may also
+/// name `dedup_json_key`, whose string value identifies the record.
 struct Router {
     private struct Rule {
         var filter: String
         var key: [UInt8]?
         var value: [UInt8]?
         var stream: Int
+        var identityKey: [UInt8]?
+    }
+
+    /// Where one PUBLISH goes: an index in `streams`, and the value of its route's
+    /// `dedup_json_key` when the route names one and the payload has it.
+    struct Routed {
+        var stream: Int
+        var identity: [UInt8]?
     }
 
     private let rules: [Rule]
@@ -20,20 +29,26 @@ struct Router {
         for r in routes where !streams.contains(r.stream) { streams.append(r.stream) }
         rules = routes.map { r in Rule(filter: r.filter, key: r.jsonKey.map { Array($0.utf8) },
                                        value: r.jsonValue.map { Array($0.utf8) },
-                                       stream: streams.firstIndex(of: r.stream)!) }
+                                       stream: streams.firstIndex(of: r.stream)!,
+                                       identityKey: r.dedupJSONKey.map { Array($0.utf8) }) }
         self.streams = streams
     }
 
-    /// Index in `streams` of where this PUBLISH goes.
-    func stream(topic: String, payload: [UInt8]) -> Int {
+    /// Where this PUBLISH goes.
+    func route(topic: String, payload: [UInt8]) -> Routed {
         for r in rules where Topic.matches(filter: r.filter, topic: topic) {
-            guard let key = r.key, let value = r.value else { return r.stream }
-            let hit = payload.withUnsafeBytes { p in
-                JSONScan.topLevelString(p, key: key).map { $0.elementsEqual(value) } ?? false
+            if let key = r.key, let value = r.value {
+                let hit = payload.withUnsafeBytes { p in
+                    JSONScan.topLevelString(p, key: key).map { $0.elementsEqual(value) } ?? false
+                }
+                guard hit else { continue }
             }
-            if hit { return r.stream }
+            guard let idKey = r.identityKey else { return Routed(stream: r.stream) }
+            return Routed(stream: r.stream, identity: payload.withUnsafeBytes { p in
+                JSONScan.topLevelString(p, key: idKey).map { Array($0) }
+            })
         }
-        return 0
+        return Routed(stream: 0)
     }
 }
 

@@ -30,6 +30,20 @@ struct Delivery: Sendable {
     var qos: QoS
     var retain: Bool
     var message: Message
+    /// Set on the delivery to the pile a worker's command is for.
+    var command: CommandRef? = nil
+}
+
+/// Where the pile a command is for stands, as the subscription index sees it.
+enum CommandTarget {
+    /// Connected and subscribed to the command's topic (at this QoS).
+    case connected(QoS)
+    /// Away with a persistent session that is subscribed.
+    case away
+    /// Connected or away with a session, not subscribed to the topic.
+    case notSubscribed
+    /// No connection, no session.
+    case offline
 }
 
 enum ConnectOutcome {
@@ -261,17 +275,13 @@ final class Broker: @unchecked Sendable {
     /// Find every client subscribed to `message.topic`, once each at the highest
     /// matching QoS (3.3.5), capped by the message's QoS. Live clients' deliveries
     /// are appended to `out[shard]`; absent persistent clients get it queued.
-    /// With a `target` client id (a downlink command), also say what became of it
-    /// for that client.
-    @discardableResult
-    func route(_ message: Message, into out: inout [[Delivery]], target: String? = nil) -> DownlinkOutcome? {
+    /// `except`: the pile a worker's command is for, which gets it on its own path
+    /// (`Shard.sendCommand`), not as a copy.
+    func route(_ message: Message, into out: inout [[Delivery]], except: String? = nil) {
         lock.withLock {
-            stamp &+= 1
-            matched.removeAll(keepingCapacity: true)
-            // Closure literals at the call sites stay non-escaping: no allocation per publish.
-            if let t = exactTopic(message.topic) { topics[t]!.subscribers.forEach { mark($0) } }
-            wildcard.match(topic: message.topic) { mark($0) }
-            for h in matched {
+            let skip = except.flatMap(handle(of:))
+            match(message.topic)
+            for h in matched where h != skip {
                 let c = clients[h]!
                 let qos = min(c.stampQoS, message.qos)
                 if let o = c.owner {
@@ -288,12 +298,30 @@ final class Broker: @unchecked Sendable {
                     }
                 }
             }
-            guard let target else { return nil }
-            guard let h = handle(of: target), let c = clients[h] else { return .offline }
-            if c.stamp != stamp { return c.owner != nil || c.parked != nil ? .notSubscribed : .offline }
-            if c.owner != nil { return .delivered }
-            return min(c.stampQoS, message.qos) == .atMostOnce ? .offline : .queued
         }
+    }
+
+    /// Where the pile `clientID` stands for a command on `topic`, without routing it.
+    func commandTarget(_ clientID: String, topic: String, qos: QoS) -> CommandTarget {
+        lock.withLock {
+            guard let h = handle(of: clientID), clients[h]!.owner != nil || clients[h]!.parked != nil else {
+                return .offline
+            }
+            match(topic)
+            let c = clients[h]!
+            if c.stamp != stamp { return .notSubscribed }
+            return c.owner != nil ? .connected(min(c.stampQoS, qos)) : .away
+        }
+    }
+
+
+    /// Stamp every client subscribed to `topic` and list them in `matched` (under the lock).
+    private func match(_ topic: String) {
+        stamp &+= 1
+        matched.removeAll(keepingCapacity: true)
+        // Closure literals at the call sites stay non-escaping: no allocation per publish.
+        if let t = exactTopic(topic) { topics[t]!.subscribers.forEach { mark($0) } }
+        wildcard.match(topic: topic) { mark($0) }
     }
 
     private func mark(_ s: Subscriber) {

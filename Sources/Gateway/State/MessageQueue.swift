@@ -6,6 +6,7 @@ struct Queued {
     var message: Message
     var qos: QoS
     var retain: Bool
+    var command: CommandRef? = nil
 
     /// What it counts against the queue bounds: topic and payload bytes. (Shared
     /// with other subscribers' queues by reference; counted per queue all the same,
@@ -50,12 +51,30 @@ final class MessageQueue {
     private(set) var bytes = 0
     /// Messages dropped for this client (see `Session.drops`).
     var drops: UInt32 = 0
+    /// See `Session.ackedDuringFetch` (kept here: rare state, one pointer per session).
+    var ackedDuringFetch: [CommandTag] = []
 
     deinit {
         if bytes > 0 { QueueMemory.give(bytes) }
     }
 
     var count: Int { items.count - head }
+    /// Nothing queued, dropped or remembered: the session can let go of it.
+    var isEmpty: Bool { count == 0 && drops == 0 && ackedDuringFetch.isEmpty }
+
+    func has(_ tag: CommandTag) -> Bool { items[head...].contains { $0.command?.tag == tag } }
+
+    /// Mailbox commands go ahead of what is queued: they were written before it.
+    /// Counted in the node's queue memory but not refused by any bound: they are
+    /// bounded by `downlink.max_pending` already, and dropping one here would only
+    /// delay it.
+    func prepend(_ qs: [Queued]) {
+        let cost = qs.reduce(0) { $0 + $1.cost }
+        _ = QueueMemory.take(cost, budget: .max)
+        bytes += cost
+        items.replaceSubrange(0..<head, with: qs)
+        head = 0
+    }
 
     func enqueue(_ q: Queued, _ limits: QueueLimits, budget: Int) -> QueueDrop? {
         if count >= limits.messages { return .messages }

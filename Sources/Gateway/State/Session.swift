@@ -20,6 +20,8 @@ struct Outgoing {
     var retain: Bool
     /// QoS 2: PUBREC came back and PUBREL went out; waiting for PUBCOMP.
     var released: Bool
+    /// A worker's command: acknowledging it ends the command `acked`.
+    var command: CommandRef?
 }
 
 /// What MQTT calls the session state (3.1.2.4): subscriptions, QoS 1/2 flows in both
@@ -55,6 +57,9 @@ final class Session: @unchecked Sendable {
     var role: UInt16 = 0
     private var lastPacketID: UInt16 = 0
     var persistent: Bool
+    /// Mailbox fetches (HGETALL) not yet answered: while one is out, commands for
+    /// this client queue behind what the mailbox returns (CommandReceipts.swift).
+    var mailFetches: UInt8 = 0
     var silentReported = false
     /// A rate action was logged and emitted for the live connection.
     var rateReported = false
@@ -72,10 +77,37 @@ final class Session: @unchecked Sendable {
         return waiting!.enqueue(q, limits, budget: budget)
     }
 
+    /// Put messages (from the mailbox) ahead of everything queued.
+    func prepend(_ qs: [Queued]) {
+        if waiting == nil { waiting = MessageQueue() }
+        waiting!.prepend(qs)
+    }
+
+    /// Does this connection already have this command (in flight or queued)?
+    func has(_ tag: CommandTag) -> Bool {
+        inflight.contains { $0.command?.tag == tag } || waiting?.has(tag) == true
+    }
+
+    /// Commands acknowledged while a mailbox fetch is out: the fetch may still list
+    /// them (Redis answered it before their removal), and they must not go out again.
+    func ackedDuringFetch(_ tag: CommandTag) {
+        guard mailFetches > 0 else { return }
+        if waiting == nil { waiting = MessageQueue() }
+        waiting!.ackedDuringFetch.append(tag)
+    }
+
+    func wasAckedDuringFetch(_ tag: CommandTag) -> Bool { waiting?.ackedDuringFetch.contains(tag) == true }
+
+    /// The last fetch was answered: forget what was acknowledged meanwhile.
+    func fetchAnswered() {
+        mailFetches -= 1
+        if mailFetches == 0 { waiting?.ackedDuringFetch.removeAll() }
+    }
+
     func dequeue() -> Queued? {
         guard let w = waiting else { return nil }
         let q = w.dequeue()
-        if w.count == 0 && w.drops == 0 { waiting = nil }
+        if w.isEmpty { waiting = nil }
         return q
     }
 
@@ -86,7 +118,7 @@ final class Session: @unchecked Sendable {
         set {
             if waiting == nil { waiting = MessageQueue() }
             waiting!.drops = newValue
-            if newValue == 0 && waiting!.count == 0 { waiting = nil }
+            if waiting!.isEmpty { waiting = nil }
         }
     }
 
