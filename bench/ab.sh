@@ -3,7 +3,7 @@
 # alternating A B B A so drift on a shared machine, and whatever one run leaves
 # behind for the next, hits both alike.
 #   bench/ab.sh BEFORE_DIR AFTER_DIR [ROUNDS=2] [SECONDS=10] [IDLE=50000]
-#   CASES="fanin uplink idle" (the default) picks the cases; PIN=1 runs the gateway on
+#   CASES="fanin uplink idle" (the default; also "downlink") picks the cases; PIN=1 runs the gateway on
 #   CPU 1 and pileload (and Redis) on CPU 0, which takes the scheduler's placement out
 #   of the comparison (the gateway then has one core: compare ratios, not totals).
 # BEFORE_DIR and AFTER_DIR each hold a release `pilegate` binary (e.g. a checkout's
@@ -14,10 +14,14 @@
 #           (PUBACK after XADD): acknowledged msgs/s, gateway CPU µs per message.
 #   idle    IDLE piles connect, subscribe to their command topic and stay: gateway
 #           user RSS per pile (RSS after connecting minus before, / piles).
+#   downlink  DOWN (200,000) piles connect and subscribe; one QoS 1 command each is
+#           XADDed to the node's downlink stream as fast as Redis takes them: commands
+#           delivered and acknowledged by the piles per second (until the last one), and
+#           the outcome entries the gateway wrote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-2}; SECS=${4:-10}; IDLE=${5:-50000}
+A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-2}; SECS=${4:-10}; IDLE=${5:-50000}; DOWN=${DOWN:-200000}
 CASES=${CASES:-"fanin uplink idle"}
 GW_CPU=""; LOAD_CPU=""
 if [ "${PIN:-0}" = 1 ]; then GW_CPU="taskset -c 1"; LOAD_CPU="taskset -c 0"; fi
@@ -36,6 +40,11 @@ run() {  # label bin config name profile connections extra...
   local pid=$!; sleep 1
   timeout 600 $LOAD_CPU .build/release/pileload --target 127.0.0.1:$PORT --profile "$profile" --connections "$n" \
     --broker-pid $pid --json "$out/$label-$name.json" "$@" >"$out/$label-$name.txt" || true
+  if [ "$profile" = downlink ]; then   # the outcomes the gateway wrote, by kind, 2 s after the last delivery
+    sleep 2
+    redis-cli -p $RPORT --raw xrange pilegate:down:outcome - + | grep -A1 -x outcome | grep -vx -- '--' | grep -vx outcome \
+      | sort | uniq -c >"$out/$label-$name.outcomes" || true
+  fi
   kill -INT $pid 2>/dev/null || true; wait $pid || true
   for _ in $(seq 300); do ss -ltn | grep -q ":$PORT " || break; sleep 0.1; done
   redis-cli -p $RPORT flushall >/dev/null
@@ -50,6 +59,8 @@ for r in $(seq "$ROUNDS"); do
       fanin) run "$side" "$bin" "$out/mqtt-only.toml" "fanin-$r" fanin 1000 --duration "$SECS" ;;
       uplink) run "$side" "$bin" "$out/redis.toml" "uplink-$r" uplink 10000 --qos 1 --burst 8 --sources 64 --duration "$SECS" ;;
       idle) run "$side" "$bin" "$out/mqtt-only.toml" "idle-$r" idle "$IDLE" --subscribe --sources 64 --connect-rate 100000 --duration 3 ;;
+      downlink) run "$side" "$bin" "$out/redis.toml" "downlink-$r" downlink "$DOWN" --sources 64 --connect-rate 100000 \
+                  --duration 120 --redis 127.0.0.1:$RPORT --node "$(hostname)" ;;
     esac; done
   done
 done
@@ -69,6 +80,8 @@ rows = [
     ("QoS 1 uplink into Redis acknowledged/s", "uplink", lambda j: j["acked_per_s"], False),
     ("QoS 1 uplink gateway CPU us per message", "uplink", lambda j: j["broker_cpu_seconds"] / max(1, j["acked"]) * 1e6, True),
     ("idle subscribed pile, user RSS bytes", "idle", lambda j: j["rss_per_connection_bytes"], True),
+    ("downlink commands delivered+acked/s", "downlink", lambda j: j["received"] / max(0.001, j["steady_seconds"]), False),
+    ("downlink gateway CPU us per command", "downlink", lambda j: j["broker_cpu_seconds"] / max(1, j["received"]) * 1e6, True),
 ]
 print(f"\n{'measure':42} {'before':>22} {'after':>22} {'after/before':>12}")
 for name, case, key, lower in rows:
@@ -78,5 +91,8 @@ for name, case, key, lower in rows:
     mb, ma = sum(b) / len(b), sum(a) / len(a)
     fmt = lambda v: " ".join(f"{x:.0f}" if x >= 100 else f"{x:.2f}" for x in v)
     print(f"{name:42} {fmt(b):>22} {fmt(a):>22} {ma / mb:>11.3f}{' (lower wins)' if lower else ''}")
+for f in sorted(os.listdir(d)):
+    if f.endswith(".outcomes"):
+        print(f"{f[:-9]:24} outcomes: " + ", ".join(" ".join(l.split()[::-1]) for l in open(os.path.join(d, f))))
 print(f"\nraw results: {d}")
 PY

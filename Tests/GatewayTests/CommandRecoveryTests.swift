@@ -67,6 +67,15 @@ final class CommandRecoveryTests: CommandTestCase {
         XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
     }
 
+    /// A command a worker wrote before this node ever started (no group yet) is read
+    /// all the same: the group starts at the stream's beginning.
+    func testACommandWrittenBeforeTheFirstStartIsRead() throws {
+        let id = try command("AAAAAFST", "{}")
+        _ = try startGateway()
+        XCTAssertTrue(try waitOutcomes(id, ["offline"]))
+        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+    }
+
     /// Past `expires` or `ttl` a command is not delivered: at once when it is already
     /// late, when its pile comes back, and, for a pile that never does, by the review.
     func testExpiredCommandsAreNotDelivered() throws {

@@ -278,7 +278,8 @@ public struct Config: Sendable {
         /// PUBLISH with DUP=1 matching a recent packet id and payload of the same
         /// client, and, per `[[route]] dedup_json_key`, the same device and key value.
         public var dedupWindowMs = 600_000
-        /// Packet ids remembered per client for the DUP check (the newest ones).
+        /// Packet ids remembered per client for the DUP check: one slot per id modulo
+        /// this (with ids counting up, the client's last this many messages).
         public var dedupRecent = 16
         public var group = "pilegate"
         public var embeddedServer = "redis-server"

@@ -7,15 +7,12 @@ import MQTTCodec
 extension Shard {
     /// The one place an accepted message is handed on: retained store, then every
     /// matching subscriber (this shard now, other shards at the end of the turn),
-    /// `except` the pile a command is for (it gets the command by `sendCommand`).
-    func fanOut(_ m: Message, except: String? = nil) {
+    /// `except` the pile a command is for (it gets the command by `sendCommand`);
+    /// returns where that pile's connection is.
+    @discardableResult
+    func fanOut(_ m: Message, except: String? = nil) -> Owner? {
         if m.retain && config.mqtt.retainAvailable { broker.retain(m) }
-        broker.route(m, into: &remote, except: except)
-        flushLocal()
-    }
-
-    /// Make this shard's own deliveries from `remote[index]` now.
-    func flushLocal() {
+        let owner = broker.route(m, into: &remote, except: except)
         if !remote[index].isEmpty {
             // Swap, not copy: a copy alive during removeAll would make it reallocate
             // the list on every publish.
@@ -23,6 +20,7 @@ extension Shard {
             for d in local where isCurrent(d.slot, d.generation) { deliver(d) }
             local.removeAll(keepingCapacity: true)
         }
+        return owner
     }
 
     /// One delivery from the Broker or a shard's inbox.

@@ -180,6 +180,7 @@ final class Shard {
             }
         }
         dirty.removeAll(keepingCapacity: true)
+        redis?.flushAcks()
         redis?.connection.flush()
         downlink?.connection.flush()
         buffers.publish()

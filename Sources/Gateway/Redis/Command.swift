@@ -28,11 +28,37 @@ struct CommandTag: Hashable, Sendable {
     init(id: String, stream: String) { text = id + "@" + stream }
     init(field: String) { text = field }
 
-    private var at: String.Index { text.firstIndex(of: "@") ?? text.endIndex }
-    var entryID: String { String(text[..<at]) }
-    var stream: String { at == text.endIndex ? "" : String(text[text.index(after: at)...]) }
+    /// The entry id's and the stream's bytes, without building Strings (outcome
+    /// entries and XACKs are written from these, once per command).
+    func withParts<R>(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> R) -> R {
+        var t = text
+        return t.withUTF8 { u in
+            let raw = UnsafeRawBufferPointer(u)
+            let at = raw.firstIndex(of: UInt8(ascii: "@")) ?? raw.count
+            return body(UnsafeRawBufferPointer(rebasing: raw[..<at]),
+                        UnsafeRawBufferPointer(rebasing: raw[min(at + 1, raw.count)...]))
+        }
+    }
+
+    func sameStream(as other: CommandTag) -> Bool {
+        withParts { _, a in other.withParts { _, b in a.elementsEqual(b) } }
+    }
+
+    var entryID: String { withParts { id, _ in String(decoding: id, as: UTF8.self) } }
+    var stream: String { withParts { _, s in String(decoding: s, as: UTF8.self) } }
+
     /// Commands to one pile go out in the order their entries were written.
-    var order: StreamID { StreamID(entryID) ?? StreamID(ms: .max, seq: .max) }
+    var order: StreamID {
+        withParts { id, _ in
+            var ms: UInt64 = 0, seq: UInt64 = 0, dash = false
+            for b in id {
+                if b == UInt8(ascii: "-") { dash = true; continue }
+                guard b >= UInt8(ascii: "0"), b <= UInt8(ascii: "9") else { return StreamID(ms: .max, seq: .max) }
+                if dash { seq = seq &* 10 &+ UInt64(b - 48) } else { ms = ms &* 10 &+ UInt64(b - 48) }
+            }
+            return dash ? StreamID(ms: ms, seq: seq) : StreamID(ms: .max, seq: .max)
+        }
+    }
 }
 
 /// What travels with a command's message to its pile's connection (a Delivery, a

@@ -13,14 +13,18 @@ extension RedisBridge {
         let value = c.mailboxValue
         connection.enqueue(expect) { b in
             b.respArray(7)
-            b.respBulk("EVALSHA"); b.respBulk(Script.mailboxAdd.sha); b.respBulk("1"); b.respBulk(mailbox(c.device))
+            b.respBulk("EVALSHA"); b.respBulk(Script.mailboxAdd.sha); b.respBulk("1")
+            b.respBulk(config.mailboxPrefix, "", c.device)
             b.respBulk(c.tag.text); b.respBulk(value); b.respBulk(number: UInt64(maxPending))
         }
     }
 
     /// HDEL the command from its pile's mailbox: 1 if this removed it.
     func unmail(_ tag: CommandTag, device: String, expect: RedisExpectation) {
-        connection.enqueue(expect) { $0.respCommand(["HDEL", mailbox(device), tag.text]) }
+        connection.enqueue(expect) { b in
+            b.respArray(3)
+            b.respBulk("HDEL"); b.respBulk(config.mailboxPrefix, "", device); b.respBulk(tag.text)
+        }
     }
 
     /// HEXISTS: is the command still in its pile's mailbox (not ended yet)?
@@ -33,17 +37,42 @@ extension RedisBridge {
         connection.enqueue(expect) { $0.respCommand(["HGETALL", mailbox(device)]) }
     }
 
-    /// An outcome entry: `id stream device outcome node ts [reason]`.
+    /// An outcome entry: `id stream device outcome node ts [reason]`, written
+    /// straight as RESP (one per command: no argument array).
     func outcome(_ tag: CommandTag, device: String, _ outcome: CommandOutcome, why: String?) {
-        var args = ["XADD", config.outcomeStream, "MAXLEN", "~", maxlen, "*", "id", tag.entryID, "stream", tag.stream,
-                    "device", device, "outcome", outcome.rawValue, "node", node, "ts", String(wallMillis())]
-        if let why { args += ["reason", why] }
-        connection.enqueue(.bookkeeping) { $0.respCommand(args) }
+        let ts = wallMillis()
+        connection.enqueue(.bookkeeping) { b in
+            b.respArray(18 + (why == nil ? 0 : 2))
+            b.respBulk("XADD"); b.respBulk(config.outcomeStream); b.respBulk("MAXLEN"); b.respBulk("~"); b.respBulk(maxlen)
+            b.respBulk("*")
+            tag.withParts { id, stream in
+                b.respBulk("id"); b.respBulk(id); b.respBulk("stream"); b.respBulk(stream)
+            }
+            b.respBulk("device"); b.respBulk(device); b.respBulk("outcome"); b.respBulk(outcome.rawValue)
+            b.respBulk("node"); b.respBulk(node); b.respBulk("ts"); b.respBulk(number: ts)
+            if let why { b.respBulk("reason"); b.respBulk(why) }
+        }
     }
 
-    /// XACK one command's entry on the stream it came from.
-    func acknowledge(_ tag: CommandTag) {
-        connection.enqueue(.bookkeeping) { $0.respCommand(["XACK", tag.stream, config.group, tag.entryID]) }
+    /// XACK one command's entry, with the others ended this turn (`flushAcks`).
+    func acknowledge(_ tag: CommandTag) { ended.append(tag) }
+
+    /// End of a turn: one XACK per run of commands from the same stream (one run,
+    /// mostly: each node reads one downlink stream).
+    func flushAcks() {
+        var start = 0
+        while start < ended.count {
+            var end = start + 1
+            while end < ended.count && ended[end].sameStream(as: ended[start]) { end += 1 }
+            let run = ended[start..<end]
+            connection.enqueue(.bookkeeping) { b in
+                b.respArray(3 + run.count)
+                b.respBulk("XACK"); run.first!.withParts { _, stream in b.respBulk(stream) }; b.respBulk(config.group)
+                for t in run { t.withParts { id, _ in b.respBulk(id) } }
+            }
+            start = end
+        }
+        ended.removeAll(keepingCapacity: true)
     }
 
     /// XACK a batch of entries of one stream with one command.

@@ -127,8 +127,9 @@ extension Shard {
         }
         if pushedOut { return }
         if c.isExpired(nowMs: wallMillis()) { return finishCommand(c.tag, device: c.device, .expired) }
-        if a.how == .new { fanOut(c.message, except: c.device) }   // operators watching the topic
-        if !sendCommand(c) && added == 1 { report(c.tag, device: c.device, .queued) }
+        // New: to operators watching the topic too (one routing pass finds the pile as well).
+        let owner = a.how == .new ? fanOut(c.message, except: c.device) : broker.owner(of: c.device)
+        if let owner { sendCommand(c, to: owner) } else if added == 1 { report(c.tag, device: c.device, .queued) }
     }
 
     /// The review found a pending command: ended already (only the XACK is left),
@@ -141,14 +142,11 @@ extension Shard {
             return
         }
         if c.isExpired(nowMs: wallMillis()) { return finishCommand(c.tag, device: c.device, .expired) }
-        sendCommand(c)
+        if let owner = broker.owner(of: c.device) { sendCommand(c, to: owner) }
     }
 
-    /// Hand a stored command to its pile's connection, on whichever shard holds it;
-    /// false when the pile is not connected to this node.
-    @discardableResult
-    private func sendCommand(_ c: Command) -> Bool {
-        guard let o = broker.owner(of: c.device) else { return false }
+    /// Hand a stored command to its pile's connection, on whichever shard holds it.
+    private func sendCommand(_ c: Command, to o: Owner) {
         let d = Delivery(slot: o.slot, generation: o.generation, qos: c.qos, retain: false, message: c.message,
                          command: c.ref)
         if o.shard == index {
@@ -156,7 +154,6 @@ extension Shard {
         } else {
             remote[o.shard].append(d)
         }
-        return true
     }
 }
 

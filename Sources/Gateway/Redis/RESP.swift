@@ -21,6 +21,30 @@ extension ByteBuffer {
         respCRLF()
     }
 
+    /// One bulk string written from three pieces (a key made of a prefix, a separator
+    /// and a client id): no String built per command.
+    mutating func respBulk(_ a: String, _ b: StaticString, _ c: String) {
+        reserve(a.utf8.count + b.utf8CodeUnitCount + c.utf8.count + 16)
+        respByte(UInt8(ascii: "$")); respNumber(a.utf8.count + b.utf8CodeUnitCount + c.utf8.count); respCRLF()
+        var a = a, c = c
+        a.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+        append(UnsafeRawBufferPointer(start: b.utf8Start, count: b.utf8CodeUnitCount))
+        c.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+        respCRLF()
+    }
+
+    /// A 16-bit and a 64-bit number, big-endian, as one 10-byte bulk string.
+    mutating func respBulk(_ high: UInt16, _ low: UInt64) {
+        reserve(16)
+        respByte(UInt8(ascii: "$")); respNumber(10); respCRLF()
+        write(max: 10) { out in
+            out[0] = UInt8(high >> 8); out[1] = UInt8(truncatingIfNeeded: high)
+            for i in 0..<8 { out[2 + i] = UInt8(truncatingIfNeeded: low >> (56 - 8 * UInt64(i))) }
+            return 10
+        }
+        respCRLF()
+    }
+
     /// A number as a bulk string, after `prefix`, formatted in place: no String
     /// per command on the uplink path (message ids, timestamps).
     mutating func respBulk(prefix: [UInt8] = [], number n: UInt64) {

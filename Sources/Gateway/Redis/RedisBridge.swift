@@ -49,6 +49,8 @@ final class RedisBridge {
     let maxlen: String
     private let credentialsKey: String
     private let counters: Counters
+    /// Commands that ended this turn, XACKed together at its end (CommandStore).
+    var ended: [CommandTag] = []
     /// Worker lag (StreamWatch): when active, uplink XADDs do not trim, and piles
     /// are held while the review says the workers are behind.
     private let watch: StreamWatch
@@ -81,9 +83,14 @@ final class RedisBridge {
 
     /// XADD stream [MAXLEN ~ N] * device .. topic .. qos .. ts .. node .. msgid .. payload ..
     /// (no MAXLEN when the stream review trims by what the worker groups have read).
-    /// With the dedup window on, a PUBLISH's XADD runs inside `Script.dedupAdd`
-    /// (`resend`: its packet id and DUP flag; QoS 0 has none), so the check and the
-    /// store are one step: a crash between them can neither lose nor double.
+    ///
+    /// With the dedup window on, a QoS 1/2 PUBLISH (`resend`) leaves a record of its
+    /// packet id and payload in its client's recent-ids key: after a plain XADD for a
+    /// first transmission (SETRANGE and PEXPIRE behind it in the pipeline: a crash
+    /// between the two can only let a later resend be stored twice, never lose one);
+    /// a resend (DUP=1), or a message whose route names an identity, runs the check,
+    /// the XADD and the record as one step (`Script.dedupAdd`). The Lua step for every
+    /// message cost Redis 4x the CPU of the XADD alone (bench/uplink-dedup.sh).
     func xadd(_ m: Message, device: String, expect: RedisExpectation, resend: Resend? = nil) {
         let routed = router.route(topic: m.topic, payload: m.payload)
         counters.routed(toStream: routed.stream)
@@ -91,21 +98,21 @@ final class RedisBridge {
         watch.took()
         sequence &+= 1
         let ts = wallMillis()
-        let dedup = config.dedupWindowMs > 0 && (resend != nil || routed.identity != nil)
+        let window = config.dedupWindowMs
+        let record = window > 0 ? resend.map { ($0.packetID, PayloadHash.of(m.payload)) } : nil
+        let offset = UInt64(resend.map { Int($0.packetID) % config.dedupRecent * 10 } ?? 0)
+        let scripted = window > 0 && (resend?.dup == true || routed.identity != nil)
         connection.enqueue(expect) { b in
             let fields = watch.active ? 15 : 18
-            if dedup {
-                let recent = stream + ":dd:" + device
+            if scripted {
                 b.respArray(3 + (routed.identity == nil ? 2 : 3) + 4 + fields)
                 b.respBulk("EVALSHA"); b.respBulk(Script.dedupAdd.sha)
-                if let id = routed.identity {
-                    b.respBulk("3"); b.respBulk(recent); b.respBulk(stream); b.respBulk(Array((recent + ":").utf8) + id)
-                } else {
-                    b.respBulk("2"); b.respBulk(recent); b.respBulk(stream)
-                }
-                b.respBulk(resend.map { $0.record(m.payload) } ?? [])
-                b.respBulk(resend?.dup == true ? "1" : "0")
-                b.respBulk(number: UInt64(config.dedupWindowMs)); b.respBulk(number: UInt64(config.dedupRecent))
+                b.respBulk(routed.identity == nil ? "2" : "3")
+                b.respBulk(stream, ":dd:", device); b.respBulk(stream)
+                if let id = routed.identity { b.respBulk(Array((stream + ":dd:" + device + ":").utf8) + id) }
+                if let (id, hash) = record { b.respBulk(id, hash) } else { b.respBulk("") }
+                b.respBulk(number: offset)
+                b.respBulk(resend?.dup == true ? "1" : "0"); b.respBulk(number: UInt64(window))
             } else {
                 b.respArray(2 + fields)
                 b.respBulk("XADD"); b.respBulk(stream)
@@ -120,20 +127,24 @@ final class RedisBridge {
             b.respBulk("msgid"); b.respBulk(prefix: msgidPrefix, number: sequence)
             b.respBulk("payload"); b.respBulk(m.payload)
         }
+        guard let (id, hash) = record, !scripted else { return }
+        connection.enqueue(.bookkeeping) { b in
+            b.respArray(4)
+            b.respBulk("SETRANGE"); b.respBulk(stream, ":dd:", device); b.respBulk(number: offset); b.respBulk(id, hash)
+        }
+        connection.enqueue(.bookkeeping) { b in
+            b.respArray(3)
+            b.respBulk("PEXPIRE"); b.respBulk(stream, ":dd:", device); b.respBulk(number: UInt64(window))
+        }
     }
 
     /// What tells a QoS 1/2 PUBLISH's resend from a new message: the same packet id
-    /// and payload, with DUP set (3.3.1.1).
+    /// and payload, with DUP set (3.3.1.1). A client's recent-ids key holds one
+    /// 10-byte record (packet id, payload hash; big-endian) per packet id modulo
+    /// `dedup_recent`: with ids counting up, its last `dedup_recent` messages.
     struct Resend {
         var packetID: UInt16
         var dup: Bool
-
-        /// Packet id (2 bytes, big-endian) and payload hash (8): one record in the
-        /// client's recent-ids key.
-        func record(_ payload: [UInt8]) -> [UInt8] {
-            let h = PayloadHash.of(payload)
-            return [UInt8(packetID >> 8), UInt8(packetID & 0xFF)] + (0..<8).map { UInt8(truncatingIfNeeded: h >> (56 - 8 * $0)) }
-        }
     }
 
     /// An event on the events stream; false if dropped (Redis away too long).

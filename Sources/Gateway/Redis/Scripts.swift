@@ -9,10 +9,11 @@ enum Script: CaseIterable {
     /// Returns `{added, removed fields...}`.
     case mailboxAdd
     /// An uplink XADD that is skipped for a resend (Sources/ARCHITECTURE.md, "Uplink
-    /// without duplicates"). KEYS: recent-ids key, stream, [identity key]. ARGV:
-    /// record (packet id and payload hash, 10 bytes, or empty), dup flag, window ms,
-    /// records kept, then XADD's arguments after the key. Returns the entry id, 0 for
-    /// a DUP resend, -1 for a repeated identity.
+    /// without duplicates"): a DUP=1 PUBLISH, or one whose route names an identity.
+    /// KEYS: recent-ids key, stream, [identity key]. ARGV: record (packet id and
+    /// payload hash, 10 bytes, or empty), its offset in the recent-ids key, dup flag,
+    /// window ms, then XADD's arguments after the key. Returns the entry id, 0 for a
+    /// DUP resend, -1 for a repeated identity.
     case dedupAdd
 
     var source: String {
@@ -41,22 +42,17 @@ enum Script: CaseIterable {
             return out
             """
         case .dedupAdd: """
-            if ARGV[1] ~= '' then
-              local old = redis.call('GET', KEYS[1]) or ''
-              local pid = string.sub(ARGV[1], 1, 2)
-              local kept = {ARGV[1]}
-              for i = 1, #old, 10 do
-                local r = string.sub(old, i, i + 9)
-                if string.sub(r, 1, 2) == pid then
-                  if ARGV[2] == '1' and r == ARGV[1] then return 0 end
-                elseif #kept < tonumber(ARGV[4]) then
-                  kept[#kept + 1] = r
-                end
-              end
-              redis.call('SET', KEYS[1], table.concat(kept), 'PX', ARGV[3])
+            local at = tonumber(ARGV[2])
+            if ARGV[3] == '1' and ARGV[1] ~= '' and redis.call('GETRANGE', KEYS[1], at, at + 9) == ARGV[1] then
+              return 0
             end
-            if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) then return -1 end
-            return redis.call('XADD', KEYS[2], unpack(ARGV, 5))
+            if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then return -1 end
+            local id = redis.call('XADD', KEYS[2], unpack(ARGV, 5))
+            if ARGV[1] ~= '' then
+              redis.call('SETRANGE', KEYS[1], at, ARGV[1])
+              redis.call('PEXPIRE', KEYS[1], ARGV[4])
+            end
+            return id
             """
         }
     }

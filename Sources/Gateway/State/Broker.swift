@@ -276,8 +276,9 @@ final class Broker: @unchecked Sendable {
     /// matching QoS (3.3.5), capped by the message's QoS. Live clients' deliveries
     /// are appended to `out[shard]`; absent persistent clients get it queued.
     /// `except`: the pile a worker's command is for, which gets it on its own path
-    /// (`Shard.sendCommand`), not as a copy.
-    func route(_ message: Message, into out: inout [[Delivery]], except: String? = nil) {
+    /// (`Shard.sendCommand`), not as a copy; where its connection is, if it has one.
+    @discardableResult
+    func route(_ message: Message, into out: inout [[Delivery]], except: String? = nil) -> Owner? {
         lock.withLock {
             let skip = except.flatMap(handle(of:))
             match(message.topic)
@@ -298,6 +299,7 @@ final class Broker: @unchecked Sendable {
                     }
                 }
             }
+            return skip.flatMap { clients[$0]?.owner }
         }
     }
 
