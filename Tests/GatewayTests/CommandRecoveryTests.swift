@@ -52,6 +52,27 @@ final class CommandRecoveryTests: CommandTestCase {
         XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
     }
 
+    /// The pile drops before its PUBACK and comes back through another node (same
+    /// Redis): that node reads the mailbox, sends the command, and its PUBACK ends the
+    /// entry that is pending on the first node's stream.
+    func testAnotherNodeDeliversAndEndsIt() throws {
+        let a = try startGateway()
+        let b = try Gateway(config: "[redis]\naddress = \"\(redis.address)\"", node: "node-b")
+        defer { XCTAssertEqual(b.stop(), 0) }
+        XCTAssertNotNil(b.waitForLog("connected to redis"))
+        let pile = try subscribed(a, "AAAAAMOV")
+        let id = try command("AAAAAMOV", "switch master")
+        XCTAssertNotNil(nextPublish(pile))
+        pile.closeAbruptly()
+        let moved = try subscribed(b, "AAAAAMOV")
+        let p = try XCTUnwrap(nextPublish(moved), "node-b sends it")
+        XCTAssertEqual(p.payload, Array("switch master".utf8))
+        moved.send(.puback(p.packetID))
+        XCTAssertTrue(try waitOutcomes(id, ["acked"]))
+        XCTAssertEqual(try outcomeEntries().first { $0.id == id }?.fields["node"], "node-b")
+        XCTAssertTrue(try redis.waitUntil { self.pending == 0 }, "XACKed on test-node's stream")
+    }
+
     /// An entry a crashed run read and never stored: the next run stores it and
     /// says `queued`, then delivers it when the pile subscribes.
     func testEntriesAnEarlierRunReadAreTakenUp() throws {

@@ -113,7 +113,7 @@ final class MetricsTests: XCTestCase {
             static_configs:
               - targets: ["127.0.0.1:\(port)"]
         """.write(toFile: "\(dir)/prometheus.yml", atomically: true, encoding: .utf8)
-        let promPort = UInt16.random(in: 20000...29999)
+        let promPort = freeLoopbackPort()   // not a guess: after the load tests the ephemeral range starts at 1024
         let prom = Process()
         prom.executableURL = URL(fileURLWithPath: "/usr/bin/prometheus")
         prom.arguments = ["--config.file=\(dir)/prometheus.yml", "--storage.tsdb.path=\(dir)/data",

@@ -107,7 +107,7 @@ final class TLSTests: XCTestCase {
         let kicked = Date()
         while try established() > 0 && Date().timeIntervalSince(kicked) < 5 { usleep(50_000) }
         XCTAssertEqual(try established(), 0, "torn down although its last send never finished")
-        XCTAssertLessThan(Date().timeIntervalSince(kicked), 2.0)
+        XCTAssertLessThan(Date().timeIntervalSince(kicked), 3.0, "the 1 s flush deadline, a tick, and a loaded machine")
         stalled.process.terminate()
     }
 
