@@ -4,14 +4,20 @@ import PileLoop
 
 public let pilegateVersion = "0.1.0"
 
-/// Starts the shards and runs until SIGINT/SIGTERM, then stops them cleanly.
+/// Starts the shards and runs until SIGINT/SIGTERM, then stops them cleanly;
+/// SIGHUP reloads the config (Ops/Reload.swift), SIGUSR1 drains.
 public final class Server {
     public let config: Config
     let logger: Logger
+    /// The file `config` came from and the `--listen` override, for a reload.
+    let configPath: String?
+    let listenOverride: String?
 
-    public init(config: Config, logger: Logger) {
+    public init(config: Config, logger: Logger, configPath: String? = nil, listenOverride: String? = nil) {
         self.config = config
         self.logger = logger
+        self.configPath = configPath
+        self.listenOverride = listenOverride
     }
 
     /// Shards = max(cores, ceil(max_connections / table size)): every ring's
@@ -44,7 +50,7 @@ public final class Server {
         // Signals go to sigwait below, not to whichever thread the kernel picks.
         var signals = sigset_t()
         sigemptyset(&signals)
-        for s in [SIGINT, SIGTERM, SIGPIPE, SIGUSR1] { sigaddset(&signals, s) }
+        for s in [SIGINT, SIGTERM, SIGPIPE, SIGUSR1, SIGHUP] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let listenFD = try makeListener(address, backlog: Int32(config.listener.backlog))
@@ -63,16 +69,17 @@ public final class Server {
         let streams = Router(routes: config.routes, defaultStream: config.redis.defaultStream).streams
         let counters = (0...shards).map { _ in Counters(streams: streams.count, rules: rates.rules.count) }
         let acl = ACL(config.acl, mqtt: config.mqtt)
+        let policy = PolicySet(config: config, authenticator: try Authenticator(config: config.auth), acl: acl,
+                               rates: rates, tls: tls)
         let broker = Broker(acl: acl, queueBudget: config.mqtt.queueMemoryBudget, keepUsage: rates.quota > 0,
                             inboxes: inboxes, counters: counters[shards])
         broker.reserve(clients: config.server.maxConnections)
         let watch = StreamWatch(streams: streams, groups: config.redis.enabled ? config.redis.consumerGroups : [],
                                 cap: config.redis.streamMaxlen)
-        let context = ShardContext(config: config, broker: broker, inboxes: inboxes, counters: counters,
-                                   listenFD: listenFD, tlsListenFD: tlsListenFD, tls: tls, redisAddress: redisAddress,
-                                   authenticator: try Authenticator(config: config.auth), acl: acl,
+        let context = ShardContext(policy: policy, broker: broker, inboxes: inboxes, counters: counters,
+                                   listenFD: listenFD, tlsListenFD: tlsListenFD, redisAddress: redisAddress,
                                    connectGuard: ConnectGuard(config.limits, connectTimeoutSeconds: config.mqtt.connectTimeout),
-                                   rates: rates, streams: watch,
+                                   streams: watch,
                                    fileTableSize: tableSize,
                                    live: LiveCount(),
                                    occupancy: (0..<shards).map { _ in LiveCount() },
@@ -98,8 +105,10 @@ public final class Server {
 
         var admin: AdminHTTP?
         var adminThread: PileLoop.Thread?
+        let reloader = Reloader(policy: policy, path: configPath, listen: listenOverride, broker: broker, inboxes: inboxes,
+                                counters: counters[shards], logger: logger)
         let control = AdminControl(broker: broker, inboxes: inboxes, listeners: [listenFD] + (tlsListenFD.map { [$0] } ?? []),
-                                   drainRate: config.admin.drainRate)
+                                   drainRate: config.admin.drainRate, reloader: reloader)
         if config.admin.enabled {
             let a = try AdminHTTP(address: SocketAddress(config.admin.bind)!,
                                   metrics: Metrics(counters: counters, broker: broker, rules: rates.rules.map(\.name),
@@ -126,6 +135,8 @@ public final class Server {
             if sig == SIGUSR1 {
                 logger.notice("SIGUSR1: draining")
                 control.drain()
+            } else if sig == SIGHUP {
+                _ = reloader.reload(by: "SIGHUP")
             } else if sig != SIGPIPE {
                 break
             }

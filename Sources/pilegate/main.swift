@@ -42,7 +42,7 @@ struct Serve: ParsableCommand {
         }
         let logger = Logger(label: "pilegate")
         do {
-            try Server(config: cfg, logger: logger).run()
+            try Server(config: cfg, logger: logger, configPath: config, listenOverride: listen).run()
         } catch {
             logger.critical("\(error)")
             throw ExitCode(1)

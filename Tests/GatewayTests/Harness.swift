@@ -10,6 +10,8 @@ final class Gateway {
     let port: UInt16
     private let log = LogCapture()
     let configPath: String
+    /// The config every test gateway starts from (ends with `[admin]`).
+    private let base: String
 
     static var binary: URL {
         // The test binary sits next to the package's executables in .build/<triple>/<config>/.
@@ -21,7 +23,7 @@ final class Gateway {
     /// keys before its first table header are admin keys.
     init(config: String = "", listen: String = "127.0.0.1:0", node: String = "test-node") throws {
         configPath = NSTemporaryDirectory() + "pilegate-test-\(UUID().uuidString).toml"
-        let base = """
+        base = """
         [server]
         node = "\(node)"
         shards = 4
@@ -64,6 +66,25 @@ final class Gateway {
     }
 
     deinit { if process.isRunning { stop() } }
+
+    /// Write a new config (`config` after the same base) to the file the gateway
+    /// reads, for a reload.
+    func rewriteConfig(_ config: String) throws {
+        try (base + config).write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    /// SIGHUP, then wait for the reload's log line (applied or refused).
+    @discardableResult
+    func sighup(expect needle: String = "reloaded ") -> String? {
+        let before = logText.components(separatedBy: needle).count
+        kill(process.processIdentifier, SIGHUP)
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            if logText.components(separatedBy: needle).count > before { return needle }
+            usleep(20_000)
+        }
+        return nil
+    }
 
     var logText: String { log.text }
 

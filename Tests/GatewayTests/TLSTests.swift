@@ -32,23 +32,53 @@ final class TLSTests: XCTestCase {
 
     /// `admin`: keys for the harness's `[admin]` table, which the config continues.
     func start(mutual: Bool = false, admin: String = "", extra: String = "") throws -> (Gateway, UInt16) {
-        let g = try Gateway(config: """
+        let g = try Gateway(config: config(mutual: mutual, admin: admin, extra: extra))
+        gw = g
+        guard let port = g.tlsPort else { throw Failure("no TLS listener line in the log") }
+        return (g, port)
+    }
+
+    func config(mutual: Bool = false, admin: String = "", extra: String = "", certificate: String = "server.crt") -> String {
+        """
         \(admin)
         [redis]
         enabled = false
         [tls]
         enabled = true
         bind = "127.0.0.1:0"
-        certificate = "\(dir!)/server.crt"
+        certificate = "\(dir!)/\(certificate)"
         private_key = "\(dir!)/server.key"
         ca = "\(dir!)/ca.crt"
         require_client_certificate = \(mutual)
         handshake_timeout = 1
         \(extra)
-        """)
-        gw = g
-        guard let port = g.tlsPort else { throw Failure("no TLS listener line in the log") }
-        return (g, port)
+        """
+    }
+
+    /// The SHA-256 fingerprint of the certificate the TLS listener presents.
+    func presented(_ port: UInt16) throws -> String {
+        try shell("sh", ["-c", "echo | openssl s_client -connect 127.0.0.1:\(port) -CAfile \(dir!)/ca.crt 2>/dev/null"
+                               + " | openssl x509 -noout -fingerprint -sha256"]).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A renewed certificate (new key, same name) is presented by new handshakes after
+    /// SIGHUP; a reload naming a certificate file that is not there is refused and
+    /// the renewed one stays.
+    func testARenewedCertificateIsPresentedAfterAReload() throws {
+        let (g, port) = try start()
+        let before = try presented(port)
+        XCTAssertTrue(before.contains("Fingerprint"), before)
+        try shell("sh", ["-c", "cd \(dir!) && openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=localhost' 2>/dev/null"
+                               + " && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null"])
+        XCTAssertEqual(try presented(port), before, "the running context until the reload")
+        XCTAssertNotNil(g.sighup(), g.logText)
+        let after = try presented(port)
+        XCTAssertNotEqual(after, before)
+        try shell("mosquitto_pub", tlsArgs(port) + ["-t", "t", "-m", "over the renewed certificate"])
+
+        try g.rewriteConfig(config(certificate: "missing.crt"))
+        XCTAssertNotNil(g.sighup(expect: "refused, the running config stays"), g.logText)
+        XCTAssertEqual(try presented(port), after)
     }
 
     func tlsArgs(_ port: UInt16, cert: String? = nil) -> [String] {

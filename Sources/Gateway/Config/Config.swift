@@ -6,7 +6,7 @@ import PileLoop
 /// (ops/pilegate.example.toml documents every key) overrides them; unknown keys
 /// are an error so a typo never silently keeps a default.
 public struct Config: Sendable {
-    public struct Listener: Sendable {
+    public struct Listener: Sendable, Equatable {
         public var bind = "0.0.0.0:1883"
         public var backlog = 65535
         /// Every connection starts with a PROXY protocol v2 header (HAProxy
@@ -14,7 +14,7 @@ public struct Config: Sendable {
         public var proxyProtocol = false
     }
 
-    public struct Server: Sendable {
+    public struct Server: Sendable, Equatable {
         /// Node name: in logs, in the presence hash and stream entries, and in the
         /// name of this node's downlink stream.
         public var node = Config.hostname()
@@ -65,7 +65,7 @@ public struct Config: Sendable {
 
     static let defaultCommandTopic = "/xjdy/ops/v1/TCU/%c/cmd"
 
-    public struct Log: Sendable {
+    public struct Log: Sendable, Equatable {
         public var level = "info"
     }
 
@@ -139,7 +139,7 @@ public struct Config: Sendable {
     }
 
     /// The operator's HTTP endpoint: /metrics, /healthz, /readyz.
-    public struct Admin: Sendable {
+    public struct Admin: Sendable, Equatable {
         public var enabled = true
         /// Loopback by default: put it on a management network deliberately.
         public var bind = "127.0.0.1:9883"
@@ -190,7 +190,7 @@ public struct Config: Sendable {
     /// Storm and abuse protection at CONNECT time (0 turns a limit off). Per-IP
     /// limits are off by default: piles on a mobile network often share a few
     /// carrier NAT addresses.
-    public struct Limits: Sendable {
+    public struct Limits: Sendable, Equatable {
         public enum OverRate: String, Sendable, CaseIterable { case refuse, wait }
         /// CONNECTs per second over the whole node, and how many may come at once.
         public var connectRate = 0.0
@@ -236,7 +236,7 @@ public struct Config: Sendable {
     }
 
     /// The Redis Streams bridge (Sources/ARCHITECTURE.md, "The Redis contract").
-    public struct Redis: Sendable {
+    public struct Redis: Sendable, Equatable {
         public var enabled = true
         /// HOST:PORT of the platform's Redis. Empty: pilegate starts a local
         /// redis-server on a free loopback port (`embedded_server`) and uses that.
@@ -313,7 +313,7 @@ public struct Config: Sendable {
     /// An uplink routing rule: PUBLISHes whose topic matches `filter` (and, when
     /// given, whose payload is a JSON object with top-level `json_key` equal to
     /// `json_value`) go to `stream`. First match wins; no match: `default_stream`.
-    public struct Route: Sendable {
+    public struct Route: Sendable, Equatable {
         public var filter: String
         public var jsonKey: String?
         public var jsonValue: String?

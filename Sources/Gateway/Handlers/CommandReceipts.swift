@@ -12,7 +12,7 @@ extension Shard {
     func deliverCommand(_ slot: UInt32, _ m: Message, _ c: CommandRef) {
         guard slab[Int(slot)].state == .connected, let s = slab[Int(slot)].session,
               let granted = subscribedQoS(s, m.topic), !s.has(c.tag) else { return }
-        guard ctx.acl.mayReceive(s, topic: m.topic) else {
+        guard policy.acl.mayReceive(s, topic: m.topic) else {
             counters.add(.deliveriesDenied)
             return finishCommand(c.tag, device: s.clientID, .notSubscribed, why: "deny_subscribe covers the topic")
         }
@@ -29,7 +29,7 @@ extension Shard {
         }
         // Behind the window, or behind what the mailbox fetch will return. Past the
         // queue's bounds it stays in the mailbox (and the review brings it later).
-        let limits = ctx.acl.queueLimits(s.role)
+        let limits = policy.acl.queueLimits(s.role)
         if let why = s.enqueue(q, limits, budget: config.mqtt.queueMemoryBudget) { queueDropped(slot, s, why, limits) }
     }
 
@@ -99,7 +99,7 @@ extension Shard {
                 continue
             }
             guard !s.has(c.tag), !s.wasAckedDuringFetch(c.tag), let granted = subscribedQoS(s, c.topic),
-                  ctx.acl.mayReceive(s, topic: c.topic) else { continue }
+                  policy.acl.mayReceive(s, topic: c.topic) else { continue }
             if min(granted, c.qos) == .atMostOnce {
                 deliver(slot, c.message, qos: .atMostOnce, retain: false)
                 finishCommand(c.tag, device: s.clientID, .sent)

@@ -34,12 +34,12 @@ extension Shard {
 
     func deliver(_ slot: UInt32, _ m: Message, qos: QoS, retain: Bool) {
         guard slab[Int(slot)].state == .connected, let s = slab[Int(slot)].session else { return }
-        guard ctx.acl.mayReceive(s, topic: m.topic) else {
+        guard policy.acl.mayReceive(s, topic: m.topic) else {
             return counters.add(.deliveriesDenied)   // a wider filter overlapping a deny_subscribe
         }
         if qos == .atMostOnce {
             // A subscriber that does not read must not grow our memory without bound.
-            let limits = ctx.acl.queueLimits(s.role)
+            let limits = policy.acl.queueLimits(s.role)
             if slab[Int(slot)].outbound.count + slab[Int(slot)].inFlight.count > limits.sendBuffer {
                 return queueDropped(slot, s, .sendBuffer, limits)
             }
@@ -48,7 +48,7 @@ extension Shard {
         if s.inflight.count < config.mqtt.maxInflight {
             fly(slot, s, Queued(message: m, qos: qos, retain: retain))
         } else {
-            let limits = ctx.acl.queueLimits(s.role)
+            let limits = policy.acl.queueLimits(s.role)
             if let why = s.enqueue(Queued(message: m, qos: qos, retain: retain), limits, budget: config.mqtt.queueMemoryBudget) {
                 queueDropped(slot, s, why, limits)
             }

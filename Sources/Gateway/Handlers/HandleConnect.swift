@@ -127,7 +127,7 @@ extension Shard {
             counters.add(.redisErrors)
             logger.warning("redis error on credential lookup: \(r.text)")
         } else {
-            ctx.authenticator.learn(user, entry: r.isNil ? nil : r.text, nowMs: monotonicMillis())
+            policy.authenticator.learn(user, entry: r.isNil ? nil : r.text, nowMs: monotonicMillis())
         }
         guard isCurrent(slot, generation), let c = waits.credentials.removeValue(forKey: slot) else { return }
         slab[Int(slot)].throttled = false

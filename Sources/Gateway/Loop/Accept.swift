@@ -86,7 +86,7 @@ extension Shard {
         if c.res >= 0 {
             let slot = allocate(file: Int32(file))
             slab[Int(slot)].peer = peer
-            if l == 1, let tls = ctx.tls { slab[Int(slot)].tls = TLSSession(tls) }
+            if l == 1, let tls = policy.tls { slab[Int(slot)].tls = TLSSession(tls) }
             slab[Int(slot)].awaitingProxy = acceptor.proxied[l]
             counters.add(.connectionsAccepted)
             if stopping || ctx.live.add() > config.server.maxConnections {

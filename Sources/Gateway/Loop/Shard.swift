@@ -14,7 +14,9 @@ import PileLoop
 final class Shard {
     let index: Int
     let ctx: ShardContext
-    let config: Config
+    /// The config and policy in force here; a reload replaces both between turns.
+    var policy: PolicySet
+    var config: Config
     let broker: Broker
     let counters: Counters
     var logger: Logger
@@ -68,7 +70,8 @@ final class Shard {
     init(index: Int, context: ShardContext, logger: Logger) throws {
         self.index = index
         ctx = context
-        config = context.config
+        policy = context.policy
+        config = context.policy.config
         broker = context.broker
         counters = context.counters[index]
         self.logger = logger
@@ -91,9 +94,9 @@ final class Shard {
         // Never regrown (a copy of every connection) and untouched pages cost no RSS.
         slab.reserveCapacity(context.fileTableSize)
         acceptor = Acceptor(listeners: [context.listenFD] + (context.tlsListenFD.map { [$0] } ?? []),
-                            proxied: [context.config.listener.proxyProtocol, context.config.tls.proxyProtocol],
+                            proxied: [config.listener.proxyProtocol, config.tls.proxyProtocol],
                             tableSize: context.fileTableSize)
-        today = context.rates.day(wallSeconds: Int64(wallMillis() / 1000))
+        today = policy.rates.day(wallSeconds: Int64(wallMillis() / 1000))
     }
 
     // MARK: The loop
@@ -201,7 +204,7 @@ final class Shard {
         if !stopping && index >= ctx.primaryShards { reviewAccepting() }
         if drain.perTick > 0 { drainSome() }
         let ms = monotonicMillis()
-        let day = ctx.rates.day(wallSeconds: Int64(wallMillis() / 1000))
+        let day = policy.rates.day(wallSeconds: Int64(wallMillis() / 1000))
         flushTraffic(all: day != today)   // at a day change all, before any device rolls its usage over
         if index == 0 && day != today { broker.forgetUsage(before: day) }
         today = day
@@ -254,6 +257,13 @@ final class Shard {
             reply.post(top(n))
         case .drain(let perTick):
             drain.perTick = max(1, perTick)
+        case .reload(let p, let done):
+            // Between two turns: connected clients keep their connections; their next
+            // PUBLISH or SUBSCRIBE is judged by the new rules (their role index names
+            // the same role: ACL(keeping:)).
+            policy = p
+            config = p.config
+            done.post(index)
         case .shutdown:
             stopping = true
             stopDeadline = monotonicMillis() + 5000

@@ -2,20 +2,18 @@ import Atomics
 import PileLoop
 
 struct ShardContext: Sendable {
-    let config: Config
+    /// The config and policy at start; each shard keeps its own current one
+    /// (`Shard.policy`), replaced by a reload.
+    let policy: PolicySet
     let broker: Broker
     let inboxes: [Inbox<ShardMessage>]
     let counters: [Counters]
     let listenFD: Int32
-    /// The TLS listener and its context (nil: no TLS listener).
+    /// The TLS listener (nil: none); its context is in the policy.
     let tlsListenFD: Int32?
-    let tls: TLSContext?
     /// Redis for the bridge (nil: bridge off).
     let redisAddress: SocketAddress?
-    let authenticator: Authenticator
-    let acl: ACL
     let connectGuard: ConnectGuard
-    let rates: RateRules
     /// The uplink streams as the stream review last saw them (worker lag).
     let streams: StreamWatch
     let fileTableSize: Int

@@ -12,6 +12,8 @@ enum ShardMessage: Sendable {
     case top(Int, reply: Inbox<[ClientInfo]>)
     /// Close connected piles, `perTick` each 100 ms tick, so they reconnect elsewhere.
     case drain(perTick: Int)
+    /// A reload (Server.reload): use this config and policy from now on; say so.
+    case reload(PolicySet, done: Inbox<Int>)
     case shutdown
 }
 

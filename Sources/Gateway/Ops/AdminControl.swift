@@ -58,7 +58,11 @@ final class AdminControl: @unchecked Sendable {
     let drainRate: Int
     private let draining = ManagedAtomic<Bool>(false)
 
-    init(broker: Broker, inboxes: [Inbox<ShardMessage>], listeners: [Int32], drainRate: Int) {
+    /// `POST /admin/reload`.
+    let reloader: Reloader
+
+    init(broker: Broker, inboxes: [Inbox<ShardMessage>], listeners: [Int32], drainRate: Int, reloader: Reloader) {
+        self.reloader = reloader
         self.broker = broker; self.inboxes = inboxes; self.listeners = listeners; self.drainRate = drainRate
     }
 

@@ -10,6 +10,7 @@ import PileLoop
 ///   GET  /admin/top?n=N           the N clients with the most bytes today (JSON)
 ///   POST /admin/clients/ID/kick   close that client's connection
 ///   POST /drain                   stop accepting, close piles in paced batches
+///   POST /admin/reload            re-read the config file (as SIGHUP): 200, or 400 and why not
 ///
 /// Low volume (a scrape every few seconds, a health check per balancer), so it is a
 /// plain blocking loop on its own thread: one request per connection, answered and
@@ -117,6 +118,12 @@ final class AdminHTTP: @unchecked Sendable {
         case ("GET", 2, "top"):
             let n = query.split(separator: "&").first { $0.hasPrefix("n=") }.flatMap { Int($0.dropFirst(2)) } ?? 10
             json(c, ["clients": control.top(min(max(n, 1), 1000)).map(\.json)])
+        case ("POST", 2, "reload"):
+            if let why = control.reloader.reload(by: "admin API") {
+                respond(c, 400, "text/plain", Array("reload refused: \(why)\n".utf8))
+            } else {
+                respond(c, 200, "text/plain", Array("reloaded\n".utf8))
+            }
         case ("POST", 1, "drain"), ("POST", 2, "drain"):
             logger.notice("admin: drain requested over HTTP")
             control.drain()

@@ -63,6 +63,8 @@ public enum Counter: Int, CaseIterable, Sendable {
     case tlsFailures             // TLS connections closed for a TLS error (bad handshake, bad certificate)
     case tlsHandshakeTimeouts    // TLS handshake not finished within tls.handshake_timeout
     case proxyHeaderErrors       // connection closed: malformed or missing PROXY protocol header
+    case reloads                 // config reloads applied (SIGHUP, POST /admin/reload)
+    case reloadsRefused          // config reloads refused (bad file): the running config stays
     case silentReports           // a connected pile reported silent (devices.silent_seconds)
     case silentDevices           // a gauge: connected piles silent at the last review (set by the review)
 }

@@ -249,6 +249,8 @@ extension Counter {
         case .downlinkAcked, .downlinkSent, .downlinkQueued, .downlinkOffline, .downlinkNotSubscribed, .downlinkExpired, .downlinkRejected:
             let o = CommandOutcome.allCases.first { $0.counter == self }!
             return c("downlink_total", "Downlink command outcomes (queued is interim, the others final)", [("outcome", o.rawValue)])
+        case .reloads: return c("reloads_total", "Config reloads", [("result", "applied")])
+        case .reloadsRefused: return c("reloads_total", "Config reloads", [("result", "refused")])
         case .mailboxBadEntries: return c("mailbox_bad_entries_total", "Mailbox entries that do not parse (removed, outcome rejected)")
         case .authFailures: return c("auth_failures_total", "CONNECTs refused for credentials or certificate")
         case .clientIDRefused: return c("client_id_refusals_total", "CONNACK 5: client id is not the user name (bind_client_id)")

@@ -31,12 +31,18 @@ struct ACL: Sendable {
     private let anonymousRole: UInt16
     private let users: [String: UInt16]
 
-    /// `mqtt`: the queue bounds of roles that set none of their own.
-    init(_ c: Config.ACL, mqtt: Config.MQTT = Config.MQTT()) {
+    /// `mqtt`: the queue bounds of roles that set none of their own. `keeping`: the
+    /// ACL this one replaces (a reload). Its roles keep their indices, so the role a
+    /// connected client holds (an index in its Session) names the same role after
+    /// the reload, with the new rules; a role the new config drops stays as a role
+    /// with no grants (its clients may do nothing until they reconnect), new roles
+    /// come after.
+    init(_ c: Config.ACL, mqtt: Config.MQTT = Config.MQTT(), keeping previous: ACL? = nil) {
         enabled = c.enabled
-        let names = c.roles.keys.sorted()
+        let kept = previous?.roles.map(\.name) ?? []
+        let names = kept + c.roles.keys.filter { !kept.contains($0) }.sorted()
         roles = names.map { n in
-            let r = c.roles[n]!
+            let r = c.roles[n] ?? Config.Role(publish: [], subscribe: [])
             let all = (r.publish + r.subscribe + r.denyPublish + r.denySubscribe).map(ACL.compile)
             return Role(name: n, publish: r.publish.map(ACL.compile), subscribe: r.subscribe.map(ACL.compile),
                         denyPublish: r.denyPublish.map(ACL.compile), denySubscribe: r.denySubscribe.map(ACL.compile),
@@ -71,6 +77,9 @@ struct ACL: Sendable {
     }
 
     func roleName(_ r: UInt16) -> String { roles[Int(r)].name }
+
+    /// Roles the config no longer names (kept, with no grants, for connected clients).
+    func removedRoles(_ c: Config.ACL) -> [String] { roles.map(\.name).filter { c.roles[$0] == nil } }
 
     /// An authenticated client of this role must use its user name as client id.
     func bindsClientID(_ r: UInt16) -> Bool { enabled && roles[Int(r)].bindsClientID }

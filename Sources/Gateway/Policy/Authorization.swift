@@ -26,19 +26,19 @@ extension Shard {
                                              why: "certificate CN \(tls.peerCN ?? "(none)") is not the client id",
                                              denial: .certificate))
             }
-            return .allow(role: ctx.acl.role(username: c.username ?? cn, authenticated: true))
+            return .allow(role: policy.acl.role(username: c.username ?? cn, authenticated: true))
         }
         let peer = slab[Int(slot)].peer
-        switch ctx.authenticator.check(username: c.username, password: c.password, peer: peer, nowMs: monotonicMillis(),
+        switch policy.authenticator.check(username: c.username, password: c.password, peer: peer, nowMs: monotonicMillis(),
                                        redisUp: redis?.connection.state == .up) {
         case .accepted:
-            let authenticated = c.username != nil && ctx.authenticator.checksUsers
-            let role = ctx.acl.role(username: c.username, authenticated: authenticated)
+            let authenticated = c.username != nil && policy.authenticator.checksUsers
+            let role = policy.acl.role(username: c.username, authenticated: authenticated)
             // A role whose topics are the client's own (%c) is only as strong as the
             // client id: an authenticated pile must use its own.
-            if authenticated, let user = c.username, user != c.clientID, ctx.acl.bindsClientID(role) {
+            if authenticated, let user = c.username, user != c.clientID, policy.acl.bindsClientID(role) {
                 return .refuse(RefusalError(code: .notAuthorized,
-                                             why: "client id \(c.clientID) is not the user name \(user) (role \(ctx.acl.roleName(role)) binds them: bind_client_id)",
+                                             why: "client id \(c.clientID) is not the user name \(user) (role \(policy.acl.roleName(role)) binds them: bind_client_id)",
                                              denial: .clientID))
             }
             return .allow(role: role)
@@ -58,8 +58,8 @@ extension Shard {
     func authorizePublish(_ session: Session, _ p: Publish) -> String? {
         // `$` topics belong to the server (4.7.2): clients may read $SYS, never write it.
         if p.topic.utf8.first == UInt8(ascii: "$") { return "topics starting with $ are reserved" }
-        if !ctx.acl.mayPublish(session.role, topic: p.topic, clientID: session.clientID, username: session.username) {
-            return "ACL: role \(ctx.acl.roleName(session.role)) may not publish here"
+        if !policy.acl.mayPublish(session.role, topic: p.topic, clientID: session.clientID, username: session.username) {
+            return "ACL: role \(policy.acl.roleName(session.role)) may not publish here"
         }
         return nil
     }
@@ -69,11 +69,11 @@ extension Shard {
             && session.subscriptions.count >= config.mqtt.maxSubscriptionsPerClient {
             return "more than \(config.mqtt.maxSubscriptionsPerClient) subscriptions"
         }
-        if !ctx.acl.maySubscribe(session.role, filter: t.filter, clientID: session.clientID, username: session.username) {
-            return "ACL: role \(ctx.acl.roleName(session.role)) may not subscribe here"
+        if !policy.acl.maySubscribe(session.role, filter: t.filter, clientID: session.clientID, username: session.username) {
+            return "ACL: role \(policy.acl.roleName(session.role)) may not subscribe here"
         }
-        if ctx.acl.deniesSubscribe(session.role, filter: t.filter, clientID: session.clientID, username: session.username) {
-            return "ACL: role \(ctx.acl.roleName(session.role)) denies this filter (deny_subscribe)"
+        if policy.acl.deniesSubscribe(session.role, filter: t.filter, clientID: session.clientID, username: session.username) {
+            return "ACL: role \(policy.acl.roleName(session.role)) denies this filter (deny_subscribe)"
         }
         return nil
     }

@@ -24,9 +24,9 @@ extension Shard {
             holdReading(slot)   // released by redisReplied, not by a timer
             return .hold
         }
-        guard ctx.rates.active, let session = slab[Int(slot)].session else { return .pass }
+        guard policy.rates.active, let session = slab[Int(slot)].session else { return .pass }
         session.usage.roll(to: today)
-        switch ctx.rates.admit(topic: p.topic, size: size, usage: session.usage, state: &session.rate,
+        switch policy.rates.admit(topic: p.topic, size: size, usage: session.usage, state: &session.rate,
                                now: monotonicNanos()) {
         case .pass:
             return .pass
@@ -35,7 +35,7 @@ extension Shard {
             counters.rateAction(rule: rule)
             if rule < 0 { reportQuota(slot, session) } else { reportRate(slot, session, rule, "throttle") }
             let wait = rule < 0
-                ? UInt64(ctx.rates.secondsToNextDay(wallSeconds: Int64(wallMillis() / 1000))) * 1_000_000_000
+                ? UInt64(policy.rates.secondsToNextDay(wallSeconds: Int64(wallMillis() / 1000))) * 1_000_000_000
                 : nanos
             hold(slot, nanos: wait)
             return .hold
@@ -53,7 +53,7 @@ extension Shard {
                 return .closed
             case .ban:
                 counters.add(.rateBans)
-                ctx.connectGuard.ban(clientID: session.clientID, seconds: ctx.rates.banSeconds(rule), now: monotonicNanos())
+                ctx.connectGuard.ban(clientID: session.clientID, seconds: policy.rates.banSeconds(rule), now: monotonicNanos())
                 close(slot, .banned)
                 return .closed
             }
@@ -65,8 +65,8 @@ extension Shard {
     private func reportRate(_ slot: UInt32, _ session: Session, _ rule: Int, _ action: String) {
         guard !session.rateReported else { return }
         session.rateReported = true
-        denied(slot, .rate, "over rate rule \"\(ctx.rates.ruleName(rule))\": \(action)",
-               extra: [("rule", ctx.rates.ruleName(rule)), ("action", action)])
+        denied(slot, .rate, "over rate rule \"\(policy.rates.ruleName(rule))\": \(action)",
+               extra: [("rule", policy.rates.ruleName(rule)), ("action", action)])
     }
 
     /// Once per device and day.
@@ -74,12 +74,12 @@ extension Shard {
         guard !session.usage.breachReported else { return }
         session.usage.breachReported = true
         counters.add(.quotaBreaches)
-        denied(slot, .quota, "over the daily quota of \(ctx.rates.quota) bytes (\(session.usage.total) used): \(ctx.rates.quotaAction.rawValue)",
-               extra: [("bytes", String(session.usage.total)), ("action", ctx.rates.quotaAction.rawValue)])
+        denied(slot, .quota, "over the daily quota of \(policy.rates.quota) bytes (\(session.usage.total) used): \(policy.rates.quotaAction.rawValue)",
+               extra: [("bytes", String(session.usage.total)), ("action", policy.rates.quotaAction.rawValue)])
     }
 
     /// Estimated bytes below MQTT per packet on this connection.
     func overhead(_ slot: UInt32) -> UInt64 {
-        ctx.rates.packetOverhead + (slab[Int(slot)].tls == nil ? 0 : ctx.rates.tlsOverhead)
+        policy.rates.packetOverhead + (slab[Int(slot)].tls == nil ? 0 : policy.rates.tlsOverhead)
     }
 }

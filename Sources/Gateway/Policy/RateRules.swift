@@ -132,7 +132,8 @@ extension RateRules {
         let i = rules.count == 1 ? 0 : ruleIndex(for: topic)
         // Fields read in place: copying the Rule would retain its strings per PUBLISH.
         guard rules[i].isLimited else { return .pass }
-        if state.tats.isEmpty { state.tats = Array(repeating: 0, count: 2 * rules.count) }
+        // Sized on first use, and again after a reload changed the number of rules.
+        if state.tats.count != 2 * rules.count { state.tats = Array(repeating: 0, count: 2 * rules.count) }
         var m = state.tats[2 * i], b = state.tats[2 * i + 1]
         var wait: UInt64 = 0
         if let g = rules[i].messages, let w = g.take(&m, now: now) { wait = w }

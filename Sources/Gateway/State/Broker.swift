@@ -111,7 +111,7 @@ final class Broker: @unchecked Sendable {
     private var usage: [String: DailyUsage] = [:]
     private let keepUsage: Bool
     /// Queue bounds and deny rules for the sessions parked here (by their role).
-    private let acl: ACL
+    private var acl: ACL
     private let queueBudget: Int
     let inboxes: [Inbox<ShardMessage>]
     let counters: Counters
@@ -361,6 +361,9 @@ final class Broker: @unchecked Sendable {
     func owner(of clientID: String) -> Owner? {
         lock.withLock { handle(of: clientID).flatMap { clients[$0]?.owner } }
     }
+
+    /// A reload's ACL, for the sessions parked here.
+    func reload(acl: ACL) { lock.withLock { self.acl = acl } }
 
     // MARK: Figures
 
