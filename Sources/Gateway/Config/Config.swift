@@ -274,6 +274,8 @@ public struct Config: Sendable {
         /// `ENTRYID@STREAM`): kept in Redis so a restarted node, or another node the
         /// pile reconnects to, delivers them.
         public var mailboxPrefix = "pilegate:mail:"
+        /// Operator bans (`POST /admin/bans/ID`): client id -> `UNTIL_MS|REASON`.
+        public var bansKey = "pilegate:bans"
         /// Uplink resends are stored once within this window (0: off): a QoS 1/2
         /// PUBLISH with DUP=1 matching a recent packet id and payload of the same
         /// client, and, per `[[route]] dedup_json_key`, the same device and key value.

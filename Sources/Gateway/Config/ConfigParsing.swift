@@ -74,6 +74,7 @@ extension Config {
             try t.string("downlink_prefix", &redis.downlinkPrefix)
             try t.string("outcome_stream", &redis.outcomeStream)
             try t.string("mailbox_prefix", &redis.mailboxPrefix)
+            try t.string("bans_key", &redis.bansKey)
             try t.int("dedup_window_ms", &redis.dedupWindowMs, 0...30 * 86_400_000)
             try t.int("dedup_recent", &redis.dedupRecent, 1...1000)
             try t.string("group", &redis.group)

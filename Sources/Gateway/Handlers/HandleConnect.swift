@@ -37,6 +37,9 @@ extension Shard {
             }
             c.clientID = generatedClientID(slot)
         }
+        if let why = ctx.operatorBans.refusal(c.clientID, nowMs: wallMillis()) {
+            return refuseConnect(slot, .notAuthorized, why: why, clientID: c.clientID, denial: .banned)
+        }
         switch ctx.connectGuard.admit(clientID: c.clientID, peer: slab[Int(slot)].peer, now: monotonicNanos()) {
         case .go:
             authorizeAndAttach(slot, c)

@@ -66,6 +66,8 @@ final class Shard {
     private var stopDeadline: UInt64 = 0
     static let tickMillis: UInt64 = 100
     static let recvGroup: UInt16 = 1
+    /// Shard 0: when the operator bans are next read from Redis (Ops/BanSync.swift).
+    var nextBansRefresh: UInt64 = 0
 
     init(index: Int, context: ShardContext, logger: Logger) throws {
         self.index = index
@@ -219,6 +221,7 @@ final class Shard {
         redis?.connection.tick(nowMs: ms)
         downlink?.connection.tick(nowMs: ms)
         downlink?.reviewIfDue(nowMs: ms)
+        if index == 0 { refreshBansIfDue(nowMs: ms) }
         if let r = redis?.connection { counters.set(.redisInflight, UInt64(r.unanswered)) }
         if review != nil { reviewStreams(nowMs: ms) }
         if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
@@ -257,6 +260,8 @@ final class Shard {
             reply.post(top(n))
         case .drain(let perTick):
             drain.perTick = max(1, perTick)
+        case .operatorBan(let clientID, let ban):
+            storeBan(clientID, ban)
         case .reload(let p, let done):
             // Between two turns: connected clients keep their connections; their next
             // PUBLISH or SUBSCRIBE is judged by the new rules (their role index names

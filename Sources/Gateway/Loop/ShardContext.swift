@@ -14,6 +14,7 @@ struct ShardContext: Sendable {
     /// Redis for the bridge (nil: bridge off).
     let redisAddress: SocketAddress?
     let connectGuard: ConnectGuard
+    let operatorBans: OperatorBans
     /// The uplink streams as the stream review last saw them (worker lag).
     let streams: StreamWatch
     let fileTableSize: Int

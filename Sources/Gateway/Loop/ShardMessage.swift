@@ -12,6 +12,8 @@ enum ShardMessage: Sendable {
     case top(Int, reply: Inbox<[ClientInfo]>)
     /// Close connected piles, `perTick` each 100 ms tick, so they reconnect elsewhere.
     case drain(perTick: Int)
+    /// Shard 0: write an operator's ban (nil: unban) to Redis, with its event.
+    case operatorBan(clientID: String, OperatorBans.Ban?)
     /// A reload (Server.reload): use this config and policy from now on; say so.
     case reload(PolicySet, done: Inbox<Int>)
     case shutdown

@@ -61,8 +61,12 @@ final class AdminControl: @unchecked Sendable {
     /// `POST /admin/reload`.
     let reloader: Reloader
 
-    init(broker: Broker, inboxes: [Inbox<ShardMessage>], listeners: [Int32], drainRate: Int, reloader: Reloader) {
+    let bans: OperatorBans
+
+    init(broker: Broker, inboxes: [Inbox<ShardMessage>], listeners: [Int32], drainRate: Int, reloader: Reloader,
+         bans: OperatorBans) {
         self.reloader = reloader
+        self.bans = bans
         self.broker = broker; self.inboxes = inboxes; self.listeners = listeners; self.drainRate = drainRate
     }
 
@@ -89,10 +93,19 @@ final class AdminControl: @unchecked Sendable {
         return Array(all.sorted { $0.usage.total > $1.usage.total }.prefix(n))
     }
 
-    func kick(_ clientID: String) -> Bool {
+    func kick(_ clientID: String, reason: CloseReason = .kicked) -> Bool {
         guard let o = broker.owner(of: clientID) else { return false }
-        inboxes[o.shard].post(.kick(slot: o.slot, generation: o.generation, reason: .kicked))
+        inboxes[o.shard].post(.kick(slot: o.slot, generation: o.generation, reason: reason))
         return true
+    }
+
+    /// Ban (or with nil, unban) a client id on every node: here at once (a connected
+    /// client is closed), in Redis through shard 0 (with an event), and so on every
+    /// node at its next refresh.
+    func ban(_ clientID: String, _ ban: OperatorBans.Ban?) {
+        bans.set(clientID, ban, nowMs: wallMillis())
+        if ban != nil { _ = kick(clientID, reason: .banned) }
+        inboxes[0].post(.operatorBan(clientID: clientID, ban))
     }
 
     /// Stop accepting (the listeners leave LISTEN, so new piles go to other nodes),

@@ -11,6 +11,8 @@ import PileLoop
 ///   POST /admin/clients/ID/kick   close that client's connection
 ///   POST /drain                   stop accepting, close piles in paced batches
 ///   POST /admin/reload            re-read the config file (as SIGHUP): 200, or 400 and why not
+///   POST /admin/bans/ID?seconds=N&reason=R   ban a client id on every node (kept in Redis)
+///   DELETE /admin/bans/ID         lift it;  GET /admin/bans   the bans in force
 ///
 /// Low volume (a scrape every few seconds, a health check per balancer), so it is a
 /// plain blocking loop on its own thread: one request per connection, answered and
@@ -118,6 +120,26 @@ final class AdminHTTP: @unchecked Sendable {
         case ("GET", 2, "top"):
             let n = query.split(separator: "&").first { $0.hasPrefix("n=") }.flatMap { Int($0.dropFirst(2)) } ?? 10
             json(c, ["clients": control.top(min(max(n, 1), 1000)).map(\.json)])
+        case ("POST", 3, "bans"):
+            let args = Dictionary(query.split(separator: "&").compactMap { kv -> (String, String)? in
+                let p = kv.split(separator: "=", maxSplits: 1)
+                return p.count == 2 ? (String(p[0]), String(p[1]).removingPercentEncoding ?? String(p[1])) : nil
+            }, uniquingKeysWith: { a, _ in a })
+            guard let seconds = args["seconds"].flatMap(UInt64.init), (1...10 * 365 * 86400).contains(seconds) else {
+                return respond(c, 400, "text/plain", Array("seconds=1...315360000 required\n".utf8))
+            }
+            let ban = OperatorBans.Ban(untilMs: wallMillis() + seconds * 1000, reason: args["reason"] ?? "")
+            control.ban(segments[2], ban)
+            logger.notice("admin: banned \(segments[2]) for \(seconds) s: \(ban.reason)")
+            json(c, ["banned": segments[2], "until_ms": ban.untilMs, "reason": ban.reason])
+        case ("DELETE", 3, "bans"):
+            control.ban(segments[2], nil)
+            logger.notice("admin: lifted the ban on \(segments[2])")
+            json(c, ["unbanned": segments[2]])
+        case ("GET", 2, "bans"):
+            json(c, ["bans": control.bans.list(nowMs: wallMillis()).map {
+                ["client_id": $0.clientID, "until_ms": $0.ban.untilMs, "reason": $0.ban.reason] as [String: Any]
+            }])
         case ("POST", 2, "reload"):
             if let why = control.reloader.reload(by: "admin API") {
                 respond(c, 400, "text/plain", Array("reload refused: \(why)\n".utf8))

@@ -22,6 +22,8 @@ enum RedisExpectation {
     case review(StreamReview.Step)
     /// CONFIG GET maxmemory-policy (shard 0, on each connect).
     case evictionPolicy
+    /// HGETALL of the operator bans (shard 0).
+    case bans
 }
 
 enum CommandStep {
@@ -172,6 +174,9 @@ final class RedisBridge {
             b.respBulk("HINCRBY"); b.respBulk(key); b.respBulk(field); b.respBulk(number: UInt64(n))
         }
     }
+
+    /// A one-off command whose reply only matters if it is an error.
+    func write(_ args: [String]) { connection.enqueue(.bookkeeping) { $0.respCommand(args) } }
 
     func expire(_ key: String, seconds: Int) {
         guard !bookkeepingFull else { return }

@@ -74,6 +74,8 @@ extension Shard {
             reviewReplied(step, r)
         case .evictionPolicy:
             evictionPolicyReplied(r)
+        case .bans:
+            bansReplied(r)
         }
     }
 }
