@@ -70,6 +70,7 @@ public final class Server {
         let counters = (0...shards).map { _ in Counters(streams: streams.count, rules: rates.rules.count) }
         let acl = ACL(config.acl, mqtt: config.mqtt)
         let bans = OperatorBans()
+        let overrides = DeviceOverrides()
         let policy = PolicySet(config: config, authenticator: try Authenticator(config: config.auth), acl: acl,
                                rates: rates, tls: tls)
         let broker = Broker(acl: acl, queueBudget: config.mqtt.queueMemoryBudget, keepUsage: rates.quota > 0,
@@ -80,7 +81,7 @@ public final class Server {
         let context = ShardContext(policy: policy, broker: broker, inboxes: inboxes, counters: counters,
                                    listenFD: listenFD, tlsListenFD: tlsListenFD, redisAddress: redisAddress,
                                    connectGuard: ConnectGuard(config.limits, connectTimeoutSeconds: config.mqtt.connectTimeout),
-                                   operatorBans: bans,
+                                   operatorBans: bans, overrides: overrides,
                                    streams: watch,
                                    fileTableSize: tableSize,
                                    live: LiveCount(),
@@ -110,7 +111,7 @@ public final class Server {
         let reloader = Reloader(policy: policy, path: configPath, listen: listenOverride, broker: broker, inboxes: inboxes,
                                 counters: counters[shards], logger: logger)
         let control = AdminControl(broker: broker, inboxes: inboxes, listeners: [listenFD] + (tlsListenFD.map { [$0] } ?? []),
-                                   drainRate: config.admin.drainRate, reloader: reloader, bans: bans)
+                                   drainRate: config.admin.drainRate, reloader: reloader, bans: bans, overrides: overrides)
         if config.admin.enabled {
             let a = try AdminHTTP(address: SocketAddress(config.admin.bind)!,
                                   metrics: Metrics(counters: counters, broker: broker, rules: rates.rules.map(\.name),

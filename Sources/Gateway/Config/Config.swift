@@ -233,6 +233,10 @@ public struct Config: Sendable {
         public var tlsOverheadBytes = 22
         /// Quota days start at UTC midnight plus this (e.g. 480 for Beijing time).
         public var dayOffsetMinutes = 0
+        /// Redis hash of per-device overrides (Policy/DeviceOverrides.swift); empty: off.
+        public var overridesHash = ""
+        /// Seconds between reads of the overrides hash (an admin change applies at once).
+        public var overridesCacheSeconds = 30
     }
 
     /// The Redis Streams bridge (Sources/ARCHITECTURE.md, "The Redis contract").

@@ -182,6 +182,8 @@ extension Config {
             try t.int("packet_overhead_bytes", &rate.packetOverheadBytes, 0...1500)
             try t.int("tls_overhead_bytes", &rate.tlsOverheadBytes, 0...1500)
             try t.int("day_offset_minutes", &rate.dayOffsetMinutes, -1440...1440)
+            try t.string("overrides_hash", &rate.overridesHash)
+            try t.int("overrides_cache_seconds", &rate.overridesCacheSeconds, 1...86400)
             try t.tables("topic") { rt in
                 var rule = RateRules.Rule(name: "", filter: "", messages: nil, bytes: nil, action: .throttle, banSeconds: 300)
                 try rt.string("name", &rule.name)
@@ -219,6 +221,9 @@ extension Config {
         try r.finish()
         if !rolesGiven {   // the built-in pile role follows mqtt.command_topic
             acl.roles["pile"]?.subscribe = [mqtt.commandTopic]
+        }
+        if !rate.overridesHash.isEmpty && !redis.enabled {
+            throw Invalid(description: "config: rate.overrides_hash needs the Redis bridge ([redis] enabled = true)")
         }
         if !auth.redisHash.isEmpty && !redis.enabled {
             throw Invalid(description: "config: auth.redis_hash needs the Redis bridge ([redis] enabled = true)")

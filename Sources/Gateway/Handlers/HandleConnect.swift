@@ -37,6 +37,10 @@ extension Shard {
             }
             c.clientID = generatedClientID(slot)
         }
+        if let until = overrides[c.clientID]?.bannedUntilMs, until > wallMillis() {
+            return refuseConnect(slot, .notAuthorized, why: "banned by its override until \(until)", clientID: c.clientID,
+                                 denial: .banned)
+        }
         if let why = ctx.operatorBans.refusal(c.clientID, nowMs: wallMillis()) {
             return refuseConnect(slot, .notAuthorized, why: why, clientID: c.clientID, denial: .banned)
         }

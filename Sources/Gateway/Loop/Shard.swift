@@ -68,6 +68,11 @@ final class Shard {
     static let recvGroup: UInt16 = 1
     /// Shard 0: when the operator bans are next read from Redis (Ops/BanSync.swift).
     var nextBansRefresh: UInt64 = 0
+    /// This shard's copy of the device overrides, the generation it was taken at, and
+    /// (shard 0) when the hash is next read (Ops/OverrideSync.swift).
+    var overrides: [String: DeviceOverride] = [:]
+    var overridesSeen: UInt64 = 0
+    var nextOverridesRefresh: UInt64 = 0
 
     init(index: Int, context: ShardContext, logger: Logger) throws {
         self.index = index
@@ -222,6 +227,7 @@ final class Shard {
         downlink?.connection.tick(nowMs: ms)
         downlink?.reviewIfDue(nowMs: ms)
         if index == 0 { refreshBansIfDue(nowMs: ms) }
+        syncOverrides(nowMs: ms)
         if let r = redis?.connection { counters.set(.redisInflight, UInt64(r.unanswered)) }
         if review != nil { reviewStreams(nowMs: ms) }
         if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
@@ -262,6 +268,8 @@ final class Shard {
             drain.perTick = max(1, perTick)
         case .operatorBan(let clientID, let ban):
             storeBan(clientID, ban)
+        case .override(let clientID, let text):
+            storeOverride(clientID, text)
         case .reload(let p, let done):
             // Between two turns: connected clients keep their connections; their next
             // PUBLISH or SUBSCRIBE is judged by the new rules (their role index names

@@ -15,6 +15,7 @@ struct ShardContext: Sendable {
     let redisAddress: SocketAddress?
     let connectGuard: ConnectGuard
     let operatorBans: OperatorBans
+    let overrides: DeviceOverrides
     /// The uplink streams as the stream review last saw them (worker lag).
     let streams: StreamWatch
     let fileTableSize: Int

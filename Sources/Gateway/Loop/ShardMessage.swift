@@ -14,6 +14,8 @@ enum ShardMessage: Sendable {
     case drain(perTick: Int)
     /// Shard 0: write an operator's ban (nil: unban) to Redis, with its event.
     case operatorBan(clientID: String, OperatorBans.Ban?)
+    /// Shard 0: write a device override (nil: clear it) to Redis, with its event.
+    case override(clientID: String, String?)
     /// A reload (Server.reload): use this config and policy from now on; say so.
     case reload(PolicySet, done: Inbox<Int>)
     case shutdown

@@ -62,11 +62,13 @@ final class AdminControl: @unchecked Sendable {
     let reloader: Reloader
 
     let bans: OperatorBans
+    let overrides: DeviceOverrides
 
     init(broker: Broker, inboxes: [Inbox<ShardMessage>], listeners: [Int32], drainRate: Int, reloader: Reloader,
-         bans: OperatorBans) {
+         bans: OperatorBans, overrides: DeviceOverrides) {
         self.reloader = reloader
         self.bans = bans
+        self.overrides = overrides
         self.broker = broker; self.inboxes = inboxes; self.listeners = listeners; self.drainRate = drainRate
     }
 
@@ -106,6 +108,12 @@ final class AdminControl: @unchecked Sendable {
         bans.set(clientID, ban, nowMs: wallMillis())
         if ban != nil { _ = kick(clientID, reason: .banned) }
         inboxes[0].post(.operatorBan(clientID: clientID, ban))
+    }
+
+    /// Set (or with nil, clear) a device override: through shard 0 into Redis, read
+    /// back at once; every node has it within `rate.overrides_cache_seconds`.
+    func override(_ clientID: String, _ text: String?) {
+        inboxes[0].post(.override(clientID: clientID, text))
     }
 
     /// Stop accepting (the listeners leave LISTEN, so new piles go to other nodes),

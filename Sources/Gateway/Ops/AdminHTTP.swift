@@ -13,6 +13,9 @@ import PileLoop
 ///   POST /admin/reload            re-read the config file (as SIGHUP): 200, or 400 and why not
 ///   POST /admin/bans/ID?seconds=N&reason=R   ban a client id on every node (kept in Redis)
 ///   DELETE /admin/bans/ID         lift it;  GET /admin/bans   the bans in force
+///   POST /admin/overrides/ID?messages_per_second=..&daily_quota_bytes=..&note=..
+///                                 set a device override (rate.overrides_hash);
+///   DELETE /admin/overrides/ID    clear it;  GET /admin/overrides   all of them
 ///
 /// Low volume (a scrape every few seconds, a health check per balancer), so it is a
 /// plain blocking loop on its own thread: one request per connection, answered and
@@ -140,6 +143,23 @@ final class AdminHTTP: @unchecked Sendable {
             json(c, ["bans": control.bans.list(nowMs: wallMillis()).map {
                 ["client_id": $0.clientID, "until_ms": $0.ban.untilMs, "reason": $0.ban.reason] as [String: Any]
             }])
+        case (_, _, "overrides") where control.reloader.config.rate.overridesHash.isEmpty:
+            respond(c, 409, "text/plain", Array("device overrides are off: set rate.overrides_hash\n".utf8))
+        case ("POST", 3, "overrides"):
+            let text = query.split(separator: "&").map { String($0).removingPercentEncoding ?? String($0) }.joined(separator: ";")
+            if case .failure(let why) = DeviceOverride.parse(text) {
+                return respond(c, 400, "text/plain", Array("bad override: \(why)\n".utf8))
+            }
+            control.override(segments[2], text)
+            logger.notice("admin: override for \(segments[2]): \(text)")
+            json(c, ["client_id": segments[2], "override": text])
+        case ("DELETE", 3, "overrides"):
+            control.override(segments[2], nil)
+            logger.notice("admin: override for \(segments[2]) cleared")
+            json(c, ["cleared": segments[2]])
+        case ("GET", 2, "overrides"):
+            json(c, ["overrides": control.overrides.snapshot.map { ["client_id": $0.key, "override": $0.value.text] }
+                .sorted { ($0["client_id"] ?? "") < ($1["client_id"] ?? "") }])
         case ("POST", 2, "reload"):
             if let why = control.reloader.reload(by: "admin API") {
                 respond(c, 400, "text/plain", Array("reload refused: \(why)\n".utf8))

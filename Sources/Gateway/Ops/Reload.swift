@@ -32,6 +32,9 @@ final class Reloader: @unchecked Sendable {
         self.counters = counters; self.logger = logger
     }
 
+    /// The config in force.
+    var config: Config { lock.withLock { current.config } }
+
     /// Reload now; nil when the new config is in force on every shard, else why not.
     func reload(by who: String) -> String? {
         lock.withLock {

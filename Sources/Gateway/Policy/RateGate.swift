@@ -24,10 +24,12 @@ extension Shard {
             holdReading(slot)   // released by redisReplied, not by a timer
             return .hold
         }
-        guard policy.rates.active, let session = slab[Int(slot)].session else { return .pass }
+        guard let session = slab[Int(slot)].session else { return .pass }
+        let override = overrides.isEmpty ? nil : overrides[session.clientID]
+        guard policy.rates.active || override != nil else { return .pass }
         session.usage.roll(to: today)
         switch policy.rates.admit(topic: p.topic, size: size, usage: session.usage, state: &session.rate,
-                               now: monotonicNanos()) {
+                                  now: monotonicNanos(), override: override) {
         case .pass:
             return .pass
         case .wait(let nanos, let rule):

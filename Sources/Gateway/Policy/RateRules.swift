@@ -125,19 +125,23 @@ enum RateVerdict {
 extension RateRules {
     /// Check (and charge) one PUBLISH of `size` wire bytes against the device's rule
     /// for its topic and its daily quota. Charging happens only when it passes.
-    func admit(topic: String, size: Int, usage: DailyUsage, state: inout RateState, now: UInt64) -> RateVerdict {
+    /// `override`: the device's own limits and quota (DeviceOverrides.swift).
+    func admit(topic: String, size: Int, usage: DailyUsage, state: inout RateState, now: UInt64,
+               override: DeviceOverride? = nil) -> RateVerdict {
+        let quota = override?.quota ?? self.quota
         if quota > 0 && usage.total >= quota {
             return quotaAction == .throttle ? .wait(UInt64.max, rule: -1) : .act(quotaAction, rule: -1)
         }
         let i = rules.count == 1 ? 0 : ruleIndex(for: topic)
         // Fields read in place: copying the Rule would retain its strings per PUBLISH.
-        guard rules[i].isLimited else { return .pass }
+        let messages = override?.messages ?? rules[i].messages, bytes = override?.bytes ?? rules[i].bytes
+        guard messages != nil || bytes != nil else { return .pass }
         // Sized on first use, and again after a reload changed the number of rules.
         if state.tats.count != 2 * rules.count { state.tats = Array(repeating: 0, count: 2 * rules.count) }
         var m = state.tats[2 * i], b = state.tats[2 * i + 1]
         var wait: UInt64 = 0
-        if let g = rules[i].messages, let w = g.take(&m, now: now) { wait = w }
-        if wait == 0, let g = rules[i].bytes, let w = g.take(&b, cost: UInt64(size), now: now) { wait = w }
+        if let g = messages, let w = g.take(&m, now: now) { wait = w }
+        if wait == 0, let g = bytes, let w = g.take(&b, cost: UInt64(size), now: now) { wait = w }
         if wait > 0 {
             let action = rules[i].action
             return action == .throttle ? .wait(wait, rule: i) : .act(action, rule: i)

@@ -24,6 +24,8 @@ enum RedisExpectation {
     case evictionPolicy
     /// HGETALL of the operator bans (shard 0).
     case bans
+    /// HGETALL of the device overrides (shard 0).
+    case overrides
 }
 
 enum CommandStep {

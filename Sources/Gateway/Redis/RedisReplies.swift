@@ -76,6 +76,8 @@ extension Shard {
             evictionPolicyReplied(r)
         case .bans:
             bansReplied(r)
+        case .overrides:
+            overridesReplied(r)
         }
     }
 }
