@@ -149,3 +149,50 @@ final class ReloadTests: XCTestCase {
         XCTAssertEqual((r["failed"] as? NSNumber)?.intValue, 0)
     }
 }
+
+/// Routes change on reload while they name the same streams; a new stream needs a
+/// restart (said, and the running routes kept).
+final class RouteReloadTests: RedisGatewayTestCase {
+    func routes(_ trade: String, _ boot: String, extra: String = "") -> String {
+        """
+        [redis]
+        address = "\(redis.address)"
+        [[route]]
+        filter = "/xjdy/ops/v1/TCU/+/msg"
+        json_key = "命令"
+        json_value = "交易记录"
+        stream = "\(trade)"
+        [[route]]
+        filter = "/xjdy/ops/v1/TCU/+/msg"
+        json_key = "命令"
+        json_value = "启动失败原因"
+        stream = "\(boot)"
+        \(extra)
+        """
+    }
+
+    func testRoutesChangeLiveWhileTheStreamsStayTheSame() throws {
+        let g = try Gateway(config: routes("s:a", "s:b"))
+        gw = g
+        XCTAssertNotNil(g.waitForLog("connected to redis"))
+        let pile = try connected(g, "AAAAARTE")
+        func trade(_ id: UInt16) {
+            pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/AAAAARTE/msg", payload: Array(#"{"命令":"交易记录","n":\#(id)}"#.utf8),
+                                       qos: .atLeastOnce, packetID: id)))
+            XCTAssertEqual(pile.receive(), .puback(id))
+        }
+        trade(1)
+        try g.rewriteConfig(routes("s:b", "s:a"))
+        XCTAssertNotNil(g.sighup(), g.logText)
+        trade(2)
+        XCTAssertEqual(try redis.command(["XLEN", "s:a"]).int, 1)
+        XCTAssertEqual(try redis.command(["XLEN", "s:b"]).int, 1, "the same pile's next trade record follows the new route")
+
+        try g.rewriteConfig(routes("s:c", "s:a"))
+        XCTAssertNotNil(g.sighup(), g.logText)
+        XCTAssertNotNil(g.waitForLog("the set of [[route]] streams changed; it needs a restart"))
+        trade(3)
+        XCTAssertEqual(try redis.command(["XLEN", "s:b"]).int, 2, "the running routes stay")
+        XCTAssertEqual(try redis.command(["EXISTS", "s:c"]).int, 0)
+    }
+}

@@ -276,6 +276,9 @@ final class Shard {
             // the same role: ACL(keeping:)).
             policy = p
             config = p.config
+            if let r = redis {
+                r.router = Router(routes: config.routes, defaultStream: config.redis.defaultStream, keeping: r.router.streams)
+            }
             done.post(index)
         case .shutdown:
             stopping = true

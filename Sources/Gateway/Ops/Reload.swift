@@ -11,9 +11,10 @@ import PileLoop
 /// running config stays.
 ///
 /// What applies live: `[auth]` (password file, anonymous access, caches), `[acl]`,
-/// `[rate]` (when the rule names stay the same), the TLS certificate, key and CA,
+/// `[rate]` (when the rule names stay the same), `[[route]]` (when the streams stay
+/// the same), the TLS certificate, key and CA,
 /// `[mqtt]` (but `queue_memory_budget`), `[devices]`, `[downlink]` (but
-/// `review_idle_ms`). The rest (listeners, shards, Redis, routes, admin, log,
+/// `review_idle_ms`). The rest (listeners, shards, Redis, admin, log,
 /// connect limits) is built into sockets, threads and connections at start: a change
 /// there is logged as needing a restart, and the running value is kept.
 final class Reloader: @unchecked Sendable {
@@ -86,7 +87,13 @@ final class Reloader: @unchecked Sendable {
         keep("[listener]", \.listener)
         keep("[server]", \.server)
         keep("[redis]", \.redis)
-        keep("[[route]]", \.routes)
+        // Routes apply live while they name the same streams (the per-stream counters
+        // and the stream review are built for those at start).
+        if Set(Router(routes: next.routes, defaultStream: old.redis.defaultStream).streams)
+            != Set(Router(routes: old.routes, defaultStream: old.redis.defaultStream).streams) {
+            kept.append("the set of [[route]] streams")
+            live.routes = old.routes
+        }
         keep("[admin]", \.admin)
         keep("[log]", \.log)
         keep("[limits]", \.limits)

@@ -44,7 +44,8 @@ enum CommandStep {
 /// events stream. The connection underneath is pipelined and flushed per turn.
 final class RedisBridge {
     let connection: RedisConnection<RedisExpectation>
-    let router: Router
+    /// Replaced by a reload that keeps the same streams (Ops/Reload.swift).
+    var router: Router
     let config: Config.Redis
     let node: String
     /// `msgid` = NODE-BOOTMS-SHARD-SEQUENCE: unique across restarts and shards.

@@ -24,8 +24,10 @@ struct Router {
     /// Every stream a PUBLISH can go to, each once; the default stream first.
     let streams: [String]
 
-    init(routes: [Config.Route], defaultStream: String) {
-        var streams = [defaultStream]
+    /// `keeping`: the streams of the router this one replaces (a reload), in their
+    /// order, which the per-stream counters follow; the routes must name no others.
+    init(routes: [Config.Route], defaultStream: String, keeping previous: [String]? = nil) {
+        var streams = previous ?? [defaultStream]
         for r in routes where !streams.contains(r.stream) { streams.append(r.stream) }
         rules = routes.map { r in Rule(filter: r.filter, key: r.jsonKey.map { Array($0.utf8) },
                                        value: r.jsonValue.map { Array($0.utf8) },
