@@ -51,38 +51,70 @@ struct Serve: ParsableCommand {
 }
 
 /// Add, change or remove a user in a password file (mosquitto_passwd's format,
-/// so files made by either tool work with both).
+/// so files made by either tool work with both), or import many at once.
 struct Passwd: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Add, change or remove a password file entry (PBKDF2-SHA512, mosquitto_passwd format).")
 
     @Argument(help: "Password file (created if missing).") var file: String
-    @Argument(help: "User name (a pile's id, or an operator).") var user: String
+    @Argument(help: "User name (a pile's id, or an operator); not with --import.") var user: String?
     @Option(help: "Password; without it, the first line of standard input.") var password: String?
     @Flag(help: "Remove the user.") var delete = false
+    @Flag(help: "Add or change every user of standard input's lines, USER:PASSWORD or USER,PASSWORD (a CSV without quoting), in one write of the file.")
+    var `import` = false
     @Option(help: "PBKDF2 iterations for the new hash.") var iterations = PasswordFile.defaultIterations
 
     func validate() throws {
-        guard !user.isEmpty, !user.contains(":") else { throw ValidationError("user names cannot be empty or contain ':'") }
+        if `import` {
+            guard user == nil, password == nil, !delete else { throw ValidationError("--import takes its users from standard input only") }
+        } else {
+            guard let user, !user.isEmpty, !user.contains(":") else {
+                throw ValidationError("a user name is needed, and cannot be empty or contain ':'")
+            }
+        }
         guard (1...10_000_000).contains(iterations) else { throw ValidationError("--iterations 1...10000000") }
     }
 
     func run() throws {
         var pw = FileManager.default.fileExists(atPath: file) ? try PasswordFile(path: file) : PasswordFile()
-        if delete {
+        if `import` {
+            // Every line is checked before anything is written: a bad line leaves the file as it was.
+            var entries: [(String, String)] = []
+            var n = 0
+            while let line = readLine(strippingNewline: true) {
+                n += 1
+                if line.isEmpty { continue }
+                guard let cut = line.firstIndex(where: { $0 == ":" || $0 == "," }) else {
+                    throw ValidationError("line \(n): not USER:PASSWORD or USER,PASSWORD")
+                }
+                let u = String(line[..<cut]), p = String(line[line.index(after: cut)...])
+                guard !u.isEmpty, !p.isEmpty else { throw ValidationError("line \(n): empty user name or password") }
+                entries.append((u, p))
+            }
+            for (u, p) in entries { pw.set(u, password: p, iterations: iterations) }
+            print("\(entries.count) users imported into \(file)")
+        } else if delete {
+            let user = user!
             guard pw.remove(user) else { throw ValidationError("no user \(user) in \(file)") }
         } else {
             guard let secret = password ?? readLine(strippingNewline: true), !secret.isEmpty else {
                 throw ValidationError("no password given")
             }
-            pw.set(user, password: secret, iterations: iterations)
+            pw.set(user!, password: secret, iterations: iterations)
         }
-        // Written whole and renamed into place, readable by its owner only.
+        // Written whole and renamed into place. A new file is readable by its owner
+        // only; an existing one keeps its owner, group and mode (root:pilegate 0640
+        // for the service), so editing it never locks the service out.
         let tmp = file + ".tmp"
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(pw.text.utf8), attributes: [.posixPermissions: 0o600]),
-              rename(tmp, file) == 0 else {
-            throw ValidationError("cannot write \(file)")
+        var old = stat()
+        let existed = stat(file, &old) == 0
+        guard FileManager.default.createFile(atPath: tmp, contents: Data(pw.text.utf8), attributes: [.posixPermissions: 0o600])
+        else { throw ValidationError("cannot write \(file)") }
+        if existed {
+            _ = chown(tmp, old.st_uid, old.st_gid)
+            _ = chmod(tmp, old.st_mode & 0o7777)
         }
+        guard rename(tmp, file) == 0 else { throw ValidationError("cannot write \(file)") }
     }
 }
 

@@ -192,6 +192,19 @@ final class RedisBridgeTests: RedisGatewayTestCase {
         }, "\((try? events()).map { "\($0)" } ?? "")")
         _ = second
     }
+
+    /// The server is checked at connect: its version in the log, and a Redis in
+    /// cluster mode (which this pilegate cannot use) is an error line.
+    func testTheServerIsCheckedAtConnect() throws {
+        let g = try startGateway()
+        XCTAssertNotNil(g.waitForLog("redis 7.", timeout: 5), g.logText)
+        XCTAssertEqual(g.stop(), 0)
+        gw = nil
+        redis = try RedisServer(extra: ["--cluster-enabled", "yes", "--cluster-config-file", "nodes-\(UUID().uuidString).conf"])
+        let c = try Gateway(config: "[redis]\naddress = \"\(redis.address)\"")
+        gw = c
+        XCTAssertNotNil(c.waitForLog("runs in cluster mode", timeout: 5), c.logText)
+    }
 }
 
 extension Gateway {
@@ -205,4 +218,5 @@ extension Gateway {
         }
         return n
     }
+
 }

@@ -10,10 +10,13 @@ final class RedisServer {
     let port: UInt16
     let dir: String
     let password: String?
+    private let extra: [String]
     private var process: Process?
 
-    init(password: String? = nil) throws {
+    /// `extra`: more redis-server arguments (e.g. `--cluster-enabled yes`).
+    init(password: String? = nil, extra: [String] = []) throws {
         self.password = password
+        self.extra = extra
         port = freeLoopbackPort()
         dir = NSTemporaryDirectory() + "pilegate-redis-test-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -32,7 +35,7 @@ final class RedisServer {
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "",
                        "--appendonly", "yes", "--appendfsync", "always", "--dir", dir, "--daemonize", "no"]
-            + (password.map { ["--requirepass", $0] } ?? [])
+            + (password.map { ["--requirepass", $0] } ?? []) + extra
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()

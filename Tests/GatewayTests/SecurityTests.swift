@@ -128,6 +128,31 @@ final class SecurityTests: XCTestCase {
         XCTAssertNil(try check("true", loopback: false))
         XCTAssertEqual(try check("false", loopback: true), .notAuthorized)
     }
+
+    /// `pilegate passwd FILE --import`: 2,000 piles from USER:PASSWORD / USER,PASSWORD
+    /// lines in one write; a bad line leaves the file as it was.
+    func testBulkImportOfPasswords() throws {
+        let file = "\(dir!)/passwd"
+        let lines = (0..<2000).map { i in String(format: "PILE%04d", i) + (i % 2 == 0 ? ":" : ",") + "secret-\(i)" }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: "\(dir!)/piles.txt", atomically: true, encoding: .utf8)
+        let out = try shell("sh", ["-c", "\(Gateway.binary.path) passwd \(file) --import < \(dir!)/piles.txt"], timeout: 120)
+        XCTAssertTrue(out.contains("2000 users imported"), out)
+        XCTAssertEqual(try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").count, 2003,
+                       "the 3 users there before, and 2,000 more")
+        chmod(file, 0o640)
+        try shell(Gateway.binary.path, ["passwd", file, "PILE0001", "--password", "secret-1"])
+        var st = stat()
+        XCTAssertEqual(stat(file, &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o640, "an edit keeps the file's mode")
+        let before = try String(contentsOfFile: file, encoding: .utf8)
+        try "PILE9999:ok\nno separator here\n".write(toFile: "\(dir!)/bad.txt", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try shell("sh", ["-c", "\(Gateway.binary.path) passwd \(file) --import < \(dir!)/bad.txt"]))
+        XCTAssertEqual(try String(contentsOfFile: file, encoding: .utf8), before, "unchanged by a bad import")
+        let g = try start()
+        XCTAssertEqual(try connect(g, "PILE0042", user: "PILE0042", password: "secret-42").1, .accepted)
+        XCTAssertEqual(try connect(g, "PILE1999", user: "PILE1999", password: "secret-1999").1, .accepted)
+        XCTAssertEqual(try connect(g, "PILE0043", user: "PILE0043", password: "secret-42").1, .badUsernameOrPassword)
+    }
 }
 
 extension SecurityTests {
@@ -186,4 +211,5 @@ extension Gateway {
                                               "-t", "$SYS/broker/counters/\(name)", "-C", "1", "-W", "5"])
         return UInt64(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
     }
+
 }

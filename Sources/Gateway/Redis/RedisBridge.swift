@@ -26,6 +26,8 @@ enum RedisExpectation {
     case bans
     /// HGETALL of the device overrides (shard 0).
     case overrides
+    /// INFO at connect (shard 0): version and cluster mode.
+    case serverInfo
 }
 
 enum CommandStep {

@@ -78,6 +78,8 @@ extension Shard {
             bansReplied(r)
         case .overrides:
             overridesReplied(r)
+        case .serverInfo:
+            serverInfoReplied(r)
         }
     }
 }

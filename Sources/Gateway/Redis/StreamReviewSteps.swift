@@ -18,6 +18,27 @@ extension Shard {
     /// expiry would evict the streams, and with them acknowledged messages.
     func checkEvictionPolicy() {
         redis?.connection.enqueue(.evictionPolicy) { $0.respCommand(["CONFIG", "GET", "maxmemory-policy"]) }
+        redis?.connection.enqueue(.serverInfo) { $0.respCommand(["INFO"]) }
+    }
+
+    /// What pilegate needs of the server: Redis 6.2 or later (XAUTOCLAIM takes up the
+    /// commands a crashed run left pending; XADD with MINID), and a standalone server
+    /// (one in cluster mode refuses keys of other slots).
+    func serverInfoReplied(_ r: RedisReply) {
+        guard !r.isError else { return logger.warning("redis INFO failed: \(r.text)") }
+        var version = "", cluster = false
+        for line in r.text.split(whereSeparator: \.isNewline) {
+            if line.hasPrefix("redis_version:") { version = String(line.dropFirst("redis_version:".count)) }
+            if line == "cluster_enabled:1" { cluster = true }
+        }
+        let parts = version.split(separator: ".").compactMap { Int($0) }
+        if parts.count >= 2, (parts[0], parts[1]) < (6, 2) {
+            logger.error("redis \(version) is older than 6.2: commands left pending by a crash cannot be taken up (XAUTOCLAIM) and worker-lag trimming fails (XTRIM MINID); upgrade Redis")
+        }
+        if cluster {
+            logger.error("redis \(config.redis.address.isEmpty ? "(embedded)" : config.redis.address) runs in cluster mode: this pilegate talks to one standalone Redis, and keys in other slots are refused (MOVED)")
+        }
+        logger.info("redis \(version)\(cluster ? " (cluster mode)" : "")")
     }
 
     func evictionPolicyReplied(_ r: RedisReply) {
