@@ -55,6 +55,7 @@ start() {  # name config-extra
 [server]
 max_connections = 250000
 [auth]
+allow_anonymous = "loopback"
 password_file = "$out/passwd"
 $2
 CONF

@@ -126,6 +126,15 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(RateRules({ var r = Config.Rate(); r.dayOffsetMinutes = 480; return r }()).day(wallSeconds: 86_400 * 3 - 8 * 3600), 3)
     }
 
+    /// Anonymous access, when the file does not say: the loopback trial default with no
+    /// credentials, off once a password file or Redis hash is set; said, as said.
+    func testAnonymousAccessFollowsTheCredentials() throws {
+        XCTAssertEqual(try Config(toml: "").auth.allowAnonymous, "loopback")
+        XCTAssertEqual(try Config(toml: "[auth]\npassword_file = \"/etc/pilegate/passwd\"\n").auth.allowAnonymous, "false")
+        XCTAssertEqual(try Config(toml: "[auth]\nredis_hash = \"h\"\n").auth.allowAnonymous, "false")
+        XCTAssertEqual(try Config(toml: "[auth]\nallow_anonymous = \"loopback\"\npassword_file = \"p\"\n").auth.allowAnonymous, "loopback")
+    }
+
     func testMistakesAreErrors() {
         XCTAssertThrowsError(try Config(toml: "[mqtt]\nmax_inflight_msgs = 3\n")) {
             XCTAssertEqual("\($0)", "config: unknown key mqtt.max_inflight_msgs")

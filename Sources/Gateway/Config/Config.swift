@@ -72,7 +72,8 @@ public struct Config: Sendable {
     /// Who may connect (Sources/ARCHITECTURE.md, "Policy").
     public struct Auth: Sendable {
         /// "false", "true", or "loopback": anonymous clients only from 127.0.0.0/8 and
-        /// ::1 (so a fresh install works on the box itself and nowhere else).
+        /// ::1 (so a fresh install works on the box itself and nowhere else). When the
+        /// file does not say, "false" as soon as a password file or Redis hash is set.
         public var allowAnonymous = "loopback"
         /// mosquitto_passwd-compatible file (`pilegate passwd` maintains it). Empty: user
         /// names are not checked and every client counts as anonymous.

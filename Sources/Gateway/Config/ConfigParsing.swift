@@ -84,9 +84,18 @@ extension Config {
             }
         }
         try r.table("auth") { t in
-            try t.string("allow_anonymous", &auth.allowAnonymous)
+            var anonymous = ""
+            try t.string("allow_anonymous", &anonymous)
             try t.string("password_file", &auth.passwordFile)
             try t.string("redis_hash", &auth.redisHash)
+            // Unsaid, anonymous access follows the credentials: none configured, the
+            // loopback-only trial default; a password file or Redis hash, off (behind a
+            // balancer on the same host every pile would otherwise come from loopback).
+            if !anonymous.isEmpty {
+                auth.allowAnonymous = anonymous
+            } else if !auth.passwordFile.isEmpty || !auth.redisHash.isEmpty {
+                auth.allowAnonymous = "false"
+            }
             try t.int("cache_size", &auth.cacheSize, 2...100_000_000)
             try t.int("cache_seconds", &auth.cacheSeconds, 0...30 * 86400)
             guard ["true", "false", "loopback"].contains(auth.allowAnonymous) else {
