@@ -37,11 +37,7 @@ extension Shard {
             }
             c.clientID = generatedClientID(slot)
         }
-        if let until = overrides[c.clientID]?.bannedUntilMs, until > wallMillis() {
-            return refuseConnect(slot, .notAuthorized, why: "banned by its override until \(until)", clientID: c.clientID,
-                                 denial: .banned)
-        }
-        if let why = ctx.operatorBans.refusal(c.clientID, nowMs: wallMillis()) {
+        if let why = banRefusal(c.clientID) {
             return refuseConnect(slot, .notAuthorized, why: why, clientID: c.clientID, denial: .banned)
         }
         switch ctx.connectGuard.admit(clientID: c.clientID, peer: slab[Int(slot)].peer, now: monotonicNanos()) {

@@ -30,21 +30,28 @@ extension Shard {
         }
         let now = wallMillis()
         var fresh: [String: OperatorBans.Ban] = [:]
-        let kv = r.elements
-        var i = 0
-        while i + 1 < kv.count {
-            let id = kv[i].text
-            if let ban = OperatorBans.decode(kv[i + 1].text) {
+        for (id, value) in r.pairs {
+            if let ban = OperatorBans.decode(value.text) {
                 if ban.untilMs > now { fresh[id] = ban } else { redis?.write(["HDEL", config.redis.bansKey, id]) }
             } else {
                 logger.warning("bans: \(config.redis.bansKey) field \(id) is not UNTIL_MS|REASON; ignored")
             }
-            i += 2
         }
-        for id in ctx.operatorBans.replace(with: fresh, nowMs: now) {
-            guard let o = broker.owner(of: id) else { continue }
-            logger.notice("bans: \(id) is banned (\(fresh[id]!.reason)); closing its connection")
-            ctx.inboxes[o.shard].post(.kick(slot: o.slot, generation: o.generation, reason: .banned))
-        }
+        for id in ctx.operatorBans.replace(with: fresh, nowMs: now) { closeBanned(id, fresh[id]!.reason) }
+    }
+
+    /// A client id banned here or elsewhere: close its connection on this node, if it has one.
+    func closeBanned(_ clientID: String, _ why: String) {
+        guard let o = broker.owner(of: clientID) else { return }
+        logger.notice("\(clientID) is banned (\(why)); closing its connection")
+        ctx.inboxes[o.shard].post(.kick(slot: o.slot, generation: o.generation, reason: .banned))
+    }
+
+    /// Why a CONNECT with this client id is refused for a ban (an operator's, or its
+    /// override's), or nil.
+    func banRefusal(_ clientID: String) -> String? {
+        let now = wallMillis()
+        if let until = overrides[clientID]?.bannedUntilMs, until > now { return "banned by its override until \(until)" }
+        return ctx.operatorBans.refusal(clientID, nowMs: now)
     }
 }

@@ -24,22 +24,16 @@ extension Shard {
             return logger.warning("overrides: HGETALL \(config.rate.overridesHash) failed: \(r.text)")
         }
         var fresh: [String: DeviceOverride] = [:]
-        let kv = r.elements
-        var i = 0
-        while i + 1 < kv.count {
-            let id = kv[i].text
-            switch DeviceOverride.parse(kv[i + 1].text) {
+        for (id, value) in r.pairs {
+            switch DeviceOverride.parse(value.text) {
             case .success(let o): fresh[id] = o
             case .failure(let why): logger.warning("overrides: \(config.rate.overridesHash) field \(id): \(why); ignored")
             }
-            i += 2
         }
         ctx.overrides.replace(fresh)
         let now = wallMillis()
         for (id, o) in fresh where (o.bannedUntilMs ?? 0) > now {
-            guard let owner = broker.owner(of: id) else { continue }
-            logger.notice("overrides: \(id) is banned until \(o.bannedUntilMs!) (\(o.note)); closing its connection")
-            ctx.inboxes[owner.shard].post(.kick(slot: owner.slot, generation: owner.generation, reason: .banned))
+            closeBanned(id, "override until \(o.bannedUntilMs!): \(o.note)")
         }
     }
 

@@ -101,11 +101,8 @@ struct Command: Sendable {
         let tag = CommandTag(id: parts[0].text, stream: stream)
         var device = "", payload: [UInt8] = []
         var topic: String?, qos: String?, ttl: String?, expires: String?
-        let kv = parts[1].elements
-        var i = 0
-        while i + 1 < kv.count {
-            let value = kv[i + 1]
-            switch kv[i].text {
+        for (field, value) in parts[1].pairs {
+            switch field {
             case "device": device = value.text
             case "topic": topic = value.text
             case "qos": qos = value.text
@@ -114,7 +111,6 @@ struct Command: Sendable {
             case "expires": expires = value.text
             default: break
             }
-            i += 2
         }
         func bad(_ why: String) -> Read { .rejected(tag, device: device, why: why) }
         guard !device.isEmpty else { return bad("no device") }
@@ -175,17 +171,13 @@ extension Command {
     /// The commands of an HGETALL reply on a mailbox, oldest first; fields whose
     /// value does not parse go to `bad`.
     static func mailbox(_ r: RedisReply, device: String, bad: inout [CommandTag]) -> [Command] {
-        let kv = r.elements
         var out: [Command] = []
-        var i = 0
-        while i + 1 < kv.count {
-            let field = kv[i].text
-            if let c = Command(device: device, field: field, value: kv[i + 1].bytes) {
+        for (field, value) in r.pairs {
+            if let c = Command(device: device, field: field, value: value.bytes) {
                 out.append(c)
             } else {
                 bad.append(CommandTag(field: field))
             }
-            i += 2
         }
         return out.sorted { $0.tag.order < $1.tag.order }
     }

@@ -283,4 +283,9 @@ extension UnsafeMutablePointer where Pointee == redisReply {
         guard pointee.type == CHR_REPLY_ARRAY, let e = pointee.element else { return [] }
         return (0..<pointee.elements).compactMap { e[$0] }
     }
+    /// An HGETALL reply (or a stream entry's fields) as (field, value) pairs.
+    var pairs: [(field: String, value: RedisReply)] {
+        let kv = elements
+        return stride(from: 0, to: kv.count - 1, by: 2).map { (kv[$0].text, kv[$0 + 1]) }
+    }
 }
