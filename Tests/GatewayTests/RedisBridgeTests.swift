@@ -200,7 +200,10 @@ final class RedisBridgeTests: RedisGatewayTestCase {
         XCTAssertNotNil(g.waitForLog("redis 7.", timeout: 5), g.logText)
         XCTAssertEqual(g.stop(), 0)
         gw = nil
-        redis = try RedisServer(extra: ["--cluster-enabled", "yes", "--cluster-config-file", "nodes-\(UUID().uuidString).conf"])
+        // The cluster bus port defaults to port + 10000, past 65535 for a high free
+        // port: name a free one.
+        redis = try RedisServer(extra: ["--cluster-enabled", "yes", "--cluster-config-file", "nodes-\(UUID().uuidString).conf",
+                                        "--cluster-port", "\(freeLoopbackPort())"])
         let c = try Gateway(config: "[redis]\naddress = \"\(redis.address)\"")
         gw = c
         XCTAssertNotNil(c.waitForLog("runs in cluster mode", timeout: 5), c.logText)
