@@ -46,6 +46,9 @@ public final class Server {
             }
         }
         defer { embedded?.stop() }
+        if embedded != nil && !address.isLoopback {
+            logger.warning("redis: the embedded redis-server keeps nothing on disk and is for trying pilegate out, yet piles are served on \(config.listener.bind); for production set [redis] address to the platform's Redis")
+        }
 
         // Signals go to sigwait below, not to whichever thread the kernel picks.
         var signals = sigset_t()
@@ -106,26 +109,25 @@ public final class Server {
                     metadata: ["shards": "\(shards)", "fixed_files_per_shard": "\(tableSize)",
                                "node": "\(config.server.node)", "version": "\(pilegateVersion)"])
 
-        var admin: AdminHTTP?
-        var adminThread: PileLoop.Thread?
         let reloader = Reloader(policy: policy, path: configPath, listen: listenOverride, broker: broker, inboxes: inboxes,
                                 counters: counters[shards], logger: logger)
         let control = AdminControl(broker: broker, inboxes: inboxes, listeners: [listenFD] + (tlsListenFD.map { [$0] } ?? []),
                                    drainRate: config.admin.drainRate, reloader: reloader, bans: bans, overrides: overrides)
-        if config.admin.enabled {
-            let a = try AdminHTTP(address: SocketAddress(config.admin.bind)!,
-                                  metrics: Metrics(counters: counters, broker: broker, rules: rates.rules.map(\.name),
-                                                   maxConnections: config.server.maxConnections, watch: watch), counters: counters,
-                                  redisEnabled: config.redis.enabled, watch: watch, control: control, token: config.admin.token,
-                                  logger: logger)
-            admin = a
-            adminThread = PileLoop.Thread(name: "admin-http") { a.run() }
-            logger.info("admin HTTP on \(hostPort(SocketAddress(config.admin.bind)!, a.fd)) (/metrics /healthz /readyz)")
-        }
+        var endpoints: [(AdminHTTP, PileLoop.Thread)] = []
         defer {
-            admin?.stop()
-            adminThread?.join()
-            if let admin { Glibc.close(admin.fd) }
+            for (http, thread) in endpoints { http.stop(); thread.join(); Glibc.close(http.fd) }
+        }
+        if config.admin.enabled {
+            let metrics = Metrics(counters: counters, broker: broker, rules: rates.rules.map(\.name),
+                                  maxConnections: config.server.maxConnections, watch: watch)
+            for (bind, healthOnly) in [(config.admin.bind, false), (config.admin.healthBind, true)] where !bind.isEmpty {
+                let http = try AdminHTTP(address: SocketAddress(bind)!, metrics: metrics, counters: counters,
+                                         redisEnabled: config.redis.enabled, watch: watch, control: control,
+                                         token: config.admin.token, healthOnly: healthOnly, logger: logger)
+                endpoints.append((http, PileLoop.Thread(name: healthOnly ? "health-http" : "admin-http") { http.run() }))
+                let serves = healthOnly ? "health HTTP on %@ (/healthz /readyz only)" : "admin HTTP on %@ (/metrics /healthz /readyz /admin)"
+                logger.info("\(serves.replacing("%@", with: hostPort(SocketAddress(bind)!, http.fd)))")
+            }
         }
         if let tlsListenFD {
             logger.info("TLS listener on \(hostPort(SocketAddress(config.tls.bind)!, tlsListenFD))",

@@ -61,7 +61,10 @@ public final class Ring {
         let ret = io_uring_queue_init_params(entries, raw, &params)
         if ret < 0 {
             raw.deallocate()
-            throw RingError("io_uring_queue_init_params", -ret)
+            // The two failures an operator meets, named with their cure.
+            let hint = -ret == ENOMEM ? " (ring memory counts as locked memory: raise RLIMIT_MEMLOCK, e.g. LimitMEMLOCK=infinity in the unit or ulimit -l unlimited)"
+                : -ret == EINVAL ? " (this kernel lacks IORING_SETUP_DEFER_TASKRUN or SINGLE_ISSUER: Linux 6.1 or later is needed)" : ""
+            throw RingError("io_uring_queue_init_params" + hint, -ret)
         }
         batch = cqBatch
         cqes = .allocate(capacity: cqBatch)

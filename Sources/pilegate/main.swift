@@ -8,7 +8,7 @@ struct Pilegate: ParsableCommand {
         commandName: "pilegate",
         abstract: "MQTT 3.1.1 broker-edge for charging piles, on io_uring.",
         version: pilegateVersion,
-        subcommands: [Serve.self, Passwd.self],
+        subcommands: [Serve.self, Passwd.self, CheckConfig.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -47,6 +47,24 @@ struct Serve: ParsableCommand {
             logger.critical("\(error)")
             throw ExitCode(1)
         }
+    }
+}
+
+/// Check a config file without starting: exit 0 when it would run (warnings are
+/// printed too), 1 with every problem listed.
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Check a config file and the files it names; list every problem and risky setting.")
+
+    @Argument(help: "TOML configuration file.") var file: String
+
+    func run() throws {
+        let check = ConfigCheck(path: file)
+        for p in check.problems { print("error: \(p)") }
+        for w in check.warnings { print("warning: \(w)") }
+        print("\(file): \(check.problems.count) error(s), \(check.warnings.count) warning(s)")
+        if !check.problems.isEmpty { throw ExitCode(1) }
     }
 }
 

@@ -89,17 +89,16 @@ final class Gateway {
     var logText: String { log.text }
 
     /// Port of the admin HTTP endpoint (/metrics, /healthz, /readyz).
-    var adminPort: UInt16? {
-        guard let line = log.waitFor("admin HTTP on 127.0.0.1:", timeout: 5) else { return nil }
-        let rest = line.components(separatedBy: "admin HTTP on 127.0.0.1:")[1]
-        return UInt16(rest.prefix { $0.isNumber })
-    }
-
+    var adminPort: UInt16? { loggedPort("admin HTTP on 127.0.0.1:") }
+    /// Port of the health-only listener (`[admin] health_bind = "127.0.0.1:0"`).
+    var healthPort: UInt16? { loggedPort("health HTTP on 127.0.0.1:") }
     /// Port of the TLS listener (config `[tls] bind = "127.0.0.1:0"`).
-    var tlsPort: UInt16? {
-        guard let line = log.waitFor("TLS listener on 127.0.0.1:", timeout: 5) else { return nil }
-        let rest = line.components(separatedBy: "TLS listener on 127.0.0.1:")[1]
-        return UInt16(rest.prefix { $0.isNumber })
+    var tlsPort: UInt16? { loggedPort("TLS listener on 127.0.0.1:") }
+
+    /// The port a log line names right after `prefix`.
+    private func loggedPort(_ prefix: String) -> UInt16? {
+        guard let line = log.waitFor(prefix, timeout: 5) else { return nil }
+        return UInt16(line.components(separatedBy: prefix)[1].prefix { $0.isNumber })
     }
 
     /// Resident memory of the gateway process, KiB.

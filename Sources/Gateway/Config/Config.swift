@@ -144,6 +144,9 @@ public struct Config: Sendable {
         public var enabled = true
         /// Loopback by default: put it on a management network deliberately.
         public var bind = "127.0.0.1:9883"
+        /// A second listener that answers only GET /healthz and /readyz, for a load
+        /// balancer on another host (the admin API stays on `bind`). Empty: none.
+        public var healthBind = ""
         /// Bearer token for /admin/* and /drain. Empty: those are refused (403).
         public var token = ""
         /// Piles closed per second over the node while draining.
@@ -352,8 +355,12 @@ public struct Config: Sendable {
 
     public init() {}
 
+    /// A config that cannot run: every problem found, each one line.
     public struct Invalid: Error, CustomStringConvertible {
-        public let description: String
+        public let problems: [String]
+        public var description: String { problems.joined(separator: "; ") }
+        public init(description: String) { problems = [description] }
+        public init(problems: [String]) { self.problems = problems }
     }
 
     var recvBufferCountIsPowerOfTwo: Bool { server.recvBuffers.nonzeroBitCount == 1 }

@@ -17,6 +17,9 @@ import PileLoop
 ///                                 set a device override (rate.overrides_hash);
 ///   DELETE /admin/overrides/ID    clear it;  GET /admin/overrides   all of them
 ///
+/// With `healthOnly` (`[admin] health_bind`) it answers /healthz and /readyz and
+/// nothing else: what a balancer on another host needs, without opening the rest.
+///
 /// Low volume (a scrape every few seconds, a health check per balancer), so it is a
 /// plain blocking loop on its own thread: one request per connection, answered and
 /// closed. Nothing here touches a shard; it reads the shared atomics.
@@ -28,10 +31,11 @@ final class AdminHTTP: @unchecked Sendable {
     private let watch: StreamWatch
     private let control: AdminControl
     private let token: [UInt8]
+    private let healthOnly: Bool
     private let logger: Logger
 
     init(address: SocketAddress, metrics: Metrics, counters: [Counters], redisEnabled: Bool, watch: StreamWatch,
-         control: AdminControl, token: String, logger: Logger) throws {
+         control: AdminControl, token: String, healthOnly: Bool = false, logger: Logger) throws {
         fd = try makeListener(address, backlog: 64)
         self.metrics = metrics
         self.counters = counters
@@ -39,6 +43,7 @@ final class AdminHTTP: @unchecked Sendable {
         self.watch = watch
         self.control = control
         self.token = Array(token.utf8)
+        self.healthOnly = healthOnly
         self.logger = logger
     }
 
@@ -80,6 +85,9 @@ final class AdminHTTP: @unchecked Sendable {
         }
         let method = parts[0], target = parts[1].split(separator: "?", maxSplits: 1)
         let path = target.first.map(String.init) ?? ""
+        if healthOnly && path != "/healthz" && path != "/readyz" {
+            return respond(c, 404, "text/plain", Array("not found: this listener answers /healthz and /readyz only\n".utf8))
+        }
         if path.hasPrefix("/admin/") || path == "/drain" {
             return admin(c, String(method), path, query: target.count > 1 ? String(target[1]) : "", head: head)
         }

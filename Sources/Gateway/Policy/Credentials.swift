@@ -57,7 +57,11 @@ public struct PasswordFile: Sendable {
     }
 
     public init(path: String) throws {
-        try self.init(text: String(contentsOfFile: path, encoding: .utf8))
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            let why = access(path, R_OK) == 0 ? "not UTF-8 text" : String(cString: strerror(errno))
+            throw Config.Invalid(description: "cannot read password file \(path): \(why)")
+        }
+        try self.init(text: text)
     }
 
     public mutating func set(_ user: String, password: String, iterations: Int = defaultIterations) {
