@@ -159,6 +159,17 @@ final class TLSTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(try g.waitForCounter("authFailures", atLeast: 1), 1)
     }
 
+    /// Under mutual TLS the certificate is the identity: a user name naming anyone
+    /// else (an operator's, to take its role) is refused; the pile's own is accepted.
+    func testAUserNameUnderMutualTLSMustBeTheCertificates() throws {
+        let (g, port) = try start(mutual: true, extra: "[acl.users]\nop1 = \"operator\"\n")
+        XCTAssertThrowsError(try shell("mosquitto_pub", tlsArgs(port, cert: "pile")
+            + ["-i", "AAAAAJQX", "-u", "op1", "-t", "/xjdy/ops/v1/TCU/AAAAAJQY/cmd", "-m", "not yours", "-q", "1"]))
+        XCTAssertNotNil(g.waitForLog("denied (certificate): CONNECT refused (notAuthorized): user name op1 is not the certificate CN AAAAAJQX"))
+        try shell("mosquitto_pub", tlsArgs(port, cert: "pile")
+            + ["-i", "AAAAAJQX", "-u", "AAAAAJQX", "-t", "/xjdy/ops/v1/TCU/AAAAAJQX/msg", "-m", "mine", "-q", "1"])
+    }
+
     /// A socket that never finishes the handshake is closed at handshake_timeout;
     /// bytes that are not TLS close that connection only; TLS clients carry on.
     func testHandshakeTimeoutAndGarbageCloseOnlyThatConnection() throws {

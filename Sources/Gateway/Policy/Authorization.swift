@@ -26,7 +26,15 @@ extension Shard {
                                              why: "certificate CN \(tls.peerCN ?? "(none)") is not the client id",
                                              denial: .certificate))
             }
-            return .allow(role: policy.acl.role(username: c.username ?? cn, authenticated: true))
+            // A user name, if sent, must be the certificate's too: the role follows the
+            // user name, so an unchecked one would let a pile's own certificate take an
+            // operator's role (`-u op1`).
+            if let user = c.username, user != cn {
+                return .refuse(RefusalError(code: .notAuthorized,
+                                             why: "user name \(user) is not the certificate CN \(cn)",
+                                             denial: .certificate))
+            }
+            return .allow(role: policy.acl.role(username: cn, authenticated: true))
         }
         let peer = slab[Int(slot)].peer
         switch policy.authenticator.check(username: c.username, password: c.password, peer: peer, nowMs: monotonicMillis(),
