@@ -67,6 +67,21 @@ final class DevicesTests: XCTestCase {
         }, "expires after traffic_retention_days")
     }
 
+    /// A day written only by a disconnect's flush expires too (it used to be left
+    /// without a TTL when no periodic flush wrote that day).
+    func testADayWrittenAtDisconnectExpires() throws {
+        _ = try start("traffic_flush_seconds = 1")
+        let pile = try RawClient(port: gw!.port)
+        XCTAssertEqual(pile.connect(Connect(keepAlive: 60, clientID: "AAAAAJQX"))?.returnCode, .accepted)
+        pile.send(.disconnect)
+        XCTAssertTrue(pile.waitClosed())
+        XCTAssertTrue(try redis.waitUntil(5) { try traffic("AAAAAJQX:in") > 0 })
+        let key = try XCTUnwrap(redis.command(["KEYS", "pilegate:traffic:*"]).items.first?.text)
+        XCTAssertTrue(try redis.waitUntil(5) {
+            if case .integer(let ttl) = try redis.command(["TTL", key]) { return ttl > 60 * 86400 } else { return false }
+        }, "expires after traffic_retention_days")
+    }
+
     /// A pile that stays connected without publishing is reported once, and again
     /// when it speaks; a pile that keeps publishing never is.
     func testSilentPileIsReportedOnceAndWhenItSpeaks() throws {

@@ -32,12 +32,14 @@ extension Shard {
             }
             let i = traffic.cursor
             traffic.cursor += 1
-            if slab[i].state == .connected, let s = slab[i].session, flushTraffic(s, redis) { traffic.days.insert(s.usage.day) }
+            if slab[i].state == .connected, let s = slab[i].session { flushTraffic(s, redis) }
         }
     }
 
     /// HINCRBY one device's unflushed bytes into its day's hash; false if there was
     /// nothing to add or Redis has no room now (the bytes wait for the next flush).
+    /// The day is noted for the expiry at the end of the pass, also when the flush
+    /// comes from a disconnect (a day written only then would otherwise never expire).
     @discardableResult
     func flushTraffic(_ s: Session, _ redis: RedisBridge) -> Bool {
         let u = s.usage
@@ -46,6 +48,7 @@ extension Shard {
                                in: u.inbound.unflushed, out: u.outbound.unflushed) else { return false }
         s.usage.inbound.unflushed = 0
         s.usage.outbound.unflushed = 0
+        traffic.days.insert(u.day)
         return true
     }
 
