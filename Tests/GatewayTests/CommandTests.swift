@@ -54,11 +54,13 @@ class CommandTestCase: RedisGatewayTestCase {
 final class CommandTests: CommandTestCase {
     /// `acked` only once the pile's PUBACK arrives; until then the entry is pending and
     /// the command is in the pile's mailbox. QoS 0 ends `sent`; no pile, `offline`;
-    /// connected but not subscribed, `not_subscribed`.
+    /// connected and subscribed to something else, `not_subscribed`.
     func testOutcomesSayWhatHappened() throws {
         let g = try startGateway()
         let pile = try subscribed(g, "AAAAAAAB")
         let quiet = try connected(g, "AAAAAAAC")
+        quiet.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/elsewhere", .atLeastOnce)])))
+        guard case .suback = quiet.receive() else { throw Failure("no SUBACK") }
         let cmd = #"{"命令":"日志召唤","reqid":234,"文件名":"BillingGun1.0.log"}"#
         let a = try command("AAAAAAAB", cmd, ["qos", "1"])
         let p = try XCTUnwrap(nextPublish(pile), "the pile got its command")
@@ -90,6 +92,28 @@ final class CommandTests: CommandTestCase {
         XCTAssertEqual(metricValue(metrics, #"pilegate_downlink_total{outcome="acked"}"#), 1)
         XCTAssertEqual(metricValue(metrics, #"pilegate_downlink_total{outcome="offline"}"#), 1)
         _ = quiet
+    }
+
+    /// A pile that reconnected clean and has not subscribed yet (the moment between
+    /// its CONNACK and its SUBSCRIBE) is not `not_subscribed`: the command waits in
+    /// its mailbox and goes out at the SUBSCRIBE.
+    func testACommandWaitsForAPileThatHasNotSubscribedYet() throws {
+        let g = try startGateway()
+        let pile = try connected(g, "AAAAAAAD")
+        let id = try command("AAAAAAAD", "hello")
+        XCTAssertTrue(try redis.waitUntil { try self.redis.command(["HLEN", "pilegate:mail:AAAAAAAD"]).int == 1 }, "in the mailbox")
+        usleep(200_000)
+        XCTAssertEqual(try outcomes(id), [], "not ended")
+        pile.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest(topic("AAAAAAAD"), .atLeastOnce)])))
+        var got: Publish?
+        for _ in 0..<2 where got == nil {   // the SUBACK and the command, in either order
+            if case .publish(let p) = pile.receive(timeout: 5) { got = p }
+        }
+        let p = try XCTUnwrap(got, "sent at the SUBSCRIBE")
+        XCTAssertEqual(p.payload, Array("hello".utf8))
+        pile.send(.puback(p.packetID))
+        XCTAssertTrue(try waitOutcomes(id, ["acked"]))
+        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
     }
 
     /// QoS 2: PUBREC is not the end, PUBCOMP is.

@@ -38,9 +38,10 @@ struct Delivery: Sendable {
 enum CommandTarget {
     /// Connected and subscribed to the command's topic (at this QoS).
     case connected(QoS)
-    /// Away with a persistent session that is subscribed.
+    /// Away with a persistent session that is subscribed, or connected and not yet
+    /// subscribed to anything: stored, it goes out at the pile's next SUBSCRIBE.
     case away
-    /// Connected or away with a session, not subscribed to the topic.
+    /// Connected or away with a session, subscribed but not to the command's topic.
     case notSubscribed
     /// No connection, no session.
     case offline
@@ -71,6 +72,9 @@ final class Broker: @unchecked Sendable {
         /// Stamp of the last routing pass that matched this client (dedupe).
         var stamp: UInt32 = 0
         var stampQoS: QoS = .atMostOnce
+        /// Has subscribed since its session began: until then a command for it waits
+        /// in its mailbox (a pile reconnecting clean subscribes a moment after CONNACK).
+        var subscribed = false
 
         init(clientID: String, owner: Owner) {
             self.clientID = clientID
@@ -156,6 +160,7 @@ final class Broker: @unchecked Sendable {
             c.owner = owner
             let parked = c.parked
             c.parked = nil
+            if parked == nil || cleanSession { c.subscribed = false }
             clients[h] = c
             if let s = parked, !cleanSession {
                 return .ready(s, present: true)
@@ -236,6 +241,7 @@ final class Broker: @unchecked Sendable {
     func subscribe(_ session: Session, _ request: TopicRequest) {
         let sub = Subscriber(handle: session.handle, qos: request.qos)
         lock.withLock {
+            clients[session.handle]?.subscribed = true
             if Topic.hasWildcard(request.filter.utf8) {
                 wildcard.node(for: request.filter).values.upsert(sub) { $0.handle == sub.handle }
             } else {
@@ -311,7 +317,7 @@ final class Broker: @unchecked Sendable {
             }
             match(topic)
             let c = clients[h]!
-            if c.stamp != stamp { return .notSubscribed }
+            if c.stamp != stamp { return c.owner != nil && !c.subscribed ? .away : .notSubscribed }
             return c.owner != nil ? .connected(min(c.stampQoS, qos)) : .away
         }
     }
