@@ -10,11 +10,12 @@ import PileLoop
 /// A bad file changes nothing: one log line with the reason, a counter, and the
 /// running config stays.
 ///
-/// What applies live: `[auth]` (password file, anonymous access, caches), `[acl]`,
+/// What applies live: `[auth]` (password file, anonymous access, caches; not
+/// `redis_hash`), `[acl]`,
 /// `[rate]` (when the rule names stay the same), `[[route]]` (when the streams stay
 /// the same), the TLS certificate, key and CA,
 /// `[mqtt]` (but `queue_memory_budget`), `[devices]`, `[downlink]` (but
-/// `review_idle_ms`). The rest (listeners, shards, Redis, admin, log,
+/// `review_idle_ms`). The rest (listeners, shards, Redis, admin, log, the credentials hash,
 /// connect limits) is built into sockets, threads and connections at start: a change
 /// there is logged as needing a restart, and the running value is kept.
 final class Reloader: @unchecked Sendable {
@@ -96,6 +97,8 @@ final class Reloader: @unchecked Sendable {
         }
         keep("[admin]", \.admin)
         keep("[log]", \.log)
+        // The Redis connections are made for the hash named at start.
+        keep("auth.redis_hash", \.auth.redisHash)
         keep("[limits]", \.limits)
         keep("tls.enabled", \.tls.enabled)
         keep("tls.bind", \.tls.bind)

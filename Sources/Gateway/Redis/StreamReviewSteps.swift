@@ -44,7 +44,7 @@ extension Shard {
     func evictionPolicyReplied(_ r: RedisReply) {
         let policy = r.elements.count == 2 ? r.elements[1].text : ""
         if policy.hasPrefix("allkeys-") {
-            logger.warning("redis maxmemory-policy is \(policy): under memory pressure Redis may evict the uplink streams, and acknowledged messages with them; use noeviction (or a volatile-* policy)")
+            logger.warning("redis maxmemory-policy is \(policy): under memory pressure Redis may evict the uplink streams, and acknowledged messages with them; use noeviction (volatile-* may also evict the dedup keys and the daily traffic hashes, which expire)")
         }
     }
 
