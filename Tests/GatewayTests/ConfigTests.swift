@@ -154,6 +154,18 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    /// The Redis connections are made for the credentials hash named at start: a
+    /// reload keeps it (and says so) while the rest of `[auth]` applies.
+    func testAReloadKeepsTheCredentialsHash() {
+        var next = Config()
+        next.auth.redisHash = "pilegate:users"
+        next.auth.cacheSeconds = 5
+        let (live, kept) = Reloader.split(next, running: Config())
+        XCTAssertEqual(live.auth.redisHash, "")
+        XCTAssertEqual(live.auth.cacheSeconds, 5)
+        XCTAssertEqual(kept, ["auth.redis_hash"])
+    }
+
     func testShardLayoutFollowsTheFileLimit() {
         var c = Config()
         c.server.maxConnections = 200_000
