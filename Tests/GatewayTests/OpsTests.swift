@@ -19,7 +19,7 @@ final class OpsTests: XCTestCase {
         // systemd-analyze wants ExecStart to exist: point it at the binary just built.
         let unit = NSTemporaryDirectory() + "pilegate-\(UUID().uuidString).service"
         try String(contentsOfFile: path("ops/pilegate.service"), encoding: .utf8)
-            .replacingOccurrences(of: "/usr/local/bin/pilegate", with: Gateway.binary.path)
+            .replacingOccurrences(of: "/usr/bin/pilegate", with: Gateway.binary.path)
             .write(toFile: unit, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: unit) }
         let out = try shell("sh", ["-c", "systemd-analyze verify \(unit) 2>&1; echo rc=$?"])
