@@ -31,7 +31,7 @@ public struct PasswordFile: Sendable {
     }
 
     /// Iterations for new entries: Mosquitto's own default. Measured with the same
-    /// OpenSSL PBKDF2 (README, Security): 61 us per verification, so the first CONNECT
+    /// OpenSSL PBKDF2 (ops/SECURITY.md): 61 us per verification, so the first CONNECT
     /// of 200k piles after a restart costs 12 s of one core (1,000 iterations: 248 s).
     /// A verified password is then cached; a reconnect storm costs a SHA-256 per pile.
     public static let defaultIterations = 101
