@@ -58,7 +58,10 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            // The operator console's page, compiled into the binary (no files to install,
+            // no requests leave the page).
+            resources: [.embedInCode("Ops/Console/console.html")]
         ),
         .executableTarget(
             name: "pilegate",

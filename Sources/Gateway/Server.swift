@@ -120,9 +120,12 @@ public final class Server {
         if config.admin.enabled {
             let metrics = Metrics(counters: counters, broker: broker, rules: rates.rules.map(\.name),
                                   maxConnections: config.server.maxConnections, watch: watch)
+            let console = ConsoleFeed(counters: counters, broker: broker, watch: watch, control: control,
+                                      node: config.server.node, startedAt: context.startedAt,
+                                      maxConnections: config.server.maxConnections)
             for (bind, healthOnly) in [(config.admin.bind, false), (config.admin.healthBind, true)] where !bind.isEmpty {
                 let http = try AdminHTTP(address: SocketAddress(bind)!, metrics: metrics, counters: counters,
-                                         redisEnabled: config.redis.enabled, watch: watch, control: control,
+                                         redisEnabled: config.redis.enabled, watch: watch, control: control, console: console,
                                          token: config.admin.token, healthOnly: healthOnly, logger: logger)
                 endpoints.append((http, PileLoop.Thread(name: healthOnly ? "health-http" : "admin-http") { http.run() }))
                 let serves = healthOnly ? "health HTTP on %@ (/healthz /readyz only)" : "admin HTTP on %@ (/metrics /healthz /readyz /admin)"

@@ -264,6 +264,8 @@ final class Shard {
             reply.post(isCurrent(slot, gen) ? info(slot) : ClientInfo(clientID: "", shard: index))
         case .top(let n, let reply):
             reply.post(top(n))
+        case .events(let n, let device, let reply):
+            readEvents(n, device: device, reply: reply)
         case .drain(let perTick):
             drain.perTick = max(1, perTick)
         case .operatorBan(let clientID, let ban):

@@ -15,6 +15,8 @@ struct ClientInfo: Sendable {
     var lastSeenSecondsAgo: Double = 0
     var held = false
     var paused = false
+    /// Bytes a day the pile may move (its override's, else `rate.daily_quota_bytes`); 0: none.
+    var dailyQuota: UInt64 = 0
 
     var json: [String: Any] {
         ["client_id": clientID, "shard": shard, "connected_since_ms": connectedAtMs, "peer": peer, "tls": tls,
@@ -22,7 +24,8 @@ struct ClientInfo: Sendable {
          "today": ["bytes_in": usage.inbound.bytes, "bytes_out": usage.outbound.bytes,
                    "packets_in": usage.inbound.packets, "packets_out": usage.outbound.packets],
          "last_seen_seconds_ago": lastSeenSecondsAgo,
-         "rate": ["throttled": held, "backpressure_paused": paused, "quota_breached_today": usage.breachReported]]
+         "rate": ["throttled": held, "backpressure_paused": paused, "quota_breached_today": usage.breachReported,
+                  "daily_quota_bytes": dailyQuota, "quota_used_bytes": usage.total]]
     }
 }
 
@@ -34,7 +37,8 @@ extension Shard {
         return ClientInfo(clientID: s.clientID, shard: index, connectedAtMs: s.connectedAtMs, peer: "\(c.peer)",
                           tls: c.tls != nil, subscriptions: s.subscriptions.map(\.filter), usage: s.usage,
                           lastSeenSecondsAgo: Double(nowTick32 &- c.lastSeen) * Double(Shard.tickMillis) / 1000,
-                          held: c.throttled, paused: c.paused)
+                          held: c.throttled, paused: c.paused,
+                          dailyQuota: overrides[s.clientID]?.quota ?? UInt64(policy.rates.quota))
     }
 
     /// This shard's `n` connected clients with the most bytes today.
@@ -93,6 +97,14 @@ final class AdminControl: @unchecked Sendable {
             all += got.joined()
         }
         return Array(all.sorted { $0.usage.total > $1.usage.total }.prefix(n))
+    }
+
+    /// The newest `limit` events (of `device`), read from Redis by shard 0; nil when
+    /// Redis does not answer.
+    func events(limit: Int, device: String?) -> [[String: String]]? {
+        let reply = Inbox<[[String: String]]?>()
+        inboxes[0].post(.events(limit: limit, device: device, reply: reply))
+        return reply.wait(timeoutMillis: 2000).first ?? nil
     }
 
     func kick(_ clientID: String, reason: CloseReason = .kicked) -> Bool {

@@ -4,8 +4,11 @@ import Logging
 import PileLoop
 
 /// The operator's HTTP endpoint (`[admin] bind`, loopback by default): `/metrics`
-/// for Prometheus, `/healthz` and `/readyz` for load balancers, and with a bearer
-/// token (`[admin] token`) the admin API:
+/// for Prometheus, `/healthz` and `/readyz` for load balancers, `/` the operator
+/// console (a page that asks for the token and reads the API below), and with a
+/// bearer token (`[admin] token`) the admin API:
+///   GET  /admin/overview          the console's figures (JSON, Ops/Console.swift)
+///   GET  /admin/events?n=N&device=ID   the newest events from Redis (JSON)
 ///   GET  /admin/clients/ID        one connected client (JSON)
 ///   GET  /admin/top?n=N           the N clients with the most bytes today (JSON)
 ///   POST /admin/clients/ID/kick   close that client's connection
@@ -20,9 +23,11 @@ import PileLoop
 /// With `healthOnly` (`[admin] health_bind`) it answers /healthz and /readyz and
 /// nothing else: what a balancer on another host needs, without opening the rest.
 ///
-/// Low volume (a scrape every few seconds, a health check per balancer), so it is a
-/// plain blocking loop on its own thread: one request per connection, answered and
-/// closed. Nothing here touches a shard; it reads the shared atomics.
+/// Low volume (a scrape every few seconds, a health check per balancer, one console
+/// poll a second per open page), so it is a plain blocking loop on its own thread: one
+/// request per connection, answered and closed. Nothing here touches a shard; it reads
+/// the shared atomics. (The console did not need an HTTP framework: one embedded page
+/// and two more JSON routes; Hummingbird would bring SwiftNIO into every CI build.)
 final class AdminHTTP: @unchecked Sendable {
     let fd: Int32
     private let metrics: Metrics
@@ -30,18 +35,20 @@ final class AdminHTTP: @unchecked Sendable {
     private let redisEnabled: Bool
     private let watch: StreamWatch
     private let control: AdminControl
+    private let console: ConsoleFeed
     private let token: [UInt8]
     private let healthOnly: Bool
     private let logger: Logger
 
     init(address: SocketAddress, metrics: Metrics, counters: [Counters], redisEnabled: Bool, watch: StreamWatch,
-         control: AdminControl, token: String, healthOnly: Bool = false, logger: Logger) throws {
+         control: AdminControl, console: ConsoleFeed, token: String, healthOnly: Bool = false, logger: Logger) throws {
         fd = try makeListener(address, backlog: 64)
         self.metrics = metrics
         self.counters = counters
         self.redisEnabled = redisEnabled
         self.watch = watch
         self.control = control
+        self.console = console
         self.token = Array(token.utf8)
         self.healthOnly = healthOnly
         self.logger = logger
@@ -92,6 +99,9 @@ final class AdminHTTP: @unchecked Sendable {
             return admin(c, String(method), path, query: target.count > 1 ? String(target[1]) : "", head: head)
         }
         switch (method, path) {
+        case ("GET", "/"):
+            respond(c, 200, "text/html; charset=utf-8", PackageResources.console_html,
+                    extra: "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\nCache-Control: no-store\r\n")
         case ("GET", "/metrics"):
             respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", metrics.scrape())
         case ("GET", "/healthz"):
@@ -128,14 +138,21 @@ final class AdminHTTP: @unchecked Sendable {
             guard control.kick(segments[2]) else { return notConnected(c) }
             logger.notice("admin: kicked \(segments[2])")
             json(c, ["kicked": segments[2]])
+        case ("GET", 2, "overview"):
+            json(c, console.overview())
+        case ("GET", 2, "events"):
+            let args = arguments(query)
+            let n = min(max(args["n"].flatMap { Int($0) } ?? 50, 1), 500)
+            let device = args["device"].flatMap { $0.isEmpty ? nil : $0 }
+            guard let events = control.events(limit: n, device: device) else {
+                return respond(c, 503, "text/plain", Array("events unavailable: redis unreachable\n".utf8))
+            }
+            json(c, ["events": events])
         case ("GET", 2, "top"):
             let n = query.split(separator: "&").first { $0.hasPrefix("n=") }.flatMap { Int($0.dropFirst(2)) } ?? 10
             json(c, ["clients": control.top(min(max(n, 1), 1000)).map(\.json)])
         case ("POST", 3, "bans"):
-            let args = Dictionary(query.split(separator: "&").compactMap { kv -> (String, String)? in
-                let p = kv.split(separator: "=", maxSplits: 1)
-                return p.count == 2 ? (String(p[0]), String(p[1]).removingPercentEncoding ?? String(p[1])) : nil
-            }, uniquingKeysWith: { a, _ in a })
+            let args = arguments(query)
             guard let seconds = args["seconds"].flatMap(UInt64.init), (1...10 * 365 * 86400).contains(seconds) else {
                 return respond(c, 400, "text/plain", Array("seconds=1...315360000 required\n".utf8))
             }
@@ -183,6 +200,14 @@ final class AdminHTTP: @unchecked Sendable {
         }
     }
 
+    /// `a=1&b=x%20y` as a dictionary (the first of a repeated name wins).
+    private func arguments(_ query: String) -> [String: String] {
+        Dictionary(query.split(separator: "&").compactMap { kv -> (String, String)? in
+            let p = kv.split(separator: "=", maxSplits: 1)
+            return p.count == 2 ? (String(p[0]), String(p[1]).removingPercentEncoding ?? String(p[1])) : nil
+        }, uniquingKeysWith: { a, _ in a })
+    }
+
     private func notConnected(_ c: Int32) { respond(c, 404, "text/plain", Array("client not connected\n".utf8)) }
 
     private func json(_ c: Int32, _ object: [String: Any]) {
@@ -190,10 +215,10 @@ final class AdminHTTP: @unchecked Sendable {
         respond(c, 200, "application/json", [UInt8](data) + [10])
     }
 
-    private func respond(_ c: Int32, _ status: Int, _ type: String, _ body: [UInt8]) {
+    private func respond(_ c: Int32, _ status: Int, _ type: String, _ body: [UInt8], extra: String = "") {
         let reason = [200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
                       404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"][status] ?? "Error"
-        let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(type)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(type)\r\nContent-Length: \(body.count)\r\n\(extra)Connection: close\r\n\r\n"
         let all = Array(head.utf8) + body
         var sent = 0
         while sent < all.count {

@@ -28,6 +28,8 @@ enum RedisExpectation {
     case overrides
     /// INFO at connect (shard 0): version and cluster mode.
     case serverInfo
+    /// XREVRANGE of the events stream for the console (shard 0).
+    case events(device: String?, limit: Int, reply: Inbox<[[String: String]]?>)
 }
 
 enum CommandStep {

@@ -80,6 +80,8 @@ extension Shard {
             overridesReplied(r)
         case .serverInfo:
             serverInfoReplied(r)
+        case .events(let device, let limit, let reply):
+            eventsReplied(device: device, limit: limit, reply: reply, r)
         }
     }
 }
