@@ -23,6 +23,14 @@ final class RedisServer {
         try start()
     }
 
+    /// A client of a redis-server started by someone else (ops/fleet.sh): nothing to stop.
+    init(attachedTo port: UInt16) {
+        self.port = port
+        dir = ""
+        password = nil
+        extra = []
+    }
+
     deinit {
         stop()
         try? FileManager.default.removeItem(atPath: dir)

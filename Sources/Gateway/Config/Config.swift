@@ -61,6 +61,16 @@ public struct Config: Sendable {
 
         /// The command topic of one pile.
         func commandTopic(for device: String) -> String { commandTopic.replacing("%c", with: device) }
+
+        /// The pile whose command topic `topic` is, if it is one.
+        func device(inCommandTopic topic: String) -> String? {
+            guard let c = commandTopic.firstRange(of: "%c") else { return nil }
+            let suffix = commandTopic[c.upperBound...], prefix = commandTopic[..<c.lowerBound]
+            guard topic.hasSuffix(suffix), topic.hasPrefix(prefix), topic.utf8.count > prefix.utf8.count + suffix.utf8.count
+            else { return nil }
+            let id = topic.dropFirst(prefix.count).dropLast(suffix.count)
+            return id.contains("/") ? nil : String(id)
+        }
     }
 
     static let defaultCommandTopic = "/xjdy/ops/v1/TCU/%c/cmd"
@@ -293,6 +303,9 @@ public struct Config: Sendable {
         public var dedupRecent = 16
         public var group = "pilegate"
         public var embeddedServer = "redis-server"
+        /// Wildcard subscribers here also get what the piles of the other nodes publish,
+        /// read from the uplink streams while there are any (Redis/FleetFeed.swift).
+        public var fleetFeed = true
 
         /// Commands every new Redis connection starts with.
         func handshake(clientName: String?) -> [[String]] {

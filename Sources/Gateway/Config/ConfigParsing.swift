@@ -102,6 +102,7 @@ extension Config {
             t.int("dedup_recent", &redis.dedupRecent, 1...1000)
             t.string("group", &redis.group)
             t.string("embedded_server", &redis.embeddedServer)
+            t.bool("fleet_feed", &redis.fleetFeed)
         }
         r.table("auth") { t in
             var anonymous = ""

@@ -10,9 +10,11 @@ extension Shard {
     /// `except` the pile a command is for (it gets the command by `sendCommand`);
     /// returns where that pile's connection is.
     @discardableResult
-    func fanOut(_ m: Message, except: String? = nil) -> Owner? {
+    /// `wildcardOnly`: a message another node stored (FleetFeed), for this node's
+    /// wildcard subscribers.
+    func fanOut(_ m: Message, except: String? = nil, wildcardOnly: Bool = false) -> Owner? {
         if m.retain && config.mqtt.retainAvailable { broker.retain(m) }
-        let owner = broker.route(m, into: &remote, except: except)
+        let owner = broker.route(m, into: &remote, except: except, wildcardOnly: wildcardOnly)
         if !remote[index].isEmpty {
             // Swap, not copy: a copy alive during removeAll would make it reallocate
             // the list on every publish.

@@ -17,6 +17,11 @@ extension Shard {
             let m = Message(topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain)
             fanOut(m)
             if let redis {
+                // To a pile's command topic, and the pile is on another node: there,
+                // as a worker's command (with its outcome).
+                if let device = config.mqtt.device(inCommandTopic: p.topic), !broker.holds(device) {
+                    redis.forwardCommand(m, device: device)
+                }
                 // Stored before acked: a QoS 1/2 acknowledgement waits for Redis (redisReplied).
                 if p.qos == .atMostOnce {
                     if redis.canAccept { redis.xadd(m, device: session.clientID, expect: .uplinkQoS0) }

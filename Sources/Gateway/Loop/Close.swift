@@ -45,7 +45,7 @@ extension Shard {
             }
             if let redis {
                 flushTraffic(session, redis)
-                redis.absent(session.clientID, since: session.connectedAtMs)
+                redis.absent(session.clientID, since: session.connectedAtMs, sessionKept: session.persistent)
                 if !redis.event("disconnect", device: session.clientID, [("reason", reason.eventReason)]) {
                     counters.add(.bookkeepingDropped)
                 }

@@ -27,6 +27,8 @@ final class Shard {
     /// downlink command reader.
     var redis: RedisBridge?
     var downlink: Downlink?
+    /// Shard 0: the other nodes' uplink for this node's wildcard subscribers.
+    var fleet: FleetFeed?
     /// On shard 0 with `redis.consumer_groups`: the uplink streams' review.
     var review: StreamReview?
     var slab: [Connection] = []
@@ -95,6 +97,10 @@ final class Shard {
             redis = bridge
             if index == 0 {
                 downlink = Downlink(config: config, address: address, ring: ring, logger: self.logger)
+                if config.redis.fleetFeed {
+                    fleet = FleetFeed(config: config, streams: bridge.router.streams, address: address, ring: ring,
+                                      logger: self.logger)
+                }
                 if context.streams.active { review = StreamReview(watch: context.streams, config: config.redis) }
             }
         }
@@ -113,12 +119,15 @@ final class Shard {
         redis?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
         downlink?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
         downlink?.connection.onState = { [unowned self] s in if s == .up { self.downlink?.start() } }
+        fleet?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
+        fleet?.connection.onState = { [unowned self] _ in self.fleet?.reset() }
         redis?.connection.onState = { [unowned self] s in
             self.counters.set(.redisUp, s == .up ? 1 : 0)
             if s == .up && self.index == 0 { self.checkEvictionPolicy() }
         }
         redis?.connection.tick(nowMs: monotonicMillis())
         downlink?.connection.tick(nowMs: monotonicMillis())
+        fleet?.connection.tick(nowMs: monotonicMillis())
         armAccepts()
         armInbox()
         ring.timeout(tickInterval, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
@@ -131,6 +140,7 @@ final class Shard {
             let now = monotonicNanos()
             redis?.connection.clock = now
             downlink?.connection.clock = now
+            fleet?.connection.clock = now
             counters.cqesPerTurn.record(UInt64(ring.drainCompletions { c in self.complete(c) }))
             endTurn()
         }
@@ -158,7 +168,7 @@ final class Shard {
         case Op.timer: onTimer()
         case Op.inbox: onInbox(c)
         case Op.redisConnect, Op.redisSend, Op.redisRecv:
-            let conn = tag.slot == 0 ? redis?.connection : downlink?.connection
+            let conn = tag.slot == 0 ? redis?.connection : tag.slot == 1 ? downlink?.connection : fleet?.connection
             conn?.complete(op: tag.op, generation: tag.generation, res: c.res, nowMs: monotonicMillis())
         default: logger.error("completion with unknown op \(tag.op)")
         }
@@ -193,6 +203,7 @@ final class Shard {
         redis?.flushAcks()
         redis?.connection.flush()
         downlink?.connection.flush()
+        fleet?.connection.flush()
         buffers.publish()
         for s in remote.indices where !remote[s].isEmpty {
             ctx.inboxes[s].post(contentsOf: remote[s].lazy.map { ShardMessage.deliver($0) })
@@ -226,6 +237,8 @@ final class Shard {
         redis?.connection.tick(nowMs: ms)
         downlink?.connection.tick(nowMs: ms)
         downlink?.reviewIfDue(nowMs: ms)
+        fleet?.connection.tick(nowMs: ms)
+        fleet?.tick(wanted: broker.hasWildcardSubscribers)
         if index == 0 { refreshBansIfDue(nowMs: ms) }
         syncOverrides(nowMs: ms)
         if let r = redis?.connection { counters.set(.redisInflight, UInt64(r.unanswered)) }
@@ -262,6 +275,11 @@ final class Shard {
             if isCurrent(slot, gen) { resumeConnect(slot) }
         case .inspect(let slot, let gen, let reply):
             reply.post(isCurrent(slot, gen) ? info(slot) : ClientInfo(clientID: "", shard: index))
+        case .movedAway(let slot, let gen, let since):
+            if isCurrent(slot, gen), let s = slab[Int(slot)].session, s.connectedAtMs < since {
+                s.persistent = false   // the session lives on with the pile, on its new node
+                close(slot, .takeoverRemote)
+            }
         case .top(let n, let reply):
             reply.post(top(n))
         case .events(let n, let device, let reply):

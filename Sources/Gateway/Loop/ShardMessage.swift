@@ -5,6 +5,9 @@ enum ShardMessage: Sendable {
     case deliver(Delivery)
     /// Close this connection (its client id was taken over, or a newer CONNECT won).
     case kick(slot: UInt32, generation: UInt32, reason: CloseReason)
+    /// Its client id connected to another node at `since` (wall ms): close this
+    /// connection if it is older, and let its session go.
+    case movedAway(slot: UInt32, generation: UInt32, since: UInt64)
     /// The previous holder of this connection's client id is gone: finish CONNECT.
     case resumeConnect(slot: UInt32, generation: UInt32)
     /// Admin API: describe one connection; list this shard's top clients by bytes today.

@@ -88,6 +88,9 @@ struct Command: Sendable {
         case command(Command)
         /// A bad entry: its id, device (maybe empty) and what is wrong with it.
         case rejected(CommandTag, device: String, why: String)
+        /// Not a command: `device` connected to node `by` at `since` (wall ms), so a
+        /// connection of it here that is older ends (`Script.claimPresence` wrote it).
+        case takeover(CommandTag, device: String, since: UInt64)
     }
 
     /// Read one entry: `device` (required), `payload`, optional `topic` (default the
@@ -100,9 +103,11 @@ struct Command: Sendable {
         guard parts.count == 2, !parts[1].isNil else { return nil }
         let tag = CommandTag(id: parts[0].text, stream: stream)
         var device = "", payload: [UInt8] = []
-        var topic: String?, qos: String?, ttl: String?, expires: String?
+        var topic: String?, qos: String?, ttl: String?, expires: String?, control: String?, since: String?
         for (field, value) in parts[1].pairs {
             switch field {
+            case "control": control = value.text
+            case "since": since = value.text
             case "device": device = value.text
             case "topic": topic = value.text
             case "qos": qos = value.text
@@ -114,6 +119,10 @@ struct Command: Sendable {
         }
         func bad(_ why: String) -> Read { .rejected(tag, device: device, why: why) }
         guard !device.isEmpty else { return bad("no device") }
+        if let control {
+            guard control == "takeover", let at = since.flatMap({ UInt64($0) }) else { return bad("bad control entry") }
+            return .takeover(tag, device: device, since: at)
+        }
         let name = topic ?? commandTopic(device)
         guard Topic.isValidName(name.utf8) else { return bad("bad topic \"\(name)\"") }
         guard let q = UInt8(qos ?? "1").flatMap(QoS.init) else { return bad("bad qos \"\(qos ?? "")\"") }

@@ -61,12 +61,25 @@ extension Shard {
                 logger.warning("downlink: entry \(tag.entryID) rejected: \(why)")
                 report(tag, device: device, .rejected, why: why)
                 ended.append(tag.entryID)
+            case .takeover(let tag, let device, let since)?:
+                movedAway(device, since: since)
+                ended.append(tag.entryID)
             case .command(let c)?:
                 let known = how == .claimed && seen.map { !($0 < c.tag.order) } == true
                 if decide(c, known ? .reviewed : how, nowMs: now, redis) { ended.append(c.tag.entryID) }
             }
         }
         redis.acknowledge(stream: stream, ids: ended)
+    }
+
+    /// `device` connected to another node at `since`: its older connection here ends
+    /// (will published, reason `takeover_remote`), and a session kept here goes.
+    func movedAway(_ device: String, since: UInt64) {
+        if let o = broker.owner(of: device) {
+            ctx.inboxes[o.shard].post(.movedAway(slot: o.slot, generation: o.generation, since: since))
+        } else {
+            broker.dropParked(device)
+        }
     }
 
     /// What to do with one command; true when it ended here (XACK it).

@@ -28,6 +28,8 @@ enum RedisExpectation {
     case overrides
     /// INFO at connect (shard 0): version and cluster mode.
     case serverInfo
+    /// XREAD of the uplink streams for this node's wildcard subscribers (shard 0).
+    case fleet
     /// XREVRANGE of the events stream for the console (shard 0).
     case events(device: String?, limit: Int, reply: Inbox<[[String: String]]?>)
 }
@@ -196,18 +198,39 @@ final class RedisBridge {
         connection.enqueue(expect) { $0.respCommand(["HGET", credentialsKey, user]) }
     }
 
-    /// presence[device] = "node|since": where the pile is and since when.
+    /// presence[device] = "node|since": where the pile is and since when; the node
+    /// it was on before closes its old connection (`Script.claimPresence`).
     func present(_ device: String, since: UInt64) {
         guard !bookkeepingFull else { return }
-        connection.enqueue(.bookkeeping) { $0.respCommand(["HSET", config.presenceKey, device, "\(node)|\(since)"]) }
+        connection.enqueue(.bookkeeping) {
+            $0.respCommand(["EVALSHA", Script.claimPresence.sha, "2", config.presenceKey, config.presenceKey + ":away", device,
+                            "\(node)|\(since)", node, config.downlinkPrefix, maxlen, String(since)])
+        }
+    }
+
+    /// A PUBLISH to the command topic of a pile that is not here: to its node's
+    /// command stream, as a worker's command (`Script.forwardCommand`).
+    func forwardCommand(_ m: Message, device: String) {
+        guard !bookkeepingFull else { return }
+        connection.enqueue(.bookkeeping) { b in
+            b.respArray(11)
+            for a in ["EVALSHA", Script.forwardCommand.sha, "1", config.presenceKey, device, node, config.downlinkPrefix,
+                      maxlen, m.topic] { b.respBulk(a) }
+            b.respBulk(m.payload)
+            b.respBulk(String(m.qos.rawValue))
+        }
     }
 
     /// Remove presence only if it is still this connection's: after a takeover by
-    /// another node the entry is theirs.
-    func absent(_ device: String, since: UInt64) {
+    /// another node the entry is theirs. A session kept here (`sessionKept`) is noted
+    /// in `presence:away`, so the node the pile next connects to has it dropped here.
+    func absent(_ device: String, since: UInt64, sessionKept: Bool) {
         guard !bookkeepingFull else { return }
         connection.enqueue(.bookkeeping) {
             $0.respCommand(["EVAL", RedisBridge.deleteIfOwned, "1", config.presenceKey, device, "\(node)|\(since)"])
+        }
+        if sessionKept {
+            connection.enqueue(.bookkeeping) { $0.respCommand(["HSET", config.presenceKey + ":away", device, "\(node)|\(since)"]) }
         }
     }
 

@@ -80,6 +80,9 @@ extension Shard {
             overridesReplied(r)
         case .serverInfo:
             serverInfoReplied(r)
+        case .fleet:
+            let wanted = broker.hasWildcardSubscribers
+            for m in fleet?.replied(r, wanted: wanted) ?? [] { fanOut(m, wildcardOnly: true) }
         case .events(let device, let limit, let reply):
             eventsReplied(device: device, limit: limit, reply: reply, r)
         }

@@ -15,6 +15,17 @@ enum Script: CaseIterable {
     /// window ms, then XADD's arguments after the key. Returns the entry id, 0 for a
     /// DUP resend, -1 for a repeated identity.
     case dedupAdd
+    /// A pile connected here: presence says so, and the node it was connected to
+    /// before, or whose session it left (`presence:away`), if another, gets a
+    /// takeover entry on its command stream: it closes the old connection (MQTT
+    /// 3.1.4-2 across the fleet) and drops the session. KEYS: presence, away.
+    /// ARGV: device, `node|since`, node, downlink prefix, stream cap, since.
+    case claimPresence
+    /// A PUBLISH to a pile's command topic, for a pile that is not here: a command
+    /// entry on the stream of the node presence names (none, or this one: 0). KEYS:
+    /// presence. ARGV: device, node, downlink prefix, stream cap, topic, payload, qos.
+    /// Returns the entry id, or 0.
+    case forwardCommand
 
     var source: String {
         switch self {
@@ -53,6 +64,29 @@ enum Script: CaseIterable {
               redis.call('PEXPIRE', KEYS[1], ARGV[4])
             end
             return id
+            """
+        case .claimPresence: """
+            local old = redis.call('HGET', KEYS[1], ARGV[1])
+            redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+            local away = redis.call('HGET', KEYS[2], ARGV[1])
+            if away then redis.call('HDEL', KEYS[2], ARGV[1]) end
+            local told = {}
+            for _, at in ipairs({old or '', away or ''}) do
+              local n = string.match(at, '^(.*)|')
+              if n and n ~= ARGV[3] and not told[n] then
+                told[n] = true
+                redis.call('XADD', ARGV[4] .. n, 'MAXLEN', '~', ARGV[5], '*',
+                           'control', 'takeover', 'device', ARGV[1], 'since', ARGV[6], 'by', ARGV[3])
+              end
+            end
+            return 0
+            """
+        case .forwardCommand: """
+            local at = redis.call('HGET', KEYS[1], ARGV[1])
+            local node = at and string.match(at, '^(.*)|')
+            if not node or node == ARGV[2] then return 0 end
+            return redis.call('XADD', ARGV[3] .. node, 'MAXLEN', '~', ARGV[4], '*', 'device', ARGV[1],
+                              'topic', ARGV[5], 'payload', ARGV[6], 'qos', ARGV[7], 'from', ARGV[2])
             """
         }
     }

@@ -207,6 +207,27 @@ final class Broker: @unchecked Sendable {
     }
 
     /// A connection that was waiting for a takeover closed before it finished.
+    /// Someone here subscribes with a wildcard (the fleet feed reads for them).
+    var hasWildcardSubscribers: Bool { lock.withLock { !wildcard.root.isEmpty } }
+
+    /// Whether the client is connected here, or away with a session kept here.
+    func holds(_ clientID: String) -> Bool {
+        lock.withLock { handle(of: clientID).map { clients[$0]!.owner != nil || clients[$0]!.parked != nil } ?? false }
+    }
+
+    /// The pile connected to another node: a session of it parked here is dropped
+    /// (what it needs of it there, its undelivered commands, is in Redis).
+    func dropParked(_ clientID: String) {
+        lock.withLock {
+            guard let h = handle(of: clientID), var c = clients[h], c.owner == nil, c.waiting == nil,
+                  let s = c.parked else { return }
+            dropSubscriptions(s)
+            c.parked = nil
+            clients[h] = c
+            freeHandle(h, clientID: clientID)
+        }
+    }
+
     func abandonConnect(clientID: String, owner: Owner) {
         lock.withLock {
             guard let h = handle(of: clientID), var c = clients[h], c.waiting == owner else { return }
@@ -284,10 +305,11 @@ final class Broker: @unchecked Sendable {
     /// `except`: the pile a worker's command is for, which gets it on its own path
     /// (`Shard.sendCommand`), not as a copy; where its connection is, if it has one.
     @discardableResult
-    func route(_ message: Message, into out: inout [[Delivery]], except: String? = nil) -> Owner? {
+    func route(_ message: Message, into out: inout [[Delivery]], except: String? = nil,
+               wildcardOnly: Bool = false) -> Owner? {
         lock.withLock {
             let skip = except.flatMap(handle(of:))
-            match(message.topic)
+            match(message.topic, wildcardOnly: wildcardOnly)
             for h in matched where h != skip {
                 let c = clients[h]!
                 let qos = min(c.stampQoS, message.qos)
@@ -324,11 +346,11 @@ final class Broker: @unchecked Sendable {
 
 
     /// Stamp every client subscribed to `topic` and list them in `matched` (under the lock).
-    private func match(_ topic: String) {
+    private func match(_ topic: String, wildcardOnly: Bool = false) {
         stamp &+= 1
         matched.removeAll(keepingCapacity: true)
         // Closure literals at the call sites stay non-escaping: no allocation per publish.
-        if let t = exactTopic(topic) { topics[t]!.subscribers.forEach { mark($0) } }
+        if !wildcardOnly, let t = exactTopic(topic) { topics[t]!.subscribers.forEach { mark($0) } }
         wildcard.match(topic: topic) { mark($0) }
     }
 

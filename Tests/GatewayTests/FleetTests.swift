@@ -1,0 +1,109 @@
+import Foundation
+import MQTTCodec
+import XCTest
+
+/// Several nodes on one Redis, as a fleet runs behind a balancer: a client id that
+/// connects to another node ends its old connection (3.1.4-2 across nodes), and a
+/// PUBLISH to a pile's command topic reaches the pile on whichever node holds it.
+final class FleetTests: XCTestCase {
+    var redis: RedisServer!
+    var nodes: [Gateway] = []
+
+    override func setUpWithError() throws { redis = try RedisServer() }
+    override func tearDown() {
+        for n in nodes { XCTAssertEqual(n.stop(), 0) }
+        redis = nil
+    }
+
+    func node(_ name: String, _ extra: String = "") throws -> Gateway {
+        let g = try Gateway(config: "[redis]\naddress = \"\(redis.address)\"\n\(extra)", node: name)
+        nodes.append(g)
+        XCTAssertNotNil(g.waitForLog("connected to redis"), g.logText)
+        return g
+    }
+
+    func connect(_ g: Gateway, _ id: String, clean: Bool = true, will: Will? = nil) throws -> RawClient {
+        let c = try RawClient(port: g.port)
+        XCTAssertEqual(c.connect(Connect(cleanSession: clean, keepAlive: 60, clientID: id, will: will))?.returnCode, .accepted)
+        return c
+    }
+
+    func presence(_ id: String) throws -> String? { try redis.command(["HGET", "pilegate:presence", id]).text }
+
+    /// The old connection on node A ends within a second of the CONNECT on node B,
+    /// with its will, and its persistent session does not stay behind on A.
+    func testTakeoverAcrossNodes() throws {
+        let a = try node("node-a"), b = try node("node-b")
+        let will = Will(topic: "/xjdy/ops/v1/TCU/AAAAAJQX/will", payload: Array("gone".utf8), qos: .atLeastOnce, retain: false)
+        let old = try connect(a, "AAAAAJQX", clean: false, will: will)
+        XCTAssertTrue(try redis.waitUntil { try self.presence("AAAAAJQX")?.hasPrefix("node-a|") == true })
+        let started = Date()
+        let new = try connect(b, "AAAAAJQX", clean: false)
+        XCTAssertTrue(old.waitClosed(), "node A closes the old connection")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2)
+        XCTAssertNotNil(a.waitForLog("disconnected: client id connected to another node"))
+        XCTAssertTrue(try redis.waitUntil { try self.presence("AAAAAJQX")?.hasPrefix("node-b|") == true }, "presence is B's")
+        let events = try redis.entries("pilegate:events").map { $0.fields.mapValues { String(decoding: $0, as: UTF8.self) } }
+        XCTAssertTrue(events.contains { $0["type"] == "will" && $0["node"] == "node-a" }, "\(events)")
+        XCTAssertTrue(events.contains { $0["type"] == "disconnect" && $0["reason"] == "takeover_remote" }, "\(events)")
+        XCTAssertTrue(try redis.waitUntil { metricValue(try http(XCTUnwrap(a.adminPort), "/metrics").body, "pilegate_sessions") == 0 },
+                      "the session moved with the pile")
+        // The new connection is not touched by its own claim.
+        new.send(.pingreq)
+        XCTAssertEqual(new.receive(), .pingresp)
+
+        // A session parked on B (the pile went away) is dropped when the pile shows up on A.
+        new.send(.disconnect)
+        XCTAssertTrue(new.waitClosed())
+        XCTAssertTrue(try redis.waitUntil { metricValue(try http(XCTUnwrap(b.adminPort), "/metrics").body, "pilegate_sessions") == 1 })
+        _ = try connect(a, "AAAAAJQX", clean: true)
+        XCTAssertTrue(try redis.waitUntil { metricValue(try http(XCTUnwrap(b.adminPort), "/metrics").body, "pilegate_sessions") == 0 })
+    }
+
+    /// An operator's wildcard subscription on node A sees the piles of node B too,
+    /// each message once; its own node's piles it sees directly, not twice.
+    func testAWildcardSubscriberSeesTheWholeFleet() throws {
+        let a = try node("node-a"), b = try node("node-b")
+        let sub = try Background("mosquitto_sub", ["-h", "127.0.0.1", "-p", "\(a.port)", "-q", "1", "-v", "-W", "4",
+                                                   "-t", "/xjdy/ops/v1/TCU/+/msg"])
+        XCTAssertNotNil(a.waitSubscribed("/xjdy/ops/v1/TCU/+/msg"))
+        usleep(300_000)   // the feed's first read starts from the streams' ends
+        for (g, id) in [(a, "AAAAAAAA"), (b, "BBBBBBBB")] {
+            try shell("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(g.port)", "-i", id, "-q", "1",
+                                        "-t", "/xjdy/ops/v1/TCU/\(id)/msg", "-m", "from \(id)"])
+        }
+        let lines = sub.finish(timeout: 10).split(separator: "\n").sorted()
+        XCTAssertEqual(lines, ["/xjdy/ops/v1/TCU/AAAAAAAA/msg from AAAAAAAA", "/xjdy/ops/v1/TCU/BBBBBBBB/msg from BBBBBBBB"])
+    }
+
+    /// `mosquitto_pub` on node A to a pile's command topic, the pile on node B: B
+    /// delivers it as a command, and its outcome is `acked` once the pile acknowledges.
+    func testACommandPublishedOnOneNodeReachesAPileOnAnother() throws {
+        let a = try node("node-a"), b = try node("node-b")
+        let pile = try connect(b, "AAAAAJQX")
+        pile.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/AAAAAJQX/cmd", .atLeastOnce)])))
+        guard case .suback = pile.receive() else { throw Failure("no SUBACK") }
+        XCTAssertTrue(try redis.waitUntil { try self.presence("AAAAAJQX")?.hasPrefix("node-b|") == true })
+        let command = #"{"命令":"下载","reqid":2}"#
+        try shell("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(a.port)", "-q", "1",
+                                    "-t", "/xjdy/ops/v1/TCU/AAAAAJQX/cmd", "-m", command])
+        guard case .publish(let p) = pile.receive(timeout: 5) else { throw Failure("the pile on B got nothing") }
+        XCTAssertEqual(p.payload, Array(command.utf8))
+        XCTAssertEqual(p.qos, .atLeastOnce)
+        pile.send(.puback(p.packetID))
+        XCTAssertTrue(try redis.waitUntil {
+            try redis.entries("pilegate:down:outcome").contains {
+                String(decoding: $0.fields["outcome"] ?? [], as: UTF8.self) == "acked"
+                    && String(decoding: $0.fields["node"] ?? [], as: UTF8.self) == "node-b"
+            }
+        })
+        XCTAssertNil(pile.receive(timeout: 0.5), "once, not also as a copy")
+        // A pile on the publishing node itself gets it directly, not through Redis.
+        let local = try connect(a, "AAAAAAAB")
+        local.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/AAAAAAAB/cmd", .atLeastOnce)])))
+        guard case .suback = local.receive() else { throw Failure("no SUBACK") }
+        try shell("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(a.port)", "-q", "1", "-t", "/xjdy/ops/v1/TCU/AAAAAAAB/cmd", "-m", "x"])
+        guard case .publish = local.receive(timeout: 5) else { throw Failure("local pile got nothing") }
+        XCTAssertEqual(try redis.command(["XLEN", "pilegate:down:node-a"]).int ?? 0, 0, "nothing forwarded for a local pile")
+    }
+}
