@@ -76,6 +76,43 @@ final class FleetTests: XCTestCase {
         XCTAssertEqual(lines, ["/xjdy/ops/v1/TCU/AAAAAAAA/msg from AAAAAAAA", "/xjdy/ops/v1/TCU/BBBBBBBB/msg from BBBBBBBB"])
     }
 
+    /// Clean sessions too: the old connection goes, nothing is kept on either side
+    /// but the new connection.
+    func testCleanSessionTakeoverAcrossNodes() throws {
+        let a = try node("node-a"), b = try node("node-b")
+        let old = try connect(a, "AAAAAAAC")
+        XCTAssertTrue(try redis.waitUntil { try self.presence("AAAAAAAC")?.hasPrefix("node-a|") == true })
+        let new = try connect(b, "AAAAAAAC")
+        XCTAssertTrue(old.waitClosed())
+        XCTAssertTrue(try redis.waitUntil { metricValue(try http(XCTUnwrap(a.adminPort), "/metrics").body, "pilegate_sessions") == 0 })
+        new.send(.pingreq)
+        XCTAssertEqual(new.receive(), .pingresp)
+    }
+
+    /// A wildcard subscriber on A that stops reading: the other node's uplink reaches
+    /// it through the same bounded queue as local messages, so past the bound it is
+    /// dropped and counted, and A serves on.
+    func testASlowFleetSubscriberIsBoundedByItsQueue() throws {
+        let a = try node("node-a", "[acl.roles.operator]\npublish = [\"#\"]\nsubscribe = [\"#\"]\nmax_queued_messages = 10\n"
+                         + "[acl.roles.pile]\npublish = [\"/xjdy/ops/v1/TCU/%c/msg\"]\nsubscribe = [\"/xjdy/ops/v1/TCU/%c/cmd\"]\n")
+        let b = try node("node-b")
+        let slow = try connect(a, "operator-slow")
+        slow.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/+/msg", .atLeastOnce)])))
+        guard case .suback = slow.receive() else { throw Failure("no SUBACK") }
+        usleep(500_000)   // the feed's first read
+        let pile = try connect(b, "BBBBBBBB")
+        for i in 1...100 {
+            pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/BBBBBBBB/msg", payload: Array("m\(i)".utf8), qos: .atLeastOnce,
+                                       packetID: UInt16(i))))
+            XCTAssertEqual(pile.receive(), .puback(UInt16(i)))
+        }
+        // 32 in flight (never acknowledged), 10 queued, the rest dropped and counted.
+        XCTAssertTrue(try redis.waitUntil {
+            metricValue(try http(XCTUnwrap(a.adminPort), "/metrics").body, #"pilegate_queue_drops_total{reason="queue_messages"}"#) == 58
+        })
+        XCTAssertNoThrow(try connect(a, "AAAAAAAA"), "node A serves on")
+    }
+
     /// `mosquitto_pub` on node A to a pile's command topic, the pile on node B: B
     /// delivers it as a command, and its outcome is `acked` once the pile acknowledges.
     func testACommandPublishedOnOneNodeReachesAPileOnAnother() throws {
