@@ -51,6 +51,12 @@ final class FleetRollingTests: XCTestCase {
                                 + " \(fleet) restart {n}"] + admins, timeout: 400)
         XCTAssertTrue(out.contains("rolling restart: 3 nodes done"), out)
         XCTAssertTrue(try redis.waitUntil(30) { try connections().reduce(0, +) == 3000 }, "every pile is back: \((try? connections()) ?? [])")
+        // Presence is right: one entry per pile, naming the node that holds it.
+        let held = try connections()
+        XCTAssertTrue(try redis.waitUntil(10) {
+            let nodes = try redis.command(["HVALS", "pilegate:presence"]).items.compactMap { $0.text?.split(separator: "|").first }
+            return (1...3).map { n in nodes.filter { $0 == "node-\(n)" }.count } == held
+        }, "presence per node \(held)")
         _ = load.finish(timeout: 120)
         let r = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
         let acked = try XCTUnwrap(r["acked"] as? Int)

@@ -15,8 +15,9 @@ final class FleetTests: XCTestCase {
         redis = nil
     }
 
-    func node(_ name: String, _ extra: String = "") throws -> Gateway {
-        let g = try Gateway(config: "[redis]\naddress = \"\(redis.address)\"\n\(extra)", node: name)
+    /// `admin`: [admin] keys; `extra`: tables after [redis].
+    func node(_ name: String, admin: String = "", _ extra: String = "") throws -> Gateway {
+        let g = try Gateway(config: "\(admin)[redis]\naddress = \"\(redis.address)\"\n\(extra)", node: name)
         nodes.append(g)
         XCTAssertNotNil(g.waitForLog("connected to redis"), g.logText)
         return g
@@ -74,6 +75,19 @@ final class FleetTests: XCTestCase {
         }
         let lines = sub.finish(timeout: 10).split(separator: "\n").sorted()
         XCTAssertEqual(lines, ["/xjdy/ops/v1/TCU/AAAAAAAA/msg from AAAAAAAA", "/xjdy/ops/v1/TCU/BBBBBBBB/msg from BBBBBBBB"])
+    }
+
+    /// Every node says where it stands; the console's fleet view reads it from any node.
+    func testEachNodeIsListedInTheFleetView() throws {
+        let a = try node("node-a", admin: "token = \"t\"\n"), b = try node("node-b")
+        let pile = try connect(b, "AAAAAAAB")
+        let admin = try XCTUnwrap(a.adminPort)
+        XCTAssertTrue(try redis.waitUntil(8) {
+            let body = try http(admin, "/admin/fleet", token: "t").body
+            return body.contains(#""node":"node-a""#) && body.contains(#""connections":"1""#) && body.contains(#""node":"node-b""#)
+        }, (try? http(admin, "/admin/fleet", token: "t").body) ?? "")
+        XCTAssertTrue(try http(admin, "/admin/fleet", token: "t").body.contains(#""state":"ready""#))
+        _ = pile
     }
 
     /// Clean sessions too: the old connection goes, nothing is kept on either side

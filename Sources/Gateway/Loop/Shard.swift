@@ -70,6 +70,8 @@ final class Shard {
     static let recvGroup: UInt16 = 1
     /// Shard 0: when the operator bans are next read from Redis (Ops/BanSync.swift).
     var nextBansRefresh: UInt64 = 0
+    /// Shard 0: when this node next writes its state for the fleet view (Ops/Console.swift).
+    var nextHeartbeat: UInt64 = 0
     /// This shard's copy of the device overrides, the generation it was taken at, and
     /// (shard 0) when the hash is next read (Ops/OverrideSync.swift).
     var overrides: [String: DeviceOverride] = [:]
@@ -239,7 +241,10 @@ final class Shard {
         downlink?.reviewIfDue(nowMs: ms)
         fleet?.connection.tick(nowMs: ms)
         fleet?.tick(wanted: broker.hasWildcardSubscribers)
-        if index == 0 { refreshBansIfDue(nowMs: ms) }
+        if index == 0 {
+            refreshBansIfDue(nowMs: ms)
+            heartbeatIfDue(nowMs: ms)
+        }
         syncOverrides(nowMs: ms)
         if let r = redis?.connection { counters.set(.redisInflight, UInt64(r.unanswered)) }
         if review != nil { reviewStreams(nowMs: ms) }
@@ -282,6 +287,8 @@ final class Shard {
             }
         case .top(let n, let reply):
             reply.post(top(n))
+        case .nodes(let reply):
+            readNodes(reply: reply)
         case .events(let n, let device, let reply):
             readEvents(n, device: device, reply: reply)
         case .drain(let perTick):

@@ -13,6 +13,8 @@ enum ShardMessage: Sendable {
     /// Admin API: describe one connection; list this shard's top clients by bytes today.
     case inspect(slot: UInt32, generation: UInt32, reply: Inbox<ClientInfo>)
     case top(Int, reply: Inbox<[ClientInfo]>)
+    /// Shard 0, for the console: the fleet's nodes as they last said; nil: Redis is away.
+    case nodes(reply: Inbox<[[String: String]]?>)
     /// Shard 0, for the console: the newest events (of one device); nil: Redis is away.
     case events(limit: Int, device: String?, reply: Inbox<[[String: String]]?>)
     /// Close connected piles, `perTick` each 100 ms tick, so they reconnect elsewhere.

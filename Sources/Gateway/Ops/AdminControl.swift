@@ -102,8 +102,16 @@ final class AdminControl: @unchecked Sendable {
     /// The newest `limit` events (of `device`), read from Redis by shard 0; nil when
     /// Redis does not answer.
     func events(limit: Int, device: String?) -> [[String: String]]? {
+        ask { .events(limit: limit, device: device, reply: $0) }
+    }
+
+    /// The fleet's nodes as each last said (Ops/Console.swift); nil when Redis does not answer.
+    func nodes() -> [[String: String]]? { ask { .nodes(reply: $0) } }
+
+    /// One question to shard 0 that Redis answers, waited for up to 2 s.
+    private func ask(_ message: (Inbox<[[String: String]]?>) -> ShardMessage) -> [[String: String]]? {
         let reply = Inbox<[[String: String]]?>()
-        inboxes[0].post(.events(limit: limit, device: device, reply: reply))
+        inboxes[0].post(message(reply))
         return reply.wait(timeoutMillis: 2000).first ?? nil
     }
 

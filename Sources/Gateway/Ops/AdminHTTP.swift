@@ -9,6 +9,7 @@ import PileLoop
 /// bearer token (`[admin] token`) the admin API:
 ///   GET  /admin/overview          the console's figures (JSON, Ops/Console.swift)
 ///   GET  /admin/events?n=N&device=ID   the newest events from Redis (JSON)
+///   GET  /admin/fleet             every node of the fleet: connections, state, version (JSON)
 ///   GET  /admin/clients/ID        one connected client (JSON)
 ///   GET  /admin/top?n=N           the N clients with the most bytes today (JSON)
 ///   POST /admin/clients/ID/kick   close that client's connection
@@ -148,6 +149,11 @@ final class AdminHTTP: @unchecked Sendable {
                 return respond(c, 503, "text/plain", Array("events unavailable: redis unreachable\n".utf8))
             }
             json(c, ["events": events])
+        case ("GET", 2, "fleet"):
+            guard let nodes = control.nodes() else {
+                return respond(c, 503, "text/plain", Array("fleet unavailable: redis unreachable\n".utf8))
+            }
+            json(c, ["nodes": nodes])
         case ("GET", 2, "top"):
             let n = query.split(separator: "&").first { $0.hasPrefix("n=") }.flatMap { Int($0.dropFirst(2)) } ?? 10
             json(c, ["clients": control.top(min(max(n, 1), 1000)).map(\.json)])

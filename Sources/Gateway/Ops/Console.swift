@@ -72,3 +72,36 @@ extension Shard {
         reply.post(out)
     }
 }
+
+/// The fleet as the console shows it: every node writes its state to one Redis hash
+/// (`redis.presence_key` + `:nodes`, field = node name, value
+/// `CONNECTIONS|STATE|VERSION|WALL_MS`, STATE `ready`, `draining` or `held`) every
+/// two seconds from shard 0; a node not heard from for 10 s is shown as silent.
+extension Shard {
+    static let heartbeatMs: UInt64 = 2000
+
+    func heartbeatIfDue(nowMs: UInt64) {
+        guard let redis, redis.connection.state == .up, nowMs >= nextHeartbeat else { return }
+        nextHeartbeat = nowMs + Shard.heartbeatMs
+        let state = drain.perTick > 0 ? "draining" : ctx.streams.isHeld ? "held" : "ready"
+        redis.write(["HSET", config.redis.presenceKey + ":nodes", config.server.node,
+                     "\(Counters.total(.clientsConnected, ctx.counters))|\(state)|\(pilegateVersion)|\(wallMillis())"])
+    }
+
+    func readNodes(reply: Inbox<[[String: String]]?>) {
+        guard let redis, redis.connection.state == .up else { return reply.post(nil) }
+        redis.connection.enqueue(.nodes(reply: reply)) { $0.respCommand(["HGETALL", config.redis.presenceKey + ":nodes"]) }
+    }
+
+    func nodesReplied(reply: Inbox<[[String: String]]?>, _ r: RedisReply) {
+        guard !r.isError else { return reply.post(nil) }
+        let now = wallMillis()
+        reply.post(r.pairs.compactMap { node, v in
+            let f = v.text.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+            guard f.count == 4, let at = UInt64(f[3]) else { return nil }
+            let ago = now > at ? now - at : 0
+            return ["node": node, "connections": f[0], "state": ago > 10_000 ? "silent" : f[1], "version": f[2],
+                    "heard_ms_ago": String(ago)]
+        }.sorted { $0["node"]! < $1["node"]! })
+    }
+}

@@ -83,6 +83,8 @@ extension Shard {
         case .fleet:
             let wanted = broker.hasWildcardSubscribers
             for m in fleet?.replied(r, wanted: wanted) ?? [] { fanOut(m, wildcardOnly: true) }
+        case .nodes(let reply):
+            nodesReplied(reply: reply, r)
         case .events(let device, let limit, let reply):
             eventsReplied(device: device, limit: limit, reply: reply, r)
         }

@@ -102,6 +102,12 @@ try:
     assert all("PILE0007" in r.text for r in rows), [r.text for r in rows]
     shot("events")
 
+    # The fleet: this node, its connections, ready.
+    testid("tab-fleet").click()
+    wait.until(lambda d: any(r.get_attribute("data-node") == "test-node" and "59" in r.text and "ready" in r.text
+                             for r in d.find_elements(By.CSS_SELECTOR, '[data-testid="fleet-table"] tbody tr')))
+    shot("fleet")
+
     # Chinese labels.
     testid("lang-toggle").click()
     testid("tab-overview").click()
