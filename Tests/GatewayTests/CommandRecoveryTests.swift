@@ -27,7 +27,7 @@ final class CommandRecoveryTests: CommandTestCase {
         XCTAssertEqual(p.payload, Array("restart".utf8))
         back.send(.puback(p.packetID))
         XCTAssertTrue(try waitOutcomes(id, ["queued", "acked"]))
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
     }
 
     /// The gateway is killed (SIGKILL) with a command sent and not acknowledged: the
@@ -49,7 +49,7 @@ final class CommandRecoveryTests: CommandTestCase {
         XCTAssertEqual(p.payload, Array("log upload".utf8))
         back.send(.puback(p.packetID))
         XCTAssertTrue(try waitOutcomes(id, ["acked"]), "one final outcome (no interim: it was stored before)")
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
     }
 
     /// The pile drops before its PUBACK and comes back through another node (same
@@ -70,7 +70,7 @@ final class CommandRecoveryTests: CommandTestCase {
         moved.send(.puback(p.packetID))
         XCTAssertTrue(try waitOutcomes(id, ["acked"]))
         XCTAssertEqual(try outcomeEntries().first { $0.id == id }?.fields["node"], "node-b")
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 }, "XACKed on test-node's stream")
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 }, "XACKed on test-node's stream")
     }
 
     /// An entry a crashed run read and never stored: the next run stores it and
@@ -85,7 +85,7 @@ final class CommandRecoveryTests: CommandTestCase {
         let p = try XCTUnwrap(nextPublish(pile))
         pile.send(.puback(p.packetID))
         XCTAssertTrue(try waitOutcomes(id, ["queued", "acked"]))
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
     }
 
     /// A command a worker wrote before this node ever started (no group yet) is read
@@ -94,7 +94,7 @@ final class CommandRecoveryTests: CommandTestCase {
         let id = try command("AAAAAFST", "{}")
         _ = try startGateway()
         XCTAssertTrue(try waitOutcomes(id, ["offline"]))
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
     }
 
     /// Past `expires` or `ttl` a command is not delivered: at once when it is already
@@ -121,7 +121,7 @@ final class CommandRecoveryTests: CommandTestCase {
         XCTAssertNil(back.receive(timeout: 0.5), "an expired command is not sent to the returning pile")
         XCTAssertTrue(try waitOutcomes(short, ["queued", "expired"]))
         XCTAssertTrue(try waitOutcomes(never, ["queued", "expired"], timeout: 8), "the review ends it without the pile")
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
         XCTAssertEqual(try redis.command(["EXISTS", "pilegate:mail:AAAAAEX3"]).int, 0)
     }
 
@@ -137,7 +137,7 @@ final class CommandRecoveryTests: CommandTestCase {
         usleep(500_000)
         try redis.start()
         XCTAssertTrue(try waitOutcomes(id, ["acked"], timeout: 15))
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
         // and the reader is back: a new command goes through
         let next = try command("AAAAAOUT", "next")
         let q = try XCTUnwrap(nextPublish(pile, timeout: 10))

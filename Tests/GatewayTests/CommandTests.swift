@@ -72,7 +72,7 @@ final class CommandTests: CommandTestCase {
         XCTAssertEqual(try redis.command(["HLEN", "pilegate:mail:AAAAAAAB"]).int, 1, "kept in the mailbox meanwhile")
         pile.send(.puback(p.packetID))
         XCTAssertTrue(try waitOutcomes(a, ["acked"]))
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
         XCTAssertEqual(try redis.command(["EXISTS", "pilegate:mail:AAAAAAAB"]).int, 0)
         let e = try XCTUnwrap(try outcomeEntries().first { $0.id == a })
         XCTAssertEqual(e.fields["device"], "AAAAAAAB")
@@ -87,7 +87,7 @@ final class CommandTests: CommandTestCase {
         XCTAssertTrue(try waitOutcomes(zero, ["sent"]))
         XCTAssertTrue(try waitOutcomes(b, ["offline"]))
         XCTAssertTrue(try waitOutcomes(c, ["not_subscribed"]))
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 }, "every entry that ended is XACKed")
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 }, "every entry that ended is XACKed")
         let metrics = try http(try XCTUnwrap(g.adminPort), "/metrics").body
         XCTAssertEqual(metricValue(metrics, #"pilegate_downlink_total{outcome="acked"}"#), 1)
         XCTAssertEqual(metricValue(metrics, #"pilegate_downlink_total{outcome="offline"}"#), 1)
@@ -113,7 +113,7 @@ final class CommandTests: CommandTestCase {
         XCTAssertEqual(p.payload, Array("hello".utf8))
         pile.send(.puback(p.packetID))
         XCTAssertTrue(try waitOutcomes(id, ["acked"]))
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
     }
 
     /// QoS 2: PUBREC is not the end, PUBCOMP is.
@@ -129,7 +129,7 @@ final class CommandTests: CommandTestCase {
         XCTAssertEqual(try outcomes(id), [], "PUBREC alone does not end it")
         pile.send(.pubcomp(p.packetID))
         XCTAssertTrue(try waitOutcomes(id, ["acked"]))
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
     }
 
     /// Entries a worker got wrong end `rejected` with the reason, and the reader goes on.
@@ -153,7 +153,7 @@ final class CommandTests: CommandTestCase {
         let reasons = try outcomeEntries().filter { ids.contains($0.id) }.map { $0.fields["reason"] ?? "" }
         XCTAssertEqual(reasons, ["no device", "bad topic \"a/#\"", "bad qos \"7\"", "bad qos \"one\"", "bad ttl \"soon\"",
                                  "bad ttl \"-5\"", "bad expires \"tomorrow\""])
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 }, "every entry XACKed")
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 }, "every entry XACKed")
         XCTAssertEqual(g.logText.components(separatedBy: "rejected:").count - 1, bad.count)
     }
 
@@ -189,7 +189,7 @@ final class CommandTests: CommandTestCase {
         XCTAssertEqual(p.payload, Array(#"{"命令":"固件下载","reqid":7}"#.utf8))
         back.send(.puback(p.packetID))
         XCTAssertTrue(try waitOutcomes(id, ["acked"]))
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
         XCTAssertNil(back.receive(timeout: 0.5), "and not again")
     }
 
@@ -202,7 +202,7 @@ final class CommandTests: CommandTestCase {
         XCTAssertNotNil(nextPublish(pile))
         pile.closeAbruptly()
         XCTAssertTrue(try waitOutcomes(id, ["offline"]))
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
         let back = try subscribed(g, "AAAAANRD")
         XCTAssertNil(back.receive(timeout: 0.5), "not sent again")
     }
@@ -228,7 +228,7 @@ final class CommandTests: CommandTestCase {
         }
         XCTAssertEqual(got, ["c2", "c3", "c4"])
         for id in ids[2...] { XCTAssertTrue(try waitOutcomes(id, ["queued", "acked"])) }
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
     }
 
     /// 100 commands to one pile; it acknowledges 40, its link drops, it comes back
@@ -267,7 +267,7 @@ final class CommandTests: CommandTestCase {
         XCTAssertEqual(ends.count, 100, "one final outcome each")
         XCTAssertEqual(Set(ends.map(\.id)), Set(ids))
         XCTAssertTrue(all.allSatisfy { $0.fields["outcome"] == "acked" || $0.fields["outcome"] == "queued" }, "\(all.map(\.fields))")
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
     }
 
     /// A pile on paho-mqtt, the client library piles run: its own PUBACK (QoS 1) and
@@ -283,6 +283,6 @@ final class CommandTests: CommandTestCase {
         XCTAssertTrue(try waitOutcomes(two, ["acked"]))
         let lines = pile.finish(timeout: 20).split(separator: "\n").map(String.init)
         XCTAssertEqual(lines, ["ready", #"{"命令":"重启","reqid":1}"#, #"{"命令":"参数配置","reqid":2}"#])
-        XCTAssertTrue(try redis.waitUntil { self.pending == 0 })
+        XCTAssertTrue(redis.waitUntil { self.pending == 0 })
     }
 }
