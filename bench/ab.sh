@@ -3,7 +3,7 @@
 # alternating A B B A so drift on a shared machine, and whatever one run leaves
 # behind for the next, hits both alike.
 #   bench/ab.sh BEFORE_DIR AFTER_DIR [ROUNDS=2] [SECONDS=10] [IDLE=50000]
-#   CASES="fanin uplink idle" (the default; also "downlink") picks the cases; PIN=1 runs the gateway on
+#   CASES="fanin uplink idle" (the default; also "connect", "downlink") picks the cases; PIN=1 runs the gateway on
 #   CPU 1 and pileload (and Redis) on CPU 0, which takes the scheduler's placement out
 #   of the comparison (the gateway then has one core: compare ratios, not totals).
 # BEFORE_DIR and AFTER_DIR each hold a release `pilegate` binary (e.g. a checkout's
@@ -14,6 +14,8 @@
 #           (PUBACK after XADD): acknowledged msgs/s, gateway CPU µs per message.
 #   idle    IDLE piles connect, subscribe to their command topic and stay: gateway
 #           user RSS per pile (RSS after connecting minus before, / piles).
+#   connect 50,000 piles connect and subscribe through the Redis bridge at 20,000/s:
+#           connects per gateway CPU-second, Redis CPU per connect (the presence write).
 #   downlink  DOWN (200,000) piles connect and subscribe; one QoS 1 command each is
 #           XADDed to the node's downlink stream as fast as Redis takes them: commands
 #           delivered and acknowledged by the piles per second (until the last one), and
@@ -34,12 +36,21 @@ if [ "${PIN:-0}" = 1 ]; then taskset -pc 0 "$(cat "$out/redis.pid")" >/dev/null;
 printf '[redis]\nenabled = false\n[log]\nlevel = "warning"\n' >"$out/mqtt-only.toml"
 printf '[redis]\naddress = "127.0.0.1:%s"\n[log]\nlevel = "warning"\n' $RPORT >"$out/redis.toml"
 
+redis_cpu() { redis-cli -p $RPORT info cpu | awk -F: '/used_cpu_(sys|user):/ {s += $2} END {printf "%.3f", s}'; }
+
 run() {  # label bin config name profile connections extra...
   local label=$1 bin=$2 config=$3 name=$4 profile=$5 n=$6; shift 6
   $GW_CPU "$bin/pilegate" --listen 0.0.0.0:$PORT --config "$config" >"$out/$label-$name.log" 2>&1 &
   local pid=$!; sleep 1
+  local r0; r0=$(redis_cpu)
   timeout 600 $LOAD_CPU .build/release/pileload --target 127.0.0.1:$PORT --profile "$profile" --connections "$n" \
     --broker-pid $pid --json "$out/$label-$name.json" "$@" >"$out/$label-$name.txt" || true
+  # Redis's CPU over the run, into the same report.
+  python3 - "$out/$label-$name.json" "$r0" "$(redis_cpu)" <<'PY' || true
+import json, sys
+p = sys.argv[1]; j = json.load(open(p)); j["redis_cpu_seconds"] = float(sys.argv[3]) - float(sys.argv[2])
+json.dump(j, open(p, "w"))
+PY
   if [ "$profile" = downlink ]; then   # the outcomes the gateway wrote, by kind, 2 s after the last delivery
     sleep 2
     redis-cli -p $RPORT --raw xrange pilegate:down:outcome - + | grep -A1 -x outcome | grep -vx -- '--' | grep -vx outcome \
@@ -59,6 +70,7 @@ for r in $(seq "$ROUNDS"); do
       fanin) run "$side" "$bin" "$out/mqtt-only.toml" "fanin-$r" fanin 1000 --duration "$SECS" ;;
       uplink) run "$side" "$bin" "$out/redis.toml" "uplink-$r" uplink 10000 --qos 1 --burst 8 --sources 64 --duration "$SECS" ;;
       idle) run "$side" "$bin" "$out/mqtt-only.toml" "idle-$r" idle "$IDLE" --subscribe --sources 64 --connect-rate 100000 --duration 3 ;;
+      connect) run "$side" "$bin" "$out/redis.toml" "connect-$r" idle 50000 --subscribe --sources 64 --connect-rate 20000 --duration 1 ;;
       downlink) run "$side" "$bin" "$out/redis.toml" "downlink-$r" downlink "$DOWN" --sources 64 --connect-rate 100000 \
                   --duration 120 --redis 127.0.0.1:$RPORT --node "$(hostname)" ;;
     esac; done
@@ -80,6 +92,8 @@ rows = [
     ("QoS 1 uplink into Redis acknowledged/s", "uplink", lambda j: j["acked_per_s"], False),
     ("QoS 1 uplink gateway CPU us per message", "uplink", lambda j: j["broker_cpu_seconds"] / max(1, j["acked"]) * 1e6, True),
     ("idle subscribed pile, user RSS bytes", "idle", lambda j: j["rss_per_connection_bytes"], True),
+    ("connect+subscribe per gateway CPU-second", "connect", lambda j: j["connects_per_broker_cpu_second"], False),
+    ("connect+subscribe Redis CPU us each", "connect", lambda j: j["redis_cpu_seconds"] / max(1, j["connected"]) * 1e6, True),
     ("downlink commands delivered+acked/s", "downlink", lambda j: j["received"] / max(0.001, j["steady_seconds"]), False),
     ("downlink gateway CPU us per command", "downlink", lambda j: j["broker_cpu_seconds"] / max(1, j["received"]) * 1e6, True),
 ]
