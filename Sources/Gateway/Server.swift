@@ -46,7 +46,7 @@ public final class Server {
             }
         }
         defer { embedded?.stop() }
-        if embedded != nil && !address.isLoopback {
+        if config.embeddedRedisServesNetwork {
             logger.warning("redis: the embedded redis-server keeps nothing on disk and is for trying pilegate out, yet piles are served on \(config.listener.bind); for production set [redis] address to the platform's Redis")
         }
 

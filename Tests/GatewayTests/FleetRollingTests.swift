@@ -82,15 +82,3 @@ final class FleetRollingTests: XCTestCase {
 func pileName(_ n: Int) -> String {
     String(decoding: (0..<8).reversed().map { UInt8(ascii: "A") + UInt8(n / Int(pow(26.0, Double($0))) % 26) }, as: UTF8.self)
 }
-
-/// Nobody is bound to this loopback port now.
-func portIsFree(_ port: UInt16) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var a = sockaddr_in()
-    a.sin_family = sa_family_t(AF_INET)
-    a.sin_port = port.bigEndian
-    a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
-}

@@ -233,13 +233,24 @@ func writeTestPasswords(_ path: String) throws {
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
 /// A loopback TCP port nobody is bound to right now.
-func freeLoopbackPort() -> UInt16 {
+func freeLoopbackPort() -> UInt16 { bindLoopback(0)! }
+
+/// Nobody is bound to this loopback port now.
+func portIsFree(_ port: UInt16) -> Bool { bindLoopback(port) != nil }
+
+/// Bind a TCP socket to 127.0.0.1:`port` (0: any) and let it go: the port bound, or
+/// nil when it is taken.
+private func bindLoopback(_ port: UInt16) -> UInt16? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var a = sockaddr_in()
     a.sin_family = sa_family_t(AF_INET)
+    a.sin_port = port.bigEndian
     a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    let bound = withUnsafePointer(to: &a) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0 else { return nil }
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
     return UInt16(bigEndian: a.sin_port)

@@ -64,7 +64,9 @@ public struct Config: Sendable {
 
         /// The pile whose command topic `topic` is, if it is one.
         func device(inCommandTopic topic: String) -> String? {
-            guard let c = commandTopic.firstRange(of: "%c") else { return nil }
+            // Run for every PUBLISH: a pile's uplink topic fails on its last byte.
+            guard commandTopic.hasSuffix("%c") || topic.utf8.last == commandTopic.utf8.last,
+                  let c = commandTopic.firstRange(of: "%c") else { return nil }
             let suffix = commandTopic[c.upperBound...], prefix = commandTopic[..<c.lowerBound]
             guard topic.hasSuffix(suffix), topic.hasPrefix(prefix), topic.utf8.count > prefix.utf8.count + suffix.utf8.count
             else { return nil }
@@ -377,6 +379,12 @@ public struct Config: Sendable {
     }
 
     var recvBufferCountIsPowerOfTwo: Bool { server.recvBuffers.nonzeroBitCount == 1 }
+
+    /// An embedded redis-server (no `redis.address`) while piles are served on a
+    /// network address: fine for a trial, nothing is kept on disk.
+    var embeddedRedisServesNetwork: Bool {
+        redis.enabled && redis.address.isEmpty && SocketAddress(listener.bind).map { !$0.isLoopback } ?? false
+    }
 
     static func hostname() -> String {
         var buf = [CChar](repeating: 0, count: 256)

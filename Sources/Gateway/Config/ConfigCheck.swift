@@ -33,7 +33,7 @@ public struct ConfigCheck {
     static func risks(_ c: Config) -> [String] {
         var w: [String] = []
         let piles = SocketAddress(c.listener.bind)
-        if c.redis.enabled && c.redis.address.isEmpty && piles.map({ !$0.isLoopback }) ?? false {
+        if c.embeddedRedisServesNetwork {
             w.append("redis.address is empty: an embedded redis-server without persistence stores the uplink while piles are served on \(c.listener.bind); set it to the platform's Redis")
         }
         if c.auth.allowAnonymous == "true" {

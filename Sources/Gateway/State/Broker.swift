@@ -206,7 +206,6 @@ final class Broker: @unchecked Sendable {
         lock.withLock { usage = usage.filter { $0.value.day >= today } }
     }
 
-    /// A connection that was waiting for a takeover closed before it finished.
     /// Someone here subscribes with a wildcard (the fleet feed reads for them).
     var hasWildcardSubscribers: Bool { lock.withLock { !wildcard.root.isEmpty } }
 
@@ -228,6 +227,7 @@ final class Broker: @unchecked Sendable {
         }
     }
 
+    /// A connection that was waiting for a takeover closed before it finished.
     func abandonConnect(clientID: String, owner: Owner) {
         lock.withLock {
             guard let h = handle(of: clientID), var c = clients[h], c.waiting == owner else { return }
