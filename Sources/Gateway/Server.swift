@@ -41,6 +41,12 @@ public final class Server {
             if config.redis.address.isEmpty {
                 embedded = try EmbeddedRedis(binary: config.redis.embeddedServer, logger: logger)
                 redisAddress = embedded?.address
+            } else if config.redis.cluster {
+                redisAddress = SocketAddress(config.redis.seeds[0])
+                let unreachable = try ClusterProbe.check(config.redis)
+                if !unreachable.isEmpty {
+                    logger.error("redis cluster: no seed answers (\(unreachable.joined(separator: "; "))); retrying in the background, publishes are held until it does")
+                }
             } else {
                 redisAddress = SocketAddress(config.redis.address)
             }
@@ -69,7 +75,8 @@ public final class Server {
         let (shards, tableSize) = Server.layout(config: config, cores: cores, fileLimit: fileLimit())
         let inboxes = (0..<shards).map { _ in Inbox<ShardMessage>() }
         let rates = RateRules(config.rate)
-        let streams = Router(routes: config.routes, defaultStream: config.redis.defaultStream).streams
+        let streams = Router(routes: config.routes, defaultStream: config.redis.defaultStream,
+                             partitions: config.redis.partitions).streams
         let counters = (0...shards).map { _ in Counters(streams: streams.count, rules: rates.rules.count) }
         let acl = ACL(config.acl, mqtt: config.mqtt)
         let bans = OperatorBans()

@@ -14,10 +14,10 @@ final class RedisServer {
     private var process: Process?
 
     /// `extra`: more redis-server arguments (e.g. `--cluster-enabled yes`).
-    init(password: String? = nil, extra: [String] = []) throws {
+    init(password: String? = nil, extra: [String] = [], port: UInt16? = nil) throws {
         self.password = password
         self.extra = extra
-        port = freeLoopbackPort()
+        self.port = port ?? freeLoopbackPort()
         dir = NSTemporaryDirectory() + "pilegate-redis-test-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try start()

@@ -260,7 +260,18 @@ public struct Config: Sendable {
         public var enabled = true
         /// HOST:PORT of the platform's Redis. Empty: pilegate starts a local
         /// redis-server on a free loopback port (`embedded_server`) and uses that.
+        /// With `cluster`: the comma-separated seeds of a Redis Cluster.
         public var address = ""
+        /// Speak Redis Cluster (Redis/Cluster/): keys go to their slots' masters.
+        public var cluster = false
+        /// An uplink PUBLISH is acknowledged only once this many replicas have its
+        /// XADD (one WAIT per pipelined batch); 0: once the master has it.
+        public var waitReplicas = 0
+        /// How long one WAIT waits; a WAIT that falls short is sent again.
+        public var waitTimeoutMs = 1000
+        /// Streams per uplink route, `NAME:{0}`..: a pile's messages go to partition
+        /// CRC16(client id) mod this. 0: 1 (`NAME` itself) standalone, 16 with `cluster`.
+        public var uplinkPartitions = 0
         public var username = ""
         public var password = ""
         public var database = 0

@@ -77,7 +77,17 @@ extension Config {
         }
         r.table("redis") { t in
             t.bool("enabled", &redis.enabled)
-            t.address("address", &redis.address, emptyAllowed: true)
+            t.bool("cluster", &redis.cluster)
+            if redis.cluster {
+                t.string("address", &redis.address)
+                t.check(!redis.seeds.isEmpty, "redis.address must list the cluster's seeds (HOST:PORT, comma-separated) with cluster = true")
+                for s in redis.seeds where SocketAddress(s) == nil { t.check(false, "redis.address: seed \"\(s)\" is not HOST:PORT") }
+            } else {
+                t.address("address", &redis.address, emptyAllowed: true)
+            }
+            t.int("wait_replicas", &redis.waitReplicas, 0...16)
+            t.int("wait_timeout_ms", &redis.waitTimeoutMs, 10...60_000)
+            t.int("uplink_partitions", &redis.uplinkPartitions, 0...1024)
             t.string("username", &redis.username)
             t.string("password", &redis.password)
             t.int("database", &redis.database, 0...15)
@@ -239,6 +249,8 @@ extension Config {
         if !rolesGiven {   // the built-in pile role follows mqtt.command_topic
             acl.roles["pile"]?.subscribe = [mqtt.commandTopic]
         }
+        redis.clusterDefaults()
+        for problem in redis.clusterProblems(routes: routes) { r.check(false, problem) }
         r.check(rate.overridesHash.isEmpty || redis.enabled, "rate.overrides_hash needs the Redis bridge ([redis] enabled = true)")
         r.check(auth.redisHash.isEmpty || redis.enabled, "auth.redis_hash needs the Redis bridge ([redis] enabled = true)")
         r.check(recvBufferCountIsPowerOfTwo, "server.recv_buffers must be a power of two")

@@ -118,18 +118,7 @@ final class Shard {
 
     func run() {
         acceptor.enabled = wantsConnections
-        redis?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
-        downlink?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
-        downlink?.connection.onState = { [unowned self] s in if s == .up { self.downlink?.start() } }
-        fleet?.connection.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
-        fleet?.connection.onState = { [unowned self] _ in self.fleet?.reset() }
-        redis?.connection.onState = { [unowned self] s in
-            self.counters.set(.redisUp, s == .up ? 1 : 0)
-            if s == .up && self.index == 0 { self.checkEvictionPolicy() }
-        }
-        redis?.connection.tick(nowMs: monotonicMillis())
-        downlink?.connection.tick(nowMs: monotonicMillis())
-        fleet?.connection.tick(nowMs: monotonicMillis())
+        wireRedis()
         armAccepts()
         armInbox()
         ring.timeout(tickInterval, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
@@ -140,9 +129,9 @@ final class Shard {
             counters.sqesPerTurn.record(ring.submitted &- submitted)
             submitted = ring.submitted
             let now = monotonicNanos()
-            redis?.connection.clock = now
-            downlink?.connection.clock = now
-            fleet?.connection.clock = now
+            redis?.link.clock = now
+            downlink?.link.clock = now
+            fleet?.link.clock = now
             counters.cqesPerTurn.record(UInt64(ring.drainCompletions { c in self.complete(c) }))
             endTurn()
         }
@@ -152,7 +141,7 @@ final class Shard {
     /// At shutdown: what this shard sent Redis (last XADDs, disconnect events) has
     /// been answered, or Redis is away, or we have waited long enough.
     private var redisSettled: Bool {
-        guard let r = redis?.connection, r.state == .up, r.unanswered > 0 else { return true }
+        guard let r = redis?.link, r.state == .up, r.unanswered > 0 else { return true }
         return monotonicMillis() > stopDeadline
     }
 
@@ -170,8 +159,8 @@ final class Shard {
         case Op.timer: onTimer()
         case Op.inbox: onInbox(c)
         case Op.redisConnect, Op.redisSend, Op.redisRecv:
-            let conn = tag.slot == 0 ? redis?.connection : tag.slot == 1 ? downlink?.connection : fleet?.connection
-            conn?.complete(op: tag.op, generation: tag.generation, res: c.res, nowMs: monotonicMillis())
+            let link = tag.slot >> 16 == 0 ? redis?.link : tag.slot >> 16 == 1 ? downlink?.link : fleet?.link
+            link?.complete(tag, res: c.res, nowMs: monotonicMillis())
         default: logger.error("completion with unknown op \(tag.op)")
         }
     }
@@ -203,9 +192,9 @@ final class Shard {
         }
         dirty.removeAll(keepingCapacity: true)
         redis?.flushAcks()
-        redis?.connection.flush()
-        downlink?.connection.flush()
-        fleet?.connection.flush()
+        redis?.link.flush()
+        downlink?.link.flush()
+        fleet?.link.flush()
         buffers.publish()
         for s in remote.indices where !remote[s].isEmpty {
             ctx.inboxes[s].post(contentsOf: remote[s].lazy.map { ShardMessage.deliver($0) })
@@ -236,17 +225,17 @@ final class Shard {
             nextSweep = now + ticks(seconds: 5)
             ctx.connectGuard.sweep(now: monotonicNanos())
         }
-        redis?.connection.tick(nowMs: ms)
-        downlink?.connection.tick(nowMs: ms)
+        redis?.link.tick(nowMs: ms)
+        downlink?.link.tick(nowMs: ms)
         downlink?.reviewIfDue(nowMs: ms)
-        fleet?.connection.tick(nowMs: ms)
+        fleet?.link.tick(nowMs: ms)
         fleet?.tick(wanted: broker.hasWildcardSubscribers)
         if index == 0 {
             refreshBansIfDue(nowMs: ms)
             heartbeatIfDue(nowMs: ms)
         }
         syncOverrides(nowMs: ms)
-        if let r = redis?.connection { counters.set(.redisInflight, UInt64(r.unanswered)) }
+        if let r = redis?.link { noteRedis(r, nowMs: ms) }
         if review != nil { reviewStreams(nowMs: ms) }
         if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
             nextSys = now + ticks(seconds: config.server.sysInterval)
@@ -304,7 +293,8 @@ final class Shard {
             policy = p
             config = p.config
             if let r = redis {
-                r.router = Router(routes: config.routes, defaultStream: config.redis.defaultStream, keeping: r.router.streams)
+                r.reroute(Router(routes: config.routes, defaultStream: config.redis.defaultStream,
+                                 partitions: r.router.partitions, keeping: r.router.names))
             }
             done.post(index)
         case .shutdown:

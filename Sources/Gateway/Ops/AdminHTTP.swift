@@ -109,10 +109,11 @@ final class AdminHTTP: @unchecked Sendable {
             respond(c, 200, "text/plain", Array("ok\n".utf8))
         case ("GET", "/readyz"):
             let up = !redisEnabled || Counters.total(.redisUp, counters) > 0
+            let stalled = redisEnabled && Counters.total(.redisStalled, counters) > 0
             let lag = watch.heldReason
             let why = control.isDraining ? "not ready: draining\n" : !up ? "not ready: redis unreachable\n"
-                : lag.map { "not ready: \($0)\n" } ?? "ready\n"
-            respond(c, up && !control.isDraining && lag == nil ? 200 : 503, "text/plain", Array(why.utf8))
+                : stalled ? "not ready: redis not answering\n" : lag.map { "not ready: \($0)\n" } ?? "ready\n"
+            respond(c, up && !stalled && !control.isDraining && lag == nil ? 200 : 503, "text/plain", Array(why.utf8))
         case (_, "/metrics"), (_, "/healthz"), (_, "/readyz"):
             respond(c, 405, "text/plain", Array("method not allowed\n".utf8))
         default:

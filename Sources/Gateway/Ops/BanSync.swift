@@ -18,9 +18,9 @@ extension Shard {
 
     /// Each tick on shard 0: read the bans hash when it is due.
     func refreshBansIfDue(nowMs: UInt64) {
-        guard let redis, redis.connection.state == .up, nowMs >= nextBansRefresh else { return }
+        guard let redis, redis.link.state == .up, nowMs >= nextBansRefresh else { return }
         nextBansRefresh = nowMs + OperatorBans.refreshMs
-        redis.connection.enqueue(.bans) { $0.respCommand(["HGETALL", config.redis.bansKey]) }
+        redis.link.enqueue(.bans, slot: redis.link.slot(config.redis.bansKey)) { $0.respCommand(["HGETALL", config.redis.bansKey]) }
     }
 
     func bansReplied(_ r: RedisReply) {

@@ -52,9 +52,9 @@ extension Shard {
     /// Shard 0, for the console: the newest `limit` entries of the events stream
     /// (those of `device` only, when given; the newest 2,000 are searched).
     func readEvents(_ limit: Int, device: String?, reply: Inbox<[[String: String]]?>) {
-        guard let redis, redis.connection.state == .up else { return reply.post(nil) }
+        guard let redis, redis.link.state == .up else { return reply.post(nil) }
         let count = device == nil ? limit : 2000
-        redis.connection.enqueue(.events(device: device, limit: limit, reply: reply)) {
+        redis.link.enqueue(.events(device: device, limit: limit, reply: reply), slot: redis.eventsSlot) {
             $0.respCommand(["XREVRANGE", config.redis.eventsStream, "+", "-", "COUNT", String(count)])
         }
     }
@@ -81,7 +81,7 @@ extension Shard {
     static let heartbeatMs: UInt64 = 2000
 
     func heartbeatIfDue(nowMs: UInt64) {
-        guard let redis, redis.connection.state == .up, nowMs >= nextHeartbeat else { return }
+        guard let redis, redis.link.state == .up, nowMs >= nextHeartbeat else { return }
         nextHeartbeat = nowMs + Shard.heartbeatMs
         let state = drain.perTick > 0 ? "draining" : ctx.streams.isHeld ? "held" : "ready"
         redis.write(["HSET", config.redis.presenceKey + ":nodes", config.server.node,
@@ -89,8 +89,8 @@ extension Shard {
     }
 
     func readNodes(reply: Inbox<[[String: String]]?>) {
-        guard let redis, redis.connection.state == .up else { return reply.post(nil) }
-        redis.connection.enqueue(.nodes(reply: reply)) { $0.respCommand(["HGETALL", config.redis.presenceKey + ":nodes"]) }
+        guard let redis, redis.link.state == .up else { return reply.post(nil) }
+        redis.link.enqueue(.nodes(reply: reply), slot: redis.link.slot(config.redis.presenceKey + ":nodes")) { $0.respCommand(["HGETALL", config.redis.presenceKey + ":nodes"]) }
     }
 
     func nodesReplied(reply: Inbox<[[String: String]]?>, _ r: RedisReply) {

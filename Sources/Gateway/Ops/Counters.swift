@@ -59,6 +59,15 @@ public enum Counter: Int, CaseIterable, Sendable {
     case inflightInPauses        // a pile hit max_inflight_in and stopped being read
     case redisInflight           // a gauge: commands sent to Redis and not yet answered (set each tick)
     case redisUp                 // a gauge: 1 while this shard's Redis connection is up (set each tick)
+    case redisStalled            // a gauge: 1 while a Redis command has waited longer than redis.connect_timeout_ms (set each tick)
+    case redisWaitShort          // a WAIT confirmed fewer replicas than redis.wait_replicas (its batch waits on)
+    case redisMoved              // cluster: MOVED redirects followed (set each tick from the links)
+    case redisAsk                // cluster: ASK redirects followed
+    case redisClusterRetries     // cluster: TRYAGAIN / CLUSTERDOWN replies, commands parked and sent again
+    case redisFailovers          // cluster: masters that left the slot map holding slots
+    case redisClusterMasters     // a gauge (shard 0): masters in the slot map
+    case redisUnservedSlots      // a gauge (shard 0): hash slots no master serves
+    case redisSlotMapAge       // a gauge (shard 0): seconds since the slot map was read
     case tlsHandshakes           // TLS handshakes completed
     case tlsFailures             // TLS connections closed for a TLS error (bad handshake, bad certificate)
     case tlsHandshakeTimeouts    // TLS handshake not finished within tls.handshake_timeout

@@ -276,6 +276,15 @@ extension Counter {
         case .silentDevices: return g("silent_devices", "Connected piles silent at the last review")
         case .redisInflight: return g("redis_inflight_commands", "Commands sent to Redis and not yet answered")
         case .redisUp: return g("redis_up_shards", "Shards whose Redis connection is up")
+        case .redisStalled: return g("redis_stalled_shards", "Shards with a Redis command unanswered for longer than redis.connect_timeout_ms")
+        case .redisWaitShort: return c("redis_wait_short_total", "WAITs that confirmed fewer replicas than redis.wait_replicas")
+        case .redisMoved: return c("redis_cluster_redirects_total", "Redis Cluster redirects followed", [("kind", "moved")])
+        case .redisAsk: return c("redis_cluster_redirects_total", "Redis Cluster redirects followed", [("kind", "ask")])
+        case .redisClusterRetries: return c("redis_cluster_retries_total", "Commands a cluster could not take yet (TRYAGAIN, CLUSTERDOWN, a slot with no master), sent again")
+        case .redisFailovers: return c("redis_cluster_failovers_total", "Masters that left the slot map while serving slots (per shard connection that saw it)")
+        case .redisClusterMasters: return g("redis_cluster_masters", "Masters in the Redis Cluster slot map")
+        case .redisUnservedSlots: return g("redis_cluster_unserved_slots", "Hash slots no master serves")
+        case .redisSlotMapAge: return g("redis_cluster_slot_map_age_seconds", "Seconds since the slot map was last read")
         }
     }
 }

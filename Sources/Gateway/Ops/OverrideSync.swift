@@ -13,9 +13,9 @@ extension Shard {
             overrides = ctx.overrides.snapshot
         }
         let key = config.rate.overridesHash
-        guard index == 0, !key.isEmpty, let redis, redis.connection.state == .up, nowMs >= nextOverridesRefresh else { return }
+        guard index == 0, !key.isEmpty, let redis, redis.link.state == .up, nowMs >= nextOverridesRefresh else { return }
         nextOverridesRefresh = nowMs + UInt64(config.rate.overridesCacheSeconds) * 1000
-        redis.connection.enqueue(.overrides) { $0.respCommand(["HGETALL", key]) }
+        redis.link.enqueue(.overrides, slot: redis.link.slot(key)) { $0.respCommand(["HGETALL", key]) }
     }
 
     func overridesReplied(_ r: RedisReply) {

@@ -90,8 +90,8 @@ final class Reloader: @unchecked Sendable {
         keep("[redis]", \.redis)
         // Routes apply live while they name the same streams (the per-stream counters
         // and the stream review are built for those at start).
-        if Set(Router(routes: next.routes, defaultStream: old.redis.defaultStream).streams)
-            != Set(Router(routes: old.routes, defaultStream: old.redis.defaultStream).streams) {
+        if Set(Router(routes: next.routes, defaultStream: old.redis.defaultStream, partitions: old.redis.partitions).streams)
+            != Set(Router(routes: old.routes, defaultStream: old.redis.defaultStream, partitions: old.redis.partitions).streams) {
             kept.append("the set of [[route]] streams")
             live.routes = old.routes
         }

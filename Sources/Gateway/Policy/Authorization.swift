@@ -38,7 +38,7 @@ extension Shard {
         }
         let peer = slab[Int(slot)].peer
         switch policy.authenticator.check(username: c.username, password: c.password, peer: peer, nowMs: monotonicMillis(),
-                                       redisUp: redis?.connection.state == .up) {
+                                       redisUp: redis?.link.state == .up) {
         case .accepted:
             let authenticated = c.username != nil && policy.authenticator.checksUsers
             let role = policy.acl.role(username: c.username, authenticated: authenticated)

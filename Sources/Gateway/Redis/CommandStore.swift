@@ -11,7 +11,7 @@ extension RedisBridge {
     /// pushing out the oldest past `maxPending`.
     func store(_ c: Command, maxPending: Int, expect: RedisExpectation) {
         let value = c.mailboxValue
-        connection.enqueue(expect) { b in
+        link.enqueue(expect, slot: link.slot(config.mailboxPrefix, c.device)) { b in
             b.respArray(7)
             b.respBulk("EVALSHA"); b.respBulk(Script.mailboxAdd.sha); b.respBulk("1")
             b.respBulk(config.mailboxPrefix, "", c.device)
@@ -21,7 +21,7 @@ extension RedisBridge {
 
     /// HDEL the command from its pile's mailbox: 1 if this removed it.
     func unmail(_ tag: CommandTag, device: String, expect: RedisExpectation) {
-        connection.enqueue(expect) { b in
+        link.enqueue(expect, slot: link.slot(config.mailboxPrefix, device)) { b in
             b.respArray(3)
             b.respBulk("HDEL"); b.respBulk(config.mailboxPrefix, "", device); b.respBulk(tag.text)
         }
@@ -29,19 +29,19 @@ extension RedisBridge {
 
     /// HEXISTS: is the command still in its pile's mailbox (not ended yet)?
     func isMailed(_ tag: CommandTag, device: String, expect: RedisExpectation) {
-        connection.enqueue(expect) { $0.respCommand(["HEXISTS", mailbox(device), tag.text]) }
+        link.enqueue(expect, slot: link.slot(config.mailboxPrefix, device)) { $0.respCommand(["HEXISTS", mailbox(device), tag.text]) }
     }
 
     /// HGETALL of a pile's mailbox.
     func fetchMailbox(_ device: String, expect: RedisExpectation) {
-        connection.enqueue(expect) { $0.respCommand(["HGETALL", mailbox(device)]) }
+        link.enqueue(expect, slot: link.slot(config.mailboxPrefix, device)) { $0.respCommand(["HGETALL", mailbox(device)]) }
     }
 
     /// An outcome entry: `id stream device outcome node ts [reason]`, written
     /// straight as RESP (one per command: no argument array).
     func outcome(_ tag: CommandTag, device: String, _ outcome: CommandOutcome, why: String?) {
         let ts = wallMillis()
-        connection.enqueue(.bookkeeping) { b in
+        link.enqueue(.bookkeeping, slot: outcomeSlot) { b in
             b.respArray(18 + (why == nil ? 0 : 2))
             b.respBulk("XADD"); b.respBulk(config.outcomeStream); b.respBulk("MAXLEN"); b.respBulk("~"); b.respBulk(maxlen)
             b.respBulk("*")
@@ -65,7 +65,8 @@ extension RedisBridge {
             var end = start + 1
             while end < ended.count && ended[end].sameStream(as: ended[start]) { end += 1 }
             let run = ended[start..<end]
-            connection.enqueue(.bookkeeping) { b in
+            let slot = link.cluster ? run.first!.withParts { _, stream in HashSlot.of(stream) } : 0
+            link.enqueue(.bookkeeping, slot: slot) { b in
                 b.respArray(3 + run.count)
                 b.respBulk("XACK"); run.first!.withParts { _, stream in b.respBulk(stream) }; b.respBulk(config.group)
                 for t in run { t.withParts { id, _ in b.respBulk(id) } }
@@ -78,6 +79,6 @@ extension RedisBridge {
     /// XACK a batch of entries of one stream with one command.
     func acknowledge(stream: String, ids: [String]) {
         guard !ids.isEmpty else { return }
-        connection.enqueue(.bookkeeping) { $0.respCommand(["XACK", stream, config.group] + ids) }
+        link.enqueue(.bookkeeping, slot: link.slot(stream)) { $0.respCommand(["XACK", stream, config.group] + ids) }
     }
 }

@@ -21,8 +21,9 @@ final class Downlink {
     static let readsInFlight = 2
     static let batch = "1000"
 
-    let connection: RedisConnection<RedisExpectation>
+    let link: RedisLink<RedisExpectation>
     let key: String
+    private let slot: UInt16
     private let group: String
     private let consumer: String
     private let reviewIdle: String
@@ -41,10 +42,10 @@ final class Downlink {
         group = config.redis.group
         consumer = config.server.node
         reviewIdle = String(config.downlink.reviewIdleMs)
-        connection = RedisConnection(id: 1, name: "downlink", address: address,
-                                     handshake: config.redis.handshake(clientName: "pilegate-\(config.server.node)-downlink"),
-                                     connectTimeoutMs: UInt64(config.redis.connectTimeoutMs), resendOnReconnect: false,
-                                     ring: ring, logger: logger)
+        link = RedisLink(id: 1, name: "downlink", redis: config.redis, address: address,
+                         clientName: "pilegate-\(config.server.node)-downlink", resendOnReconnect: false, ring: ring, logger: logger)
+        slot = link.slot(key)
+        link.homeSlots = [slot]
     }
 
     /// The connection is up: start from the top (the journal was emptied by design:
@@ -55,12 +56,12 @@ final class Downlink {
     func start() {
         reading = 0
         reviewing = false
-        connection.enqueue(.downlink(.createGroup)) { $0.respCommand(["XGROUP", "CREATE", key, group, "0", "MKSTREAM"]) }
+        link.enqueue(.downlink(.createGroup), slot: slot) { $0.respCommand(["XGROUP", "CREATE", key, group, "0", "MKSTREAM"]) }
         claim(from: "0-0")
     }
 
     func claim(from cursor: String) {
-        connection.enqueue(.downlink(.claim)) {
+        link.enqueue(.downlink(.claim), slot: slot) {
             $0.respCommand(["XAUTOCLAIM", key, group, consumer, "0", cursor, "COUNT", Downlink.batch])
         }
     }
@@ -70,7 +71,7 @@ final class Downlink {
         if answered { reading -= 1 }
         while reading < Downlink.readsInFlight {
             reading += 1
-            connection.enqueue(.downlink(.read)) {
+            link.enqueue(.downlink(.read), slot: slot) {
                 $0.respCommand(["XREADGROUP", "GROUP", group, consumer, "COUNT", Downlink.batch, "BLOCK", "1000",
                                 "STREAMS", key, ">"])
             }
@@ -80,10 +81,10 @@ final class Downlink {
     /// Each tick: one review batch a second while the reader is up.
     func reviewIfDue(nowMs: UInt64) {
         // After the claim phase (reads have started): that phase took every pending entry.
-        guard connection.state == .up, reading > 0, !reviewing, nowMs >= nextReviewMs else { return }
+        guard link.state == .up, reading > 0, !reviewing, nowMs >= nextReviewMs else { return }
         reviewing = true
         nextReviewMs = nowMs + 1000
-        connection.enqueue(.downlink(.review)) {
+        link.enqueue(.downlink(.review), slot: slot) {
             $0.respCommand(["XAUTOCLAIM", key, group, consumer, reviewIdle, reviewCursor, "COUNT", Downlink.batch])
         }
     }

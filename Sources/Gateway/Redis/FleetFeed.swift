@@ -10,44 +10,60 @@ import PileLoop
 /// from where the streams were when it started, and routes the entries of other
 /// nodes to wildcard subscriptions only (a pile's own subscription, an exact topic,
 /// stays local). Delivery goes through the subscribers' queues with their bounds,
-/// as any other message.
+/// as any other message. In a cluster, one XREAD covers the streams of one slot
+/// (partition i of every route), without BLOCK: a blocked read would hold up the
+/// others on its master's connection, so the feed polls each tick (100 ms).
 final class FleetFeed {
-    let connection: RedisConnection<RedisExpectation>
+    let link: RedisLink<RedisExpectation>
     private let streams: [String]
     private let node: String
     /// Per stream, the last entry seen ("$" until the first read answered).
     private var last: [String]
-    private var reading = false
+    /// Stream indexes read by one XREAD, with their slot.
+    private let groups: [(slot: UInt16, streams: [Int])]
+    private var reading = 0
 
     init(config: Config, streams: [String], address: SocketAddress, ring: Ring, logger: Logger) {
         self.streams = streams
         node = config.server.node
         last = Array(repeating: "$", count: streams.count)
-        connection = RedisConnection(id: 2, name: "fleet", address: address,
-                                     handshake: config.redis.handshake(clientName: "pilegate-\(config.server.node)-fleet"),
-                                     connectTimeoutMs: UInt64(config.redis.connectTimeoutMs), resendOnReconnect: false,
-                                     ring: ring, logger: logger)
+        let link = RedisLink<RedisExpectation>(id: 2, name: "fleet", redis: config.redis, address: address,
+                                               clientName: "pilegate-\(config.server.node)-fleet", resendOnReconnect: false,
+                                               ring: ring, logger: logger)
+        var groups: [(slot: UInt16, streams: [Int])] = []
+        for (i, s) in streams.enumerated() {
+            let slot = link.slot(s)
+            if let g = groups.firstIndex(where: { $0.slot == slot }) { groups[g].streams.append(i) } else { groups.append((slot, [i])) }
+        }
+        self.groups = groups
+        link.homeSlots = groups.map(\.slot)
+        self.link = link
     }
 
     /// Each tick: read while there is someone to read for; stop (and start from the
     /// streams' ends next time) when there is not.
     func tick(wanted: Bool) {
-        if !wanted && !reading { last = last.map { _ in "$" } }
-        guard wanted, !reading, connection.state == .up else { return }
+        if !wanted && reading == 0 { last = last.map { _ in "$" } }
+        guard wanted, reading == 0, link.state == .up else { return }
         read()
     }
 
     /// The connection went down: what was in flight is gone with it.
-    func reset() { reading = false }
+    func reset() { reading = 0 }
 
     private func read() {
-        reading = true
-        connection.enqueue(.fleet) { $0.respCommand(["XREAD", "COUNT", "1000", "BLOCK", "1000", "STREAMS"] + streams + last) }
+        let block = link.cluster ? [] : ["BLOCK", "1000"]
+        for g in groups {
+            reading += 1
+            link.enqueue(.fleet, slot: g.slot) {
+                $0.respCommand(["XREAD", "COUNT", "1000"] + block + ["STREAMS"] + g.streams.map { streams[$0] } + g.streams.map { last[$0] })
+            }
+        }
     }
 
     /// A read came back: the other nodes' entries as messages; read on.
     func replied(_ r: RedisReply, wanted: Bool) -> [Message] {
-        reading = false
+        reading = max(0, reading - 1)
         var out: [Message] = []
         if !r.isError && !r.isNil {
             for s in r.elements {
@@ -71,7 +87,7 @@ final class FleetFeed {
                 }
             }
         }
-        if wanted && connection.state == .up { read() }
+        if wanted && reading == 0 && !link.cluster && link.state == .up { read() }
         return out
     }
 }

@@ -51,7 +51,8 @@ enum CommandStep {
 /// with their acknowledgements held until Redis confirms, the presence hash, the
 /// events stream. The connection underneath is pipelined and flushed per turn.
 final class RedisBridge {
-    let connection: RedisConnection<RedisExpectation>
+    /// The uplink link: one Redis, or each master of a cluster (RedisLink.swift).
+    let link: RedisLink<RedisExpectation>
     /// Replaced by a reload that keeps the same streams (Ops/Reload.swift).
     var router: Router
     let config: Config.Redis
@@ -61,6 +62,9 @@ final class RedisBridge {
     private var sequence: UInt64 = 0
     let maxlen: String
     private let credentialsKey: String
+    /// Hash slots of the keys written most (computed once; 0 without a cluster).
+    private var streamSlots: [UInt16]
+    let eventsSlot: UInt16, presenceSlot: UInt16, outcomeSlot: UInt16
     private let counters: Counters
     /// Commands that ended this turn, XACKed together at its end (CommandStore).
     var ended: [CommandTag] = []
@@ -77,22 +81,31 @@ final class RedisBridge {
         msgidPrefix = Array("\(config.server.node)-\(wallMillis())-\(shard)-".utf8)
         maxlen = String(config.redis.streamMaxlen)
         credentialsKey = config.auth.redisHash
-        router = Router(routes: config.routes, defaultStream: config.redis.defaultStream)
-        connection = RedisConnection(id: 0, name: "uplink", address: address,
-                                     handshake: config.redis.handshake(clientName: "pilegate-\(node)-\(shard)") + Script.load,
-                                     connectTimeoutMs: UInt64(config.redis.connectTimeoutMs), ring: ring, logger: logger)
+        router = Router(routes: config.routes, defaultStream: config.redis.defaultStream, partitions: config.redis.partitions)
+        link = RedisLink(id: 0, name: "uplink", redis: config.redis, address: address, clientName: "pilegate-\(node)-\(shard)",
+                         extraHandshake: Script.load, waitReplicas: true, ring: ring, logger: logger)
+        streamSlots = router.streams.map(link.slot)
+        eventsSlot = link.slot(config.redis.eventsStream)
+        presenceSlot = link.slot(config.redis.presenceKey)
+        outcomeSlot = link.slot(config.redis.outcomeStream)
+    }
+
+    /// A reload may name the same streams in another order (Router(keeping:)).
+    func reroute(_ r: Router) {
+        router = r
+        streamSlots = r.streams.map(link.slot)
     }
 
     /// An uplink XADD (a PUBLISH or a will) was answered.
     func answered() { watch.answer() }
 
     /// Room for another uplink XADD now (and the workers are not behind).
-    var canAccept: Bool { connection.state == .up && connection.unanswered < config.maxInflight && watch.hasRoom }
+    var canAccept: Bool { link.state == .up && link.unanswered < config.maxInflight && watch.hasRoom }
     /// Room enough to resume paused piles (half the bound: no flapping at the edge).
-    var canResume: Bool { connection.state == .up && connection.unanswered < config.maxInflight / 2 && watch.hasRoom }
+    var canResume: Bool { link.state == .up && link.unanswered < config.maxInflight / 2 && watch.hasRoom }
     /// Bookkeeping beyond this many unanswered commands is dropped (and counted):
     /// while Redis is away, events must not grow memory without bound.
-    private var bookkeepingFull: Bool { connection.unanswered >= 2 * config.maxInflight }
+    private var bookkeepingFull: Bool { link.unanswered >= 2 * config.maxInflight }
 
     /// XADD stream [MAXLEN ~ N] * device .. topic .. qos .. ts .. node .. msgid .. payload ..
     /// (no MAXLEN when the stream review trims by what the worker groups have read).
@@ -106,8 +119,9 @@ final class RedisBridge {
     /// message cost Redis 4x the CPU of the XADD alone (bench/uplink-dedup.sh).
     func xadd(_ m: Message, device: String, expect: RedisExpectation, resend: Resend? = nil) {
         let routed = router.route(topic: m.topic, payload: m.payload)
-        counters.routed(toStream: routed.stream)
-        let stream = router.streams[routed.stream]
+        let index = router.stream(routed, device: device)
+        counters.routed(toStream: index)
+        let stream = router.streams[index], slot = streamSlots[index]
         watch.took()
         sequence &+= 1
         let ts = wallMillis()
@@ -115,7 +129,7 @@ final class RedisBridge {
         let record = window > 0 ? resend.map { ($0.packetID, PayloadHash.of(m.payload)) } : nil
         let offset = UInt64(resend.map { Int($0.packetID) % config.dedupRecent * 10 } ?? 0)
         let scripted = window > 0 && (resend?.dup == true || routed.identity != nil)
-        connection.enqueue(expect) { b in
+        link.enqueue(expect, slot: slot) { b in
             let fields = watch.active ? 15 : 18
             if scripted {
                 b.respArray(3 + (routed.identity == nil ? 2 : 3) + 4 + fields)
@@ -141,11 +155,11 @@ final class RedisBridge {
             b.respBulk("payload"); b.respBulk(m.payload)
         }
         guard let (id, hash) = record, !scripted else { return }
-        connection.enqueue(.bookkeeping) { b in
+        link.enqueue(.bookkeeping, slot: slot) { b in
             b.respArray(4)
             b.respBulk("SETRANGE"); b.respBulk(stream, ":dd:", device); b.respBulk(number: offset); b.respBulk(id, hash)
         }
-        connection.enqueue(.bookkeeping) { b in
+        link.enqueue(.bookkeeping, slot: slot) { b in
             b.respArray(3)
             b.respBulk("PEXPIRE"); b.respBulk(stream, ":dd:", device); b.respBulk(number: UInt64(window))
         }
@@ -166,7 +180,7 @@ final class RedisBridge {
         guard !bookkeepingFull else { return false }
         let args = ["XADD", config.eventsStream, "MAXLEN", "~", maxlen, "*", "type", type, "device", device,
                     "node", node, "ts", String(wallMillis())] + fields.flatMap { [$0.0, $0.1] }
-        connection.enqueue(.bookkeeping) { $0.respCommand(args) }
+        link.enqueue(.bookkeeping, slot: eventsSlot) { $0.respCommand(args) }
         return true
     }
 
@@ -180,31 +194,31 @@ final class RedisBridge {
     }
 
     private func hincrby(_ key: String, _ field: String, _ n: UInt32) {
-        connection.enqueue(.bookkeeping) { b in
+        link.enqueue(.bookkeeping, slot: link.slot(key)) { b in
             b.respArray(4)
             b.respBulk("HINCRBY"); b.respBulk(key); b.respBulk(field); b.respBulk(number: UInt64(n))
         }
     }
 
     /// A one-off command whose reply only matters if it is an error.
-    func write(_ args: [String]) { connection.enqueue(.bookkeeping) { $0.respCommand(args) } }
+    func write(_ args: [String]) { link.enqueue(.bookkeeping, slot: link.slot(args[1])) { $0.respCommand(args) } }
 
     func expire(_ key: String, seconds: Int) {
         guard !bookkeepingFull else { return }
-        connection.enqueue(.bookkeeping) { $0.respCommand(["EXPIRE", key, String(seconds)]) }
+        link.enqueue(.bookkeeping, slot: link.slot(key)) { $0.respCommand(["EXPIRE", key, String(seconds)]) }
     }
 
     /// HGET auth.redis_hash USER. Not subject to the bookkeeping bound: a CONNECT
     /// waits on it, and only while Redis is up (see Authenticator).
     func lookupCredentials(_ user: String, expect: RedisExpectation) {
-        connection.enqueue(expect) { $0.respCommand(["HGET", credentialsKey, user]) }
+        link.enqueue(expect, slot: link.slot(credentialsKey)) { $0.respCommand(["HGET", credentialsKey, user]) }
     }
 
     /// presence[device] = "node|since": where the pile is and since when; the node
     /// it was on before closes its old connection (`Script.claimPresence`).
     func present(_ device: String, since: UInt64) {
         guard !bookkeepingFull else { return }
-        connection.enqueue(.bookkeeping) {
+        link.enqueue(.bookkeeping, slot: presenceSlot) {
             $0.respCommand(["EVALSHA", Script.claimPresence.sha, "2", config.presenceKey, config.presenceKey + ":away", device,
                             "\(node)|\(since)", node, config.downlinkPrefix, maxlen, String(since)])
         }
@@ -214,7 +228,7 @@ final class RedisBridge {
     /// command stream, as a worker's command (`Script.forwardCommand`).
     func forwardCommand(_ m: Message, device: String) {
         guard !bookkeepingFull else { return }
-        connection.enqueue(.bookkeeping) { b in
+        link.enqueue(.bookkeeping, slot: presenceSlot) { b in
             b.respArray(11)
             for a in ["EVALSHA", Script.forwardCommand.sha, "1", config.presenceKey, device, node, config.downlinkPrefix,
                       maxlen, m.topic] { b.respBulk(a) }
@@ -228,11 +242,11 @@ final class RedisBridge {
     /// in `presence:away`, so the node the pile next connects to has it dropped here.
     func absent(_ device: String, since: UInt64, sessionKept: Bool) {
         guard !bookkeepingFull else { return }
-        connection.enqueue(.bookkeeping) {
+        link.enqueue(.bookkeeping, slot: presenceSlot) {
             $0.respCommand(["EVAL", RedisBridge.deleteIfOwned, "1", config.presenceKey, device, "\(node)|\(since)"])
         }
         if sessionKept {
-            connection.enqueue(.bookkeeping) { $0.respCommand(["HSET", config.presenceKey + ":away", device, "\(node)|\(since)"]) }
+            link.enqueue(.bookkeeping, slot: link.slot(config.presenceKey + ":away")) { $0.respCommand(["HSET", config.presenceKey + ":away", device, "\(node)|\(since)"]) }
         }
     }
 

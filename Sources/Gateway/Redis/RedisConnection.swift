@@ -3,8 +3,6 @@ import Glibc
 import Logging
 import PileLoop
 
-typealias RedisReply = UnsafeMutablePointer<redisReply>
-
 /// One Redis connection on a shard's ring: pipelined, flushed once per loop turn,
 /// reconnecting with backoff. hiredis only parses replies.
 ///
@@ -14,6 +12,13 @@ typealias RedisReply = UnsafeMutablePointer<redisReply>
 /// everything unanswered is simply sent again, byte for byte. That is what makes an
 /// uplink XADD "at least once": a PUBACK waits for its reply, and a lost connection
 /// re-sends it rather than losing it.
+///
+/// With `replicaWait` (`redis.wait_replicas`), each flushed batch ends with a
+/// `WAIT N TIMEOUT` (a barrier in the journal): the batch's replies are held, and
+/// still count as unanswered, until a WAIT confirms N replicas have them. A WAIT
+/// that falls short is sent again after the next batch; a connection lost meanwhile
+/// re-sends the whole held batch. So a reply is only ever acted on (a PUBACK sent)
+/// for a write the replicas have.
 final class RedisConnection<Expectation> {
     enum State { case down, connecting, handshaking, up }
 
@@ -25,18 +30,29 @@ final class RedisConnection<Expectation> {
     /// Re-send unanswered commands after a reconnect (uplink). A reader that restarts
     /// its own sequence on reconnect (downlink) turns this off.
     private let resendOnReconnect: Bool
+    private let replicaWait: (replicas: Int, timeoutMs: Int)?
     private var logger: Logger
     private let ring: Ring
     private(set) var state = State.down
     private var fd: Int32 = -1
     private var epoch: UInt32 = 0
     private var journal = ByteBuffer()
-    private var acked = 0            // journal bytes whose replies have arrived
+    private var acked = 0            // journal bytes of released commands
     private var sent = 0             // journal bytes handed to the kernel
     /// Each unanswered command: its journal bytes, the `clock` it was enqueued at,
-    /// and what its reply means. Answered ones are dropped from the front by `compact`.
-    private var commands: [(length: Int, at: UInt64, expectation: Expectation)] = []
+    /// and what its reply means (nil: a WAIT barrier). Released ones are dropped
+    /// from the front by `compact`.
+    private var commands: [(length: Int, at: UInt64, expectation: Expectation?)] = []
+    /// Commands before `released` are done with; replies have been read up to `head`.
+    /// They differ only with `replicaWait`: `held` keeps the replies in between.
+    private var released = 0
     private var head = 0
+    private var held: [RedisReply?] = []
+    /// A command whose reply is held was enqueued since the last barrier.
+    private var needsBarrier = false
+    /// Which replies wait for the replicas (the others are acted on at once, though
+    /// they stay in the journal until the next WAIT like the rest).
+    var heldUntilReplicated: (Expectation) -> Bool = { _ in true }
     private var inFlight = ByteBuffer()
     private var sending = false
     private var handshakeLeft = 0
@@ -58,13 +74,20 @@ final class RedisConnection<Expectation> {
     var clock: UInt64 = 0
     /// Called on every transition to up or down.
     var onState: (State) -> Void = { _ in }
+    /// Offered each error reply first, with its command's bytes; true takes it over
+    /// (a cluster redirect: the command was sent elsewhere) and `onReply` is not called.
+    var onError: ((Expectation, UnsafeRawBufferPointer, RedisReply) -> Bool)?
+    /// Each WAIT reply: the replicas it confirmed, and whether that was enough.
+    var onWait: (Int, Bool) -> Void = { _, _ in }
 
     init(id: UInt32, name: String, address: SocketAddress, handshake: [[String]], connectTimeoutMs: UInt64,
-         resendOnReconnect: Bool = true, ring: Ring, logger: Logger) {
+         resendOnReconnect: Bool = true, replicaWait: (replicas: Int, timeoutMs: Int)? = nil, ring: Ring, logger: Logger) {
         self.resendOnReconnect = resendOnReconnect
+        self.replicaWait = replicaWait
         self.id = id
         self.name = name
         self.address = address
+        addressText = address.description
         self.addr = address.storage
         self.handshake = handshake
         self.connectTimeoutMs = connectTimeoutMs
@@ -77,20 +100,53 @@ final class RedisConnection<Expectation> {
 
     deinit {
         if fd >= 0 { Glibc.close(fd) }
+        for r in held { if let r { freeReplyObject(r) } }
         redisReaderFree(reader)
         readBuf.deallocate()
         journal.release()
         inFlight.release()
     }
 
-    /// Commands sent and not yet answered.
-    var unanswered: Int { commands.count - head }
+    let addressText: String
+
+    /// Commands sent and not yet answered (or answered and held for their WAIT).
+    var unanswered: Int { commands.count - released }
+    /// When (`clock`) the oldest of them was enqueued.
+    var oldestUnanswered: UInt64? { released < commands.count ? commands[released].at : nil }
 
     /// Append one command (written by `write`) and what its reply means.
     func enqueue(_ expectation: Expectation, _ write: (inout ByteBuffer) -> Void) {
         let before = journal.count
         write(&journal)
         commands.append((journal.count - before, clock, expectation))
+        if replicaWait != nil && heldUntilReplicated(expectation) { needsBarrier = true }
+    }
+
+    /// Append a command already written (one another connection gave up), keeping
+    /// the time it was first enqueued at.
+    func enqueue(_ expectation: Expectation, bytes: UnsafeRawBufferPointer, at: UInt64) {
+        journal.append(bytes)
+        commands.append((bytes.count, at, expectation))
+        if replicaWait != nil && heldUntilReplicated(expectation) { needsBarrier = true }
+    }
+
+    /// Give up this connection: every command not released, with its bytes, in order
+    /// (a cluster master that is no longer one: they go to the slot's new master).
+    func takeUnanswered() -> [(bytes: [UInt8], at: UInt64, expectation: Expectation)] {
+        var out: [(bytes: [UInt8], at: UInt64, expectation: Expectation)] = []
+        var offset = acked
+        for c in commands[released...] {
+            if let e = c.expectation {
+                out.append((Array(UnsafeRawBufferPointer(rebasing: journal.bytes[offset..<(offset + c.length)])), c.at, e))
+            }
+            offset += c.length
+        }
+        closeSocket()
+        state = .down
+        dropHeld()
+        journal.clear(); acked = 0; sent = 0
+        commands.removeAll(); head = 0; released = 0; needsBarrier = false
+        return out
     }
 
     // MARK: Driving (called by the shard)
@@ -106,8 +162,14 @@ final class RedisConnection<Expectation> {
         }
     }
 
-    /// End of a loop turn: send what was enqueued.
+    /// End of a loop turn: send what was enqueued (behind a WAIT when replicas must confirm).
     func flush() {
+        if let w = replicaWait, needsBarrier {
+            let before = journal.count
+            journal.respCommand(["WAIT", String(w.replicas), String(w.timeoutMs)])
+            commands.append((journal.count - before, clock, nil))
+            needsBarrier = false
+        }
         guard state == .up, !sending, sent < journal.count else { return }
         inFlight.clear()
         inFlight.append(UnsafeRawBufferPointer(rebasing: journal.bytes[sent...]))
@@ -196,7 +258,7 @@ final class RedisConnection<Expectation> {
                 return fail("protocol error from redis", nowMs: nowMs)
             }
             guard let r = raw?.assumingMemoryBound(to: redisReply.self) else { break }
-            defer { freeReplyObject(raw) }
+            defer { if raw != nil { freeReplyObject(raw) } }
             if state == .handshaking {
                 if r.pointee.type == CHR_REPLY_ERROR {
                     let why = r.text
@@ -207,25 +269,75 @@ final class RedisConnection<Expectation> {
                 continue
             }
             guard head < commands.count else { return fail("reply without a command", nowMs: nowMs) }
-            let c = commands[head]
-            acked += c.length
-            head += 1
-            onReply(c.expectation, r, clock &- c.at)
+            raw = nil   // this reply is ours now: `replied` frees or holds it
+            replied(r)
+            if state == .down { return }
         }
         compact()
         if state != .down { armRecv() }
+    }
+
+    /// The reply to `commands[head]`. Without `replicaWait` it is acted on at once;
+    /// with it, held until the next WAIT confirms the replicas.
+    private func replied(_ r: RedisReply) {
+        let c = commands[head]
+        head += 1
+        guard let e = c.expectation else {   // a WAIT barrier
+            defer { freeReplyObject(r) }
+            let confirmed = Int(r.integer ?? -1)
+            let enough = confirmed >= replicaWait?.replicas ?? 0
+            onWait(confirmed, enough)
+            if enough { release() } else { held.append(nil); needsBarrier = true }   // another WAIT with the next flush
+            return
+        }
+        if r.isError, let onError {
+            let offset = acked + commands[released..<(head - 1)].reduce(0) { $0 + $1.length }
+            if onError(e, UnsafeRawBufferPointer(rebasing: journal.bytes[offset..<(offset + c.length)]), r) {
+                freeReplyObject(r)
+                return replicaWait == nil ? release() : held.append(nil)
+            }
+        }
+        guard replicaWait != nil, heldUntilReplicated(e) else {
+            defer { freeReplyObject(r) }
+            if replicaWait == nil { release() } else { held.append(nil) }
+            return onReply(e, r, clock &- c.at)
+        }
+        held.append(r)
+    }
+
+    /// Commands up to `head` are done: hand their held replies on, in order.
+    private func release() {
+        var i = 0
+        while released < head {
+            let c = commands[released]
+            acked += c.length
+            released += 1
+            guard replicaWait != nil, i < held.count else { continue }
+            if let r = held[i], let e = c.expectation {
+                onReply(e, r, clock &- c.at)
+                freeReplyObject(r)
+            }
+            i += 1
+        }
+        held.removeAll(keepingCapacity: true)
+    }
+
+    private func dropHeld() {
+        for r in held { if let r { freeReplyObject(r) } }
+        held.removeAll()
+        head = released
     }
 
     /// Drop answered commands from the front of the journal now and then. Once all
     /// is answered, what a burst grew (a connect storm's events: megabytes) is given
     /// back; a steady flow keeps reusing up to `keptBytes` / `keptCommands`.
     private func compact() {
-        if head == commands.count {
+        if released == commands.count {
             commands.removeAll(keepingCapacity: commands.capacity <= RedisConnection.keptCommands)
-            head = 0
-        } else if head > 4096 && head * 2 > commands.count {
-            commands.removeFirst(head)
-            head = 0
+            head = 0; released = 0
+        } else if released > 4096 && released * 2 > commands.count {
+            commands.removeFirst(released)
+            head -= released; released = 0
         }
         if acked == journal.count && sent == journal.count {
             journal.clear()
@@ -238,12 +350,7 @@ final class RedisConnection<Expectation> {
         }
     }
 
-    private func fail(_ why: String, nowMs: UInt64) {
-        if state == .up || wasUp || backoffMs <= 100 {
-            logger.warning("redis connection lost: \(why); retrying in \(backoffMs) ms",
-                           metadata: ["unanswered": "\(unanswered)"])
-        }
-        wasUp = false
+    private func closeSocket() {
         if fd >= 0 {
             // shutdown first: a recv still pending in the ring holds the socket open
             Glibc.shutdown(fd, Int32(SHUT_RDWR))
@@ -252,40 +359,26 @@ final class RedisConnection<Expectation> {
         }
         epoch &+= 1
         sending = false
+        redisReaderFree(reader)
+        reader = redisReaderCreate()
+    }
+
+    private func fail(_ why: String, nowMs: UInt64) {
+        if state == .up || wasUp || backoffMs <= 100 {
+            logger.warning("redis connection lost: \(why); retrying in \(backoffMs) ms",
+                           metadata: ["unanswered": "\(unanswered)"])
+        }
+        wasUp = false
+        closeSocket()
         state = .down
+        dropHeld()
         sent = acked
         if !resendOnReconnect {
             journal.clear(); acked = 0; sent = 0
-            commands.removeAll(); head = 0
+            commands.removeAll(); head = 0; released = 0; needsBarrier = false
         }
-        redisReaderFree(reader)
-        reader = redisReaderCreate()
         nextAttempt = nowMs + backoffMs
         backoffMs = min(backoffMs * 2, 5000)
         onState(.down)
-    }
-}
-
-extension UnsafeMutablePointer where Pointee == redisReply {
-    var isError: Bool { pointee.type == CHR_REPLY_ERROR }
-    var isNil: Bool { pointee.type == CHR_REPLY_NIL }
-    /// String, status or error text.
-    var text: String {
-        guard let s = pointee.str else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: s, count: pointee.len), as: UTF8.self)
-    }
-    var integer: Int64? { pointee.type == CHR_REPLY_INTEGER ? pointee.integer : nil }
-    var bytes: [UInt8] {
-        guard let s = pointee.str else { return [] }
-        return [UInt8](UnsafeRawBufferPointer(start: s, count: pointee.len))
-    }
-    var elements: [RedisReply] {
-        guard pointee.type == CHR_REPLY_ARRAY, let e = pointee.element else { return [] }
-        return (0..<pointee.elements).compactMap { e[$0] }
-    }
-    /// An HGETALL reply (or a stream entry's fields) as (field, value) pairs.
-    var pairs: [(field: String, value: RedisReply)] {
-        let kv = elements
-        return stride(from: 0, to: kv.count - 1, by: 2).map { (kv[$0].text, kv[$0 + 1]) }
     }
 }

@@ -1,9 +1,46 @@
 import MQTTCodec
+import PileLoop
 
 /// Replies from Redis to what this shard sent: uplink XADDs (a QoS 1/2 PUBLISH
 /// is acknowledged here, once stored), bookkeeping, the downlink reader's steps
 /// and credential lookups.
 extension Shard {
+    /// Replies and state changes of the shard's Redis links go to the handlers below.
+    func wireRedis() {
+        let ms = monotonicMillis()
+        for link in [redis?.link, downlink?.link, fleet?.link].compactMap({ $0 }) {
+            link.onReply = { [unowned self] e, r, t in self.redisReplied(e, r, waited: t) }
+            link.onWait = { [unowned self] confirmed, enough in
+                guard !enough else { return }
+                self.counters.add(.redisWaitShort)
+                self.logger.warning("redis WAIT confirmed \(confirmed) of \(self.config.redis.waitReplicas) replicas within \(self.config.redis.waitTimeoutMs) ms; its acknowledgements wait for the next WAIT")
+            }
+            link.tick(nowMs: ms)
+        }
+        downlink?.link.onState = { [unowned self] s in if s == .up { self.downlink?.start() } }
+        fleet?.link.onState = { [unowned self] _ in self.fleet?.reset() }
+        redis?.link.onState = { [unowned self] s in
+            self.counters.set(.redisUp, s == .up ? 1 : 0)
+            if s == .up && self.index == 0 { self.checkEvictionPolicy() }
+        }
+    }
+
+    /// Each tick: the Redis gauges, and what the links saw of a cluster.
+    func noteRedis(_ uplink: RedisLink<RedisExpectation>, nowMs: UInt64) {
+        counters.set(.redisInflight, UInt64(uplink.unanswered))
+        counters.set(.redisStalled, uplink.stalledNs / 1_000_000 > UInt64(config.redis.connectTimeoutMs) ? 1 : 0)
+        guard uplink.cluster else { return }
+        let stats = [uplink, downlink?.link, fleet?.link].compactMap { $0?.stats }
+        counters.set(.redisMoved, UInt64(stats.reduce(0) { $0 + $1.moved }))
+        counters.set(.redisAsk, UInt64(stats.reduce(0) { $0 + $1.asks }))
+        counters.set(.redisClusterRetries, UInt64(stats.reduce(0) { $0 + $1.retried }))
+        counters.set(.redisFailovers, UInt64(stats.reduce(0) { $0 + $1.failovers }))
+        guard index == 0 else { return }
+        counters.set(.redisClusterMasters, UInt64(uplink.mastersKnown))
+        counters.set(.redisUnservedSlots, UInt64(uplink.map?.unservedSlots ?? HashSlot.count))
+        counters.set(.redisSlotMapAge, uplink.mapAge(nowMs: nowMs) / 1000)
+    }
+
     /// One of the pile's stored-before-acked PUBLISHes was answered: a pile held at
     /// `max_inflight_in` reads on once half its window is free.
     private func uplinkAnswered(_ slot: UInt32) {

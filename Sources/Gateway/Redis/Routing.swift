@@ -13,7 +13,7 @@ struct Router {
         var identityKey: [UInt8]?
     }
 
-    /// Where one PUBLISH goes: an index in `streams`, and the value of its route's
+    /// Where one PUBLISH goes: an index in `names`, and the value of its route's
     /// `dedup_json_key` when the route names one and the payload has it.
     struct Routed {
         var stream: Int
@@ -21,19 +21,37 @@ struct Router {
     }
 
     private let rules: [Rule]
-    /// Every stream a PUBLISH can go to, each once; the default stream first.
+    /// Every stream name a route names, each once; the default stream first.
+    let names: [String]
+    /// `redis.partitions`: each name is this many streams, `NAME:{0}`, `NAME:{1}`..
+    /// (the hash tag puts partition i of every route in one cluster slot); with 1,
+    /// the name itself.
+    let partitions: Int
+    /// Every stream key a PUBLISH can go to: each name's partitions in turn.
     let streams: [String]
 
-    /// `keeping`: the streams of the router this one replaces (a reload), in their
+    /// `keeping`: the names of the router this one replaces (a reload), in their
     /// order, which the per-stream counters follow; the routes must name no others.
-    init(routes: [Config.Route], defaultStream: String, keeping previous: [String]? = nil) {
-        var streams = previous ?? [defaultStream]
-        for r in routes where !streams.contains(r.stream) { streams.append(r.stream) }
+    init(routes: [Config.Route], defaultStream: String, partitions: Int = 1, keeping previous: [String]? = nil) {
+        var names = previous ?? [defaultStream]
+        for r in routes where !names.contains(r.stream) { names.append(r.stream) }
         rules = routes.map { r in Rule(filter: r.filter, key: r.jsonKey.map { Array($0.utf8) },
                                        value: r.jsonValue.map { Array($0.utf8) },
-                                       stream: streams.firstIndex(of: r.stream)!,
+                                       stream: names.firstIndex(of: r.stream)!,
                                        identityKey: r.dedupJSONKey.map { Array($0.utf8) }) }
-        self.streams = streams
+        self.names = names
+        self.partitions = partitions
+        streams = partitions == 1 ? names : names.flatMap { n in (0..<partitions).map { "\(n):{\($0)}" } }
+    }
+
+    /// The index in `streams` of a routed message from `device`: its route's
+    /// partition CRC16(client id) mod `partitions` (all of one pile's messages in one
+    /// stream, in order).
+    func stream(_ routed: Routed, device: String) -> Int {
+        guard partitions > 1 else { return routed.stream }
+        var d = device
+        let crc = d.withUTF8 { HashSlot.crc16(UnsafeRawBufferPointer($0)) }
+        return routed.stream * partitions + Int(crc) % partitions
     }
 
     /// Where this PUBLISH goes.

@@ -5,25 +5,27 @@ import PileLoop
 extension Shard {
     /// Each tick on shard 0: start a review when one is due.
     func reviewStreams(nowMs: UInt64) {
-        guard let review, let redis, redis.connection.state == .up, review.due(nowMs: nowMs) else { return }
+        guard let review, let redis, redis.link.state == .up, review.due(nowMs: nowMs) else { return }
         review.begin()
-        redis.connection.enqueue(.review(.memory)) { $0.respCommand(["INFO", "memory"]) }
+        redis.link.enqueueAnywhere(.review(.memory)) { $0.respCommand(["INFO", "memory"]) }
         for (s, stream) in review.watch.streams.enumerated() {
-            redis.connection.enqueue(.review(.length(s))) { $0.respCommand(["XLEN", stream]) }
-            redis.connection.enqueue(.review(.groups(s))) { $0.respCommand(["XINFO", "GROUPS", stream]) }
+            let slot = redis.link.slot(stream)
+            redis.link.enqueue(.review(.length(s)), slot: slot) { $0.respCommand(["XLEN", stream]) }
+            redis.link.enqueue(.review(.groups(s)), slot: slot) { $0.respCommand(["XINFO", "GROUPS", stream]) }
         }
     }
 
     /// Once per Redis connection: a `maxmemory-policy` that may evict keys without an
     /// expiry would evict the streams, and with them acknowledged messages.
     func checkEvictionPolicy() {
-        redis?.connection.enqueue(.evictionPolicy) { $0.respCommand(["CONFIG", "GET", "maxmemory-policy"]) }
-        redis?.connection.enqueue(.serverInfo) { $0.respCommand(["INFO"]) }
+        redis?.link.enqueueAnywhere(.evictionPolicy) { $0.respCommand(["CONFIG", "GET", "maxmemory-policy"]) }
+        redis?.link.enqueueAnywhere(.serverInfo) { $0.respCommand(["INFO"]) }
     }
 
     /// What pilegate needs of the server: Redis 6.2 or later (XAUTOCLAIM takes up the
-    /// commands a crashed run left pending; XADD with MINID), and a standalone server
-    /// (one in cluster mode refuses keys of other slots).
+    /// commands a crashed run left pending; XADD with MINID), and a server in the
+    /// mode `redis.cluster` says (a cluster refuses keys of other slots to a client
+    /// that does not follow MOVED).
     func serverInfoReplied(_ r: RedisReply) {
         guard !r.isError else { return logger.warning("redis INFO failed: \(r.text)") }
         var version = "", cluster = false
@@ -35,7 +37,7 @@ extension Shard {
         if parts.count >= 2, (parts[0], parts[1]) < (6, 2) {
             logger.error("redis \(version) is older than 6.2: commands left pending by a crash cannot be taken up (XAUTOCLAIM) and worker-lag trimming fails (XTRIM MINID); upgrade Redis")
         }
-        if cluster {
+        if cluster && !config.redis.cluster {
             logger.error("redis \(config.redis.address.isEmpty ? "(embedded)" : config.redis.address) runs in cluster mode: this pilegate talks to one standalone Redis, and keys in other slots are refused (MOVED)")
         }
         logger.info("redis \(version)\(cluster ? " (cluster mode)" : "")")
@@ -67,15 +69,17 @@ extension Shard {
             if present.isEmpty {
                 if r.isError { return streamReviewed() }
                 // No named group to wait for: trim as without consumer_groups.
-                return redis.connection.enqueue(.review(.trimmed(s))) {
+                return redis.link.enqueue(.review(.trimmed(s)), slot: redis.link.slot(streams[s])) {
                     $0.respCommand(["XTRIM", streams[s], "MAXLEN", "~", String(review.watch.cap)])
                 }
             }
             for g in present {
                 let group = review.watch.groups[g]
-                redis.connection.enqueue(.review(.pending(s, g))) { $0.respCommand(["XPENDING", streams[s], group]) }
+                redis.link.enqueue(.review(.pending(s, g)), slot: redis.link.slot(streams[s])) {
+                    $0.respCommand(["XPENDING", streams[s], group])
+                }
                 let after = review.lastDelivered(s, g)
-                redis.connection.enqueue(.review(.nextUnread(s, g))) {
+                redis.link.enqueue(.review(.nextUnread(s, g)), slot: redis.link.slot(streams[s])) {
                     $0.respCommand(["XRANGE", streams[s], "(" + after, "+", "COUNT", "1"])
                 }
             }
@@ -97,7 +101,9 @@ extension Shard {
         guard let review, let redis else { return }
         guard let bound = review.trimBound(s, nowMs: wallMillis()) else { return streamReviewed() }
         let stream = review.watch.streams[s]
-        redis.connection.enqueue(.review(.trimmed(s))) { $0.respCommand(["XTRIM", stream, "MINID", bound.description]) }
+        redis.link.enqueue(.review(.trimmed(s)), slot: redis.link.slot(stream)) {
+            $0.respCommand(["XTRIM", stream, "MINID", bound.description])
+        }
     }
 
     private func streamReviewed() {
