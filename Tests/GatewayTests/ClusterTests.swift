@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import MQTTCodec
 import XCTest
+@testable import Gateway
 
 /// The gateway on a real Redis Cluster (ClusterFixture.swift): the data path, a
 /// resharding step and a master's death under load, a cluster without quorum, and
@@ -177,6 +178,75 @@ final class ClusterTests: XCTestCase {
         XCTAssertEqual(acks, Set(1...5), g.logText.suffix(3000).description)
         let stored = try storedPayloads()
         XCTAssertEqual(Set(stored.keys.filter { $0.hasPrefix("nq-") }), Set((1...5).map { "nq-\($0)" }))
+    }
+
+    /// Two nodes on the cluster: credentials from a Redis hash, a takeover across
+    /// nodes (presence and the other node's command stream in one script), a command
+    /// published on one node for a pile on the other, the fleet feed, daily traffic.
+    func testAFleetOnACluster() throws {
+        var passwords = PasswordFile()
+        passwords.set("CRED1", password: "s3cret")
+        try cluster.command(["HSET", "pilegate:credentials", "CRED1", String(passwords.text.dropFirst("CRED1:".count).dropLast())],
+                            key: "pilegate:credentials")
+        let config = """
+        [redis]
+        cluster = true
+        address = "\(cluster.seeds)"
+        [auth]
+        allow_anonymous = "true"
+        redis_hash = "pilegate:credentials"
+        [devices]
+        traffic_flush_seconds = 1
+        """
+        let a = try Gateway(config: config, node: "node-a"), b = try Gateway(config: config, node: "node-b")
+        defer { XCTAssertEqual(a.stop(), 0); XCTAssertEqual(b.stop(), 0) }
+        for g in [a, b] { XCTAssertTrue(cluster.nodes[0].waitUntil { (try? http(g.adminPort!, "/readyz").status) == 200 }, g.logText) }
+        func connect(_ g: Gateway, _ id: String, clean: Bool = true, user: String? = nil, password: String? = nil) throws -> (RawClient, ConnectReturnCode?) {
+            let c = try RawClient(port: g.port)
+            let code = c.connect(Connect(cleanSession: clean, keepAlive: 60, clientID: id, username: user,
+                                         password: password.map { Array($0.utf8) }))?.returnCode
+            return (c, code)
+        }
+        XCTAssertEqual(try connect(a, "CRED1", user: "CRED1", password: "s3cret").1, .accepted)
+        XCTAssertEqual(try connect(b, "CRED1", user: "CRED1", password: "wrong").1, .badUsernameOrPassword)
+
+        func presence(_ id: String) -> String {
+            (try? cluster.command(["HGET", "{pilegate}:presence", id], key: "{pilegate}:presence").text) ?? ""
+        }
+        let (old, _) = try connect(a, "TK1", clean: false)
+        XCTAssertTrue(cluster.nodes[0].waitUntil { presence("TK1").hasPrefix("node-a|") })
+        let (new, code) = try connect(b, "TK1", clean: false)
+        XCTAssertEqual(code, .accepted)
+        XCTAssertTrue(old.waitClosed(), "node A closes the old connection")
+        XCTAssertTrue(cluster.nodes[0].waitUntil { presence("TK1").hasPrefix("node-b|") })
+        new.send(.pingreq)
+        XCTAssertEqual(new.receive(), .pingresp)
+
+        let sub = try Background("mosquitto_sub", ["-h", "127.0.0.1", "-p", "\(a.port)", "-q", "1", "-v", "-W", "5",
+                                                   "-t", "/xjdy/ops/v1/TCU/+/msg"])
+        XCTAssertNotNil(a.waitSubscribed("/xjdy/ops/v1/TCU/+/msg"))
+        usleep(400_000)   // the feed's first poll starts from the streams' ends
+        let (pile, _) = try connect(b, "CMD1")
+        pile.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest("/xjdy/ops/v1/TCU/CMD1/cmd", .atLeastOnce)])))
+        guard case .suback = pile.receive() else { throw Failure("no SUBACK") }
+        pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/CMD1/msg", payload: Array("up from b".utf8), qos: .atLeastOnce, packetID: 2)))
+        XCTAssertEqual(pile.receive(timeout: 5), .puback(2))
+        XCTAssertTrue(cluster.nodes[0].waitUntil { presence("CMD1").hasPrefix("node-b|") })
+        try shell("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(a.port)", "-q", "1", "-t", "/xjdy/ops/v1/TCU/CMD1/cmd", "-m", "go"])
+        guard case .publish(let cmd) = pile.receive(timeout: 5) else { throw Failure("the pile on B got nothing: \(a.logText.suffix(2000))") }
+        XCTAssertEqual(cmd.payload, Array("go".utf8))
+        pile.send(.puback(cmd.packetID))
+        XCTAssertTrue(try cluster.nodes[0].waitUntil {
+            try self.cluster.entries("pilegate:down:outcome").contains {
+                $0.fields["outcome"] == Array("acked".utf8) && $0.fields["node"] == Array("node-b".utf8)
+            }
+        })
+        XCTAssertEqual(sub.finish(timeout: 10).split(separator: "\n"), ["/xjdy/ops/v1/TCU/CMD1/msg up from b"], "the fleet feed")
+
+        XCTAssertTrue(cluster.nodes[0].waitUntil {
+            let days = (try? self.cluster.live.flatMap { try $0.command(["KEYS", "pilegate:traffic:*"]).items.compactMap(\.text) }) ?? []
+            return days.contains { day in ((try? self.cluster.command(["HGET", day, "CMD1:in"], key: day).text) ?? nil).map { Int($0) ?? 0 > 0 } ?? false }
+        }, "daily traffic")
     }
 
     func testStartupErrors() throws {

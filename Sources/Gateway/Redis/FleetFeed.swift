@@ -45,7 +45,23 @@ final class FleetFeed {
     func tick(wanted: Bool) {
         if !wanted && reading == 0 { last = last.map { _ in "$" } }
         guard wanted, reading == 0, link.state == .up else { return }
+        // A poll (no BLOCK) from "$" never sees anything: start from each stream's newest entry.
+        if link.cluster && last.contains("$") { return tail() }
         read()
+    }
+
+    /// XREVRANGE of each stream's newest entry, where a cluster's polls start.
+    private func tail() {
+        for (i, s) in streams.enumerated() where last[i] == "$" {
+            reading += 1
+            link.enqueue(.fleetTail(stream: i), slot: link.slot(s)) { $0.respCommand(["XREVRANGE", s, "+", "-", "COUNT", "1"]) }
+        }
+    }
+
+    func tailed(_ i: Int, _ r: RedisReply) {
+        reading = max(0, reading - 1)
+        guard !r.isError else { return }
+        last[i] = r.elements.first?.elements.first?.text ?? "0-0"   // an empty stream: every entry is new
     }
 
     /// The connection went down: what was in flight is gone with it.

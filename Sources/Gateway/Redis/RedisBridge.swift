@@ -30,6 +30,8 @@ enum RedisExpectation {
     case serverInfo
     /// XREAD of the uplink streams for this node's wildcard subscribers (shard 0).
     case fleet
+    /// XREVRANGE of one uplink stream's newest entry: where the fleet feed starts (cluster).
+    case fleetTail(stream: Int)
     /// HGETALL of the fleet's node states for the console (shard 0).
     case nodes(reply: Inbox<[[String: String]]?>)
     /// XREVRANGE of the events stream for the console (shard 0).

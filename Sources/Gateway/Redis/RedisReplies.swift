@@ -117,6 +117,8 @@ extension Shard {
             overridesReplied(r)
         case .serverInfo:
             serverInfoReplied(r)
+        case .fleetTail(let s):
+            fleet?.tailed(s, r)
         case .fleet:
             let wanted = broker.hasWildcardSubscribers
             for m in fleet?.replied(r, wanted: wanted) ?? [] { fanOut(m, wildcardOnly: true) }
