@@ -73,6 +73,17 @@ final class ConfigCheckTests: XCTestCase {
         XCTAssertEqual(prod.status, "rc=0", prod.out)
         XCTAssertEqual(prod.out.components(separatedBy: "warning:").count - 1, 1, prod.out)
         XCTAssertTrue(prod.out.contains("warning: redis.consumer_groups is empty"), prod.out)
+
+        // The same on a cluster: the seeds and keys are checked, and acknowledging
+        // before a replica has the message is named.
+        let onCluster = production.replacingOccurrences(of: "[redis]", with: "[redis]\ncluster = true")
+            .replacingOccurrences(of: "address = \"", with: "address = \"10.0.0.1:7000,")
+        let clustered = try checkConfig(try file(onCluster))
+        XCTAssertEqual(clustered.status, "rc=0", clustered.out)
+        XCTAssertTrue(clustered.out.contains("warning: redis.cluster without redis.wait_replicas"), clustered.out)
+        let tagless = try checkConfig(try file(onCluster.replacingOccurrences(of: "[redis]", with: "[redis]\npresence_key = \"presence\"")))
+        XCTAssertEqual(tagless.status, "rc=1", tagless.out)
+        XCTAssertTrue(tagless.out.contains("must share a hash tag"), tagless.out)
     }
 
     func testBadTLSFilesAreProblems() throws {

@@ -51,6 +51,9 @@ public struct ConfigCheck {
         if c.redis.enabled && c.redis.consumerGroups.isEmpty {
             w.append("redis.consumer_groups is empty: each XADD trims the uplink at stream_maxlen (\(c.redis.streamMaxlen)), which can drop entries no worker has read")
         }
+        if c.redis.enabled && c.redis.cluster && c.redis.waitReplicas == 0 {
+            w.append("redis.cluster without redis.wait_replicas: a PUBACK is sent once the master has the message, and a master that dies before its replica has it loses it; wait_replicas = 1 acknowledges only what a replica has")
+        }
         return w
     }
 }
