@@ -79,7 +79,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
-            path: "LoadTest"
+            path: "LoadTest",
+            exclude: ["faultproxy.py"]   // the fault-injecting proxy (Python), run beside pileload
         ),
         .executableTarget(name: "codecbench", dependencies: ["MQTTCodec"], path: "bench/CodecBench"),
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),

@@ -269,6 +269,13 @@ final class Background {
         out.attach(o)
         try process.run()
     }
+    /// SIGTERM, and wait for the exit.
+    func stop() {
+        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        process.waitUntilExit()
+        out.waitEnded(timeout: 2)
+    }
+
     /// Wait for exit (bounded) and return the output.
     func finish(timeout: TimeInterval = 10) -> String {
         let deadline = Date().addingTimeInterval(timeout)

@@ -54,6 +54,11 @@ public struct Config: Sendable {
         /// Clean-session clients with an empty client id get a generated one (3.1.3-6).
         public var allowZeroLengthClientID = true
         public var retainAvailable = true
+        /// Bounds on the retained store (topics, and their topic and payload bytes): a
+        /// retained PUBLISH for a new topic past either is delivered but not retained
+        /// (counted, logged). One client writing a million topics cannot grow it further.
+        public var maxRetainedMessages = 100_000
+        public var maxRetainedBytes = 64 << 20
         /// A pile's command topic, `%c` standing for its client id: where a downlink
         /// entry without `topic` is published, and what the built-in `pile` role may
         /// subscribe to.

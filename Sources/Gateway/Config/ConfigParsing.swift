@@ -66,6 +66,8 @@ extension Config {
             t.int("max_client_id_length", &mqtt.maxClientIDLength, 23...65535)
             t.bool("allow_zero_length_client_id", &mqtt.allowZeroLengthClientID)
             t.bool("retain_available", &mqtt.retainAvailable)
+            t.int("max_retained_messages", &mqtt.maxRetainedMessages, 0...100_000_000)
+            t.int("max_retained_bytes", &mqtt.maxRetainedBytes, 0...1 << 40)
             t.string("command_topic", &mqtt.commandTopic)
             t.check(mqtt.commandTopic.contains("%c") && Topic.isValidName(mqtt.commandTopic(for: "X").utf8),
                     "mqtt.command_topic must be a topic name containing %c")

@@ -13,7 +13,10 @@ extension Shard {
     /// `wildcardOnly`: a message another node stored (FleetFeed), for this node's
     /// wildcard subscribers.
     func fanOut(_ m: Message, except: String? = nil, wildcardOnly: Bool = false) -> Owner? {
-        if m.retain && config.mqtt.retainAvailable { broker.retain(m) }
+        // `$` topics are the gateway's own $SYS set (clients may not publish there): not
+        // counted against the bounds, so a full store does not blind operators.
+        let limits = m.topic.hasPrefix("$") ? nil : (config.mqtt.maxRetainedMessages, config.mqtt.maxRetainedBytes)
+        if m.retain && config.mqtt.retainAvailable && !broker.retain(m, limits: limits) { retainRefused(m) }
         let owner = broker.route(m, into: &remote, except: except, wildcardOnly: wildcardOnly)
         if !remote[index].isEmpty {
             // Swap, not copy: a copy alive during removeAll would make it reallocate
@@ -23,6 +26,18 @@ extension Shard {
             local.removeAll(keepingCapacity: true)
         }
         return owner
+    }
+
+    /// The retained store is at its bounds: the message goes to its subscribers and
+    /// (from a pile) to Redis, but is not kept for later subscribers. Said once a
+    /// minute per shard, counted each time.
+    func retainRefused(_ m: Message) {
+        counters.add(.retainedRefused)
+        let now = monotonicMillis()
+        guard now >= nextRetainWarning else { return }
+        nextRetainWarning = now + 60_000
+        let usage = broker.retainedUsage
+        logger.warning("retained store full (\(usage.messages) messages, \(usage.bytes) bytes; mqtt.max_retained_messages \(config.mqtt.maxRetainedMessages), max_retained_bytes \(config.mqtt.maxRetainedBytes)): a retained PUBLISH to \(m.topic) was delivered but not retained; counted in pilegate_retained_refused_total")
     }
 
     /// One delivery from the Broker or a shard's inbox.

@@ -72,6 +72,8 @@ final class Shard {
     var nextBansRefresh: UInt64 = 0
     /// Shard 0: when this node next writes its state for the fleet view (Ops/Console.swift).
     var nextHeartbeat: UInt64 = 0
+    /// When a full retained store is next logged (Handlers/Delivery.swift).
+    var nextRetainWarning: UInt64 = 0
     /// This shard's copy of the device overrides, the generation it was taken at, and
     /// (shard 0) when the hash is next read (Ops/OverrideSync.swift).
     var overrides: [String: DeviceOverride] = [:]

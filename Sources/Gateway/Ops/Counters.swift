@@ -75,6 +75,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case reloads                 // config reloads applied (SIGHUP, POST /admin/reload)
     case reloadsRefused          // config reloads refused (bad file): the running config stays
     case silentReports           // a connected pile reported silent (devices.silent_seconds)
+    case retainedRefused         // a retained PUBLISH not retained: the store at its bounds
     case silentDevices           // a gauge: connected piles silent at the last review (set by the review)
 }
 

@@ -34,6 +34,7 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
     private let rss: Gauge
     private let fds: Gauge
     private let clients: Gauge
+    private let retained: (messages: Gauge, bytes: Gauge)
     private let queued: Gauge
     private let broker: Broker
     private let watch: StreamWatch
@@ -82,6 +83,10 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         fds = registry.makeGauge(descriptor: Metrics.metric("pilegate_process_open_fds",
                                                     "File descriptors open in the process table (fixed-file slots are not counted)"))
         clients = registry.makeGauge(descriptor: Metrics.metric("pilegate_sessions", "Client sessions known to the broker (connected and parked)"))
+        retained = (registry.makeGauge(descriptor: Metrics.metric("pilegate_retained_messages",
+                                                                  "Retained messages of clients (against mqtt.max_retained_messages; $SYS not counted)")),
+                    registry.makeGauge(descriptor: Metrics.metric("pilegate_retained_bytes",
+                                                                  "Topic and payload bytes of the retained messages (against mqtt.max_retained_bytes)")))
         queued = registry.makeGauge(descriptor: Metrics.metric("pilegate_queued_bytes",
                                                        "Bytes queued for clients in all sessions (against mqtt.queue_memory_budget)"))
         registry.makeGauge(descriptor: Metrics.metric("pilegate_shards", "Event-loop shards (rings) in this process"))
@@ -141,6 +146,9 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         rss.set(Double(Metrics.residentBytes()))
         fds.set(Double(Metrics.openFDs()))
         clients.set(Double(broker.clientCount))
+        let usage = broker.retainedUsage
+        retained.messages.set(Double(usage.messages))
+        retained.bytes.set(Double(usage.bytes))
         queued.set(Double(QueueMemory.used.load(ordering: .relaxed)))
         updateStreamGauges()
         var out: [UInt8] = []
@@ -273,6 +281,7 @@ extension Counter {
         case .tlsHandshakeTimeouts: return c("tls_handshake_timeouts_total", "TLS handshakes not finished in time")
         case .proxyHeaderErrors: return c("proxy_header_errors_total", "Connections closed for a malformed or missing PROXY protocol v2 header")
         case .silentReports: return c("silent_reports_total", "Connected piles reported silent (no PUBLISH for devices.silent_seconds)")
+        case .retainedRefused: return c("retained_refused_total", "Retained PUBLISHes delivered but not retained: the store at mqtt.max_retained_messages or max_retained_bytes")
         case .silentDevices: return g("silent_devices", "Connected piles silent at the last review")
         case .redisInflight: return g("redis_inflight_commands", "Commands sent to Redis and not yet answered")
         case .redisUp: return g("redis_up_shards", "Shards whose Redis connection is up")

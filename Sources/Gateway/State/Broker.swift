@@ -108,6 +108,8 @@ final class Broker: @unchecked Sendable {
     /// Filters with `+` or `#` (operators): a level tree.
     private let wildcard = TopicTree<Subscriber>()
     private let retained = TopicTree<Message>()
+    private var retainedCount = 0
+    private var retainedBytes = 0
     private var stamp: UInt32 = 0
     private var matched: [UInt32] = []
     /// Today's traffic of devices whose clean session ended, so reconnecting does
@@ -368,16 +370,40 @@ final class Broker: @unchecked Sendable {
 
     // MARK: Retained messages
 
-    /// Store (or with an empty payload, delete: 3.3.1-10/11) the retained message.
-    func retain(_ message: Message) {
-        lock.withLock {
-            if message.payload.isEmpty {
-                retained.edit(message.topic) { $0.removeAll() }
-            } else {
-                retained.node(for: message.topic).values = [message]
+    /// Store (or with an empty payload, delete: 3.3.1-10/11) the retained message;
+    /// false when it would take the store past `limits` (it is then not retained,
+    /// and one already there for the topic stays). Nil `limits`: neither bounded nor
+    /// counted (the gateway's own $SYS topics, a fixed set).
+    func retain(_ message: Message, limits: (messages: Int, bytes: Int)?) -> Bool {
+        let size = message.topic.utf8.count + message.payload.count
+        return lock.withLock {
+            guard let limits else {
+                if message.payload.isEmpty { retained.edit(message.topic) { $0.removeAll() } }
+                else { retained.node(for: message.topic).values = [message] }
+                return true
             }
+            var old: Message?
+            retained.edit(message.topic) { values in
+                old = values.first
+                if message.payload.isEmpty { values.removeAll() }
+            }
+            let oldSize = old.map { $0.topic.utf8.count + $0.payload.count } ?? 0
+            if message.payload.isEmpty {
+                if old != nil { retainedCount -= 1; retainedBytes -= oldSize }
+                return true
+            }
+            guard (old != nil || retainedCount < limits.messages) && retainedBytes - oldSize + size <= limits.bytes else {
+                return false
+            }
+            retained.node(for: message.topic).values = [message]
+            if old == nil { retainedCount += 1 }
+            retainedBytes += size - oldSize
+            return true
         }
     }
+
+    /// Retained messages and their topic and payload bytes.
+    var retainedUsage: (messages: Int, bytes: Int) { lock.withLock { (retainedCount, retainedBytes) } }
 
     func retainedMessages(matching filter: String) -> [Message] {
         var found: [Message] = []
