@@ -92,3 +92,17 @@ let package = Package(
         ),
     ]
 )
+
+// Fuzz targets (bench/fuzz.sh), only with PILEGATE_FUZZ=1: libFuzzer and AddressSanitizer
+// (-sanitize=fuzzer,address) on the MQTT decoder, the PROXY v2 parser, the Redis reply
+// path and the TOML config loader. Each defines LLVMFuzzerTestOneInput and hands it to
+// libFuzzer's driver from its own main (Tests/Fuzz/FuzzDriver).
+if Context.environment["PILEGATE_FUZZ"] == "1" {
+    package.targets += [
+        .target(name: "FuzzDriver", path: "Tests/Fuzz/FuzzDriver"),
+        .executableTarget(name: "fuzz-mqtt", dependencies: ["FuzzDriver", "MQTTCodec"], path: "Tests/Fuzz/fuzz-mqtt"),
+        .executableTarget(name: "fuzz-proxy", dependencies: ["FuzzDriver", "Gateway"], path: "Tests/Fuzz/fuzz-proxy"),
+        .executableTarget(name: "fuzz-resp", dependencies: ["FuzzDriver", "Gateway", "CHiredis"], path: "Tests/Fuzz/fuzz-resp"),
+        .executableTarget(name: "fuzz-config", dependencies: ["FuzzDriver", "Gateway"], path: "Tests/Fuzz/fuzz-config"),
+    ]
+}

@@ -157,6 +157,21 @@ final class CommandTests: CommandTestCase {
         XCTAssertEqual(g.logText.components(separatedBy: "rejected:").count - 1, bad.count)
     }
 
+    /// A worker may choose an entry id up to the end of time: its expiry (id time plus
+    /// ttl) saturates instead of trapping, and the command is delivered (bench/fuzz.sh
+    /// found the overflow in the RESP target).
+    func testAnEntryIdAtTheEndOfTimeIsDelivered() throws {
+        let g = try startGateway()
+        let pile = try subscribed(g, "AAAAAAAG")
+        let id = try redis.command(["XADD", key, "18446744073709551615-0", "device", "AAAAAAAG",
+                                    "ttl", "60", "payload", "late"]).text!
+        let p = try XCTUnwrap(nextPublish(pile), "delivered, the gateway still up")
+        XCTAssertEqual(p.payload, Array("late".utf8))
+        pile.send(.puback(p.packetID))
+        XCTAssertTrue(try waitOutcomes(id, ["acked"]))
+        XCTAssertTrue(g.process.isRunning)
+    }
+
     /// `mqtt.command_topic` is the one command topic pattern: a downlink entry without
     /// `topic` goes there, and the built-in pile role may subscribe to it (and only it).
     func testDefaultTopicFollowsCommandTopic() throws {

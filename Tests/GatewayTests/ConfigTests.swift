@@ -154,6 +154,22 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    /// toml++ assumes a table name follows `[`: such headers are refused before it
+    /// parses (its assertion ended the process; bench/fuzz.sh found it). Brackets that
+    /// are values, in arrays, strings and comments, are not headers.
+    func testATableNameThatIsNoKeyIsRefusedBeforeTOMLKit() {
+        for (text, line) in [("[é]\n", 1), ("[mqtt]\nmax_inflight = 5\n[=x]\n", 3), ("[[+a]]\n", 1), ("[\n", 1),
+                             ("a = \"x\"\n  [ #no\n", 2), ("\u{FEFF}[\u{FFFD}", 1), ("s = '''\n\n'''\n[[ {]]", 4)] {
+            XCTAssertEqual(TableHeaderCheck.problem(in: text),
+                           "config: a table name must start with a letter, a digit, _, - or a quote at line \(line)", text)
+            XCTAssertThrowsError(try Config(toml: text), text)
+        }
+        for text in ["[a]\n[[b]]\n[ \"c d\" ]\n['e'.f]\n[]\n", "a = [\n  [1, 2],\n  [{x = 1}],\n  \"[=\",\n]\n[b]",
+                     "s = \"\"\"\n[é\n\"\"\"\n", "# [é]\nt = '[+'\n", "x = \"a\\\"[\"\n[b]"] {
+            XCTAssertNil(TableHeaderCheck.problem(in: text), text)
+        }
+    }
+
     /// The Redis connections are made for the credentials hash named at start: a
     /// reload keeps it (and says so) while the rest of `[auth]` applies.
     func testAReloadKeepsTheCredentialsHash() {

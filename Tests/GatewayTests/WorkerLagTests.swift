@@ -184,6 +184,10 @@ final class WorkerLagTests: RedisGatewayTestCase {
         XCTAssertLessThan(StreamID("1700-5")!, StreamID("1700-6")!)
         XCTAssertLessThan(StreamID("1700-99")!, StreamID("1701-0")!)
         XCTAssertEqual(StreamID("1700-5")!.successor.description, "1700-6")
+        XCTAssertEqual(StreamID("1700-18446744073709551615")!.successor.description, "1701-0")
+        let last = "18446744073709551615-18446744073709551615"
+        XCTAssertEqual(StreamID(last)!.successor.description, last, "the largest id is its own successor")
+        XCTAssertEqual(UInt64.max.saturatingAdd(1000), .max)
         XCTAssertNil(StreamID("bad"))
         XCTAssertNil(StreamID("1-2-3"))
     }

@@ -132,9 +132,9 @@ struct Command: Sendable {
             expiresAt = ms
         } else if let ttl {
             guard let s = UInt64(ttl), s > 0, s <= 365 * 86400 else { return bad("bad ttl \"\(ttl)\"") }
-            expiresAt = tag.order.ms + s * 1000
+            expiresAt = tag.order.ms.saturatingAdd(s * 1000)
         } else if defaultTTL > 0 {
-            expiresAt = tag.order.ms + UInt64(defaultTTL) * 1000
+            expiresAt = tag.order.ms.saturatingAdd(UInt64(defaultTTL) * 1000)
         }
         return .command(Command(tag: tag, device: device, topic: name, qos: q, payload: payload,
                                 expiresAtMs: expiresAt))

@@ -77,10 +77,23 @@ struct StreamID: Comparable, CustomStringConvertible {
         ms = m; seq = s
     }
 
-    /// The smallest id after this one.
-    var successor: StreamID { seq == .max ? StreamID(ms: ms + 1, seq: 0) : StreamID(ms: ms, seq: seq + 1) }
+    /// The smallest id after this one; the largest id Redis accepts (a worker may XADD
+    /// it explicitly) is its own successor.
+    var successor: StreamID {
+        if seq < .max { return StreamID(ms: ms, seq: seq + 1) }
+        return ms < .max ? StreamID(ms: ms + 1, seq: 0) : self
+    }
 
     var description: String { "\(ms)-\(seq)" }
 
     static func < (a: StreamID, b: StreamID) -> Bool { (a.ms, a.seq) < (b.ms, b.seq) }
+}
+
+extension UInt64 {
+    /// A time plus a duration, pinned at the end of time rather than trapping: an entry id
+    /// is the writer's to choose, up to 18446744073709551615-… (found by bench/fuzz.sh).
+    func saturatingAdd(_ other: UInt64) -> UInt64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
+    }
 }
