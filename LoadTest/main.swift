@@ -232,6 +232,7 @@ struct PileLoad: ParsableCommand {
         let waitUntil = monotonicMillis() + 5000
         while !statsList.allSatisfy({ $0.finished.load(ordering: .acquiring) }) && monotonicMillis() < waitUntil { usleep(10_000) }
         let complete = statsList.allSatisfy { $0.finished.load(ordering: .acquiring) }
+        if complete { threads.forEach { $0.join() } }   // a stuck worker is left to the exit, not waited for
         func merged(_ k: KeyPath<Stats, LatencyRecorder>) -> Histogram<UInt64> {
             var h = LatencyRecorder.make()
             if complete { for s in statsList { s[keyPath: k].closeSecond(); h.add(s[keyPath: k].total) } }

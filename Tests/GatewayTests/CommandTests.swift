@@ -252,6 +252,9 @@ final class CommandTests: CommandTestCase {
         let g = try startGateway()
         let pile = try subscribed(g, "AAAAAORD")
         let ids = try (0..<100).map { try command("AAAAAORD", "c\($0)") }
+        // All read before the link drops: one read in the gap, with no pile at all, would
+        // end `offline` (as it should; seen under bench/tsan.sh, where reading is slower).
+        XCTAssertTrue(redis.waitUntil { self.pending == 100 })
         var firstSeen: [Int] = []
         func take(_ p: Publish) -> Int {
             let n = Int(String(decoding: p.payload.dropFirst(), as: UTF8.self))!
