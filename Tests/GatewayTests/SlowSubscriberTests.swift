@@ -91,6 +91,65 @@ final class SlowSubscriberTests: XCTestCase {
         }
     }
 
+    /// A subscriber that stops reading but still pings (keepalive cannot catch it) is
+    /// closed by `mqtt.send_stall_timeout`: logged, counted, its will sent. The gateway
+    /// held at most `max_send_buffer` for it meanwhile, and one that reads stays.
+    func testASubscriberThatStopsReadingIsClosedByPolicy() throws {
+        let g = try Gateway(config: "[mqtt]\nsend_stall_timeout = 2\n[acl.roles.operator]\npublish = [\"#\"]\n"
+                            + "subscribe = [\"#\"]\nmax_send_buffer = 1048576\n[acl.roles.pile]\npublish = [\"x\"]\nsubscribe = [\"x\"]\n")
+        gw = g
+        let topic = "/xjdy/ops/v1/TCU/AAAAAAAS/msg"
+        let watcher = try RawClient(port: g.port)
+        XCTAssertEqual(watcher.connect(Connect(clientID: "watcher"))?.returnCode, .accepted)
+        watcher.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest("gone/#", .atMostOnce)])))
+        guard case .suback = watcher.receive() else { throw Failure("no SUBACK") }
+        func subscriber(_ id: String, keepAlive: UInt16) throws -> RawClient {
+            let c = try RawClient(port: g.port)
+            let will = Will(topic: "gone/\(id)", payload: Array("stalled".utf8), qos: .atMostOnce, retain: false)
+            XCTAssertEqual(c.connect(Connect(keepAlive: keepAlive, clientID: id, will: will))?.returnCode, .accepted)
+            c.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest(topic, .atMostOnce)])))
+            guard case .suback = c.receive() else { throw Failure("no SUBACK for \(id)") }
+            return c
+        }
+        let stuck = try subscriber("stuck", keepAlive: 2), reader = try subscriber("reader", keepAlive: 60)
+        let pile = try RawClient(port: g.port)
+        XCTAssertEqual(pile.connect(Connect(clientID: "AAAAAAAS"))?.returnCode, .accepted)
+        // 20 MB of QoS 0: more than both sockets' buffers and max_send_buffer together.
+        let payload = [UInt8](repeating: 0x55, count: 64 << 10)
+        for _ in 0..<320 { pile.send(.publish(Publish(topic: topic, payload: payload))) }
+        // `reader` drains, `stuck` only pings (each 1 s, keepalive 2 s).
+        let drained = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            var buf = [UInt8](repeating: 0, count: 1 << 16), quietSince = Date()
+            while Date().timeIntervalSince(quietSince) < 3 {
+                if recv(reader.fd, &buf, buf.count, 0) > 0 { quietSince = Date() }
+            }
+            drained.signal()
+        }
+        let start = Date()
+        var closedAfter: TimeInterval?
+        while closedAfter == nil && Date().timeIntervalSince(start) < 15 {
+            stuck.send(.pingreq)
+            sleep(1)
+            if g.logText.contains("client=stuck") && g.logText.contains("(mqtt.send_stall_timeout)") {
+                closedAfter = Date().timeIntervalSince(start)
+            }
+        }
+        XCTAssertNotNil(closedAfter, "closed by the policy, not by keepalive: \(g.logText.suffix(2000))")
+        XCTAssertNotNil(g.waitForLog("closing connection: it has read nothing for 2 s"))
+        XCTAssertEqual(watcher.receive(timeout: 5).flatMap { if case .publish(let p) = $0 { p.topic } else { nil } }, "gone/stuck",
+                       "its will went out")
+        drained.wait()
+        let metrics = try http(XCTUnwrap(g.adminPort), "/metrics").body
+        XCTAssertEqual(metricValue(metrics, #"pilegate_connections_closed_by_reason_total{reason="send_stalled"}"#), 1,
+                       "only the one that stopped reading")
+        XCTAssertEqual(metricValue(metrics, #"pilegate_connections_closed_by_reason_total{reason="keepalive"}"#), 0)
+        XCTAssertGreaterThan(metricValue(metrics, #"pilegate_queue_drops_total{reason="send_buffer"}"#) ?? 0, 0,
+                             "past max_send_buffer QoS 0 was dropped, not held")
+        reader.send(.pingreq)
+        XCTAssertEqual(reader.receive(timeout: 5), .pingresp, "the reading subscriber is still served")
+    }
+
     /// A persistent operator session away: what its queue could not hold is reported
     /// when it comes back, and the queue memory is given back when it drains.
     func testDropsWhileAwayAreReportedOnReturn() throws {

@@ -50,6 +50,11 @@ public struct Config: Sendable {
         /// Bytes waiting to be sent to one client past which QoS 0 messages to it are
         /// dropped and counted (a subscriber that stops reading). A role default.
         public var maxSendBuffer = 4 << 20
+        /// Seconds a connected client may leave bytes unread (a send to it making no
+        /// progress at all) before it is closed; 0: never. Keepalive does not catch a
+        /// client that still sends PINGREQ but never reads (TCP answers zero-window
+        /// probes for ever); this frees its slot and send memory.
+        public var sendStallTimeout = 60
         public var maxClientIDLength = 128
         /// Clean-session clients with an empty client id get a generated one (3.1.3-6).
         public var allowZeroLengthClientID = true

@@ -64,6 +64,7 @@ extension Config {
             t.int("queue_memory_budget", &mqtt.queueMemoryBudget, 0...1 << 40)
             t.int("max_subscriptions_per_client", &mqtt.maxSubscriptionsPerClient, 1...100_000)
             t.int("max_send_buffer", &mqtt.maxSendBuffer, 4096...1 << 30)
+            t.int("send_stall_timeout", &mqtt.sendStallTimeout, 0...86400)
             t.int("max_client_id_length", &mqtt.maxClientIDLength, 23...65535)
             t.bool("allow_zero_length_client_id", &mqtt.allowZeroLengthClientID)
             t.bool("retain_available", &mqtt.retainAvailable)

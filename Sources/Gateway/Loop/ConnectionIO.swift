@@ -196,6 +196,7 @@ extension Shard {
         let b = slab[Int(slot)].inFlight
         ring.send(fixed: slab[Int(slot)].file, b.base!, b.count, tag: tag(Op.send, slot))
         slab[Int(slot)].sending = true
+        slab[Int(slot)].sendSince = nowTick32
         slab[Int(slot)].pendingOps += 1
     }
 

@@ -64,8 +64,9 @@ extension Shard {
     /// Stop reading for `nanos` (rounded up to the wheel's tick); `endHold` resumes.
     func hold(_ slot: UInt32, nanos: UInt64) {
         holdReading(slot)
-        let ms = Shard.tickMillis * 1_000_000
-        schedule(slot, at: wheel.now + max(1, (nanos + ms - 1) / ms))
+        // From the clock, as `tick(afterSeconds:)`: a hold (a connect-rate slot) never ends early.
+        let ms = monotonicMillis() - ctx.startedAt + (nanos + 999_999) / 1_000_000
+        schedule(slot, at: (ms + Shard.tickMillis - 1) / Shard.tickMillis)
     }
 
     /// A hold ended (its wheel entry fired, or Redis stored enough of the pile's

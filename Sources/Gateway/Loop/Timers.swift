@@ -41,23 +41,51 @@ extension Shard {
             logger.info("closing connection: no CONNECT within \(config.mqtt.connectTimeout) s")
             close(e.slot, .connectTimeout)
         case .connected:
-            let ka = slab[s].keepAlive
-            guard ka > 0 else { return }
-            // 1.5 x keepalive without any packet (3.1.2.10)
-            let due = keepaliveDue(s)
-            if slab[s].paused {
-                schedule(e.slot, at: wheel.now + UInt64(ka) * 1000 / Shard.tickMillis)   // not the pile's fault
-            } else if wheel.now >= due {
-                counters.add(.keepaliveExpiries)
-                close(e.slot, .keepalive)
-            } else {
-                schedule(e.slot, at: due)
+            let stall = sendStallDue(s)
+            if let stall, wheel.now >= stall {
+                let waiting = slab[s].outbound.count + slab[s].inFlight.count
+                logger.notice("closing connection: it has read nothing for \(config.mqtt.sendStallTimeout) s (mqtt.send_stall_timeout) with \(waiting) bytes waiting", metadata: who(e.slot))
+                return close(e.slot, .sendStalled)
             }
+            var next = stall
+            let ka = slab[s].keepAlive
+            if ka > 0 {
+                // 1.5 x keepalive without any packet (3.1.2.10)
+                let due = keepaliveDue(s)
+                if slab[s].paused {
+                    next = wheel.now + UInt64(ka) * 1000 / Shard.tickMillis   // not the pile's fault
+                } else if wheel.now >= due {
+                    counters.add(.keepaliveExpiries)
+                    return close(e.slot, .keepalive)
+                } else {
+                    next = min(due, stall ?? due)
+                }
+            }
+            if let next { schedule(e.slot, at: next) }
         case .closing:
             tearDown(e.slot)   // a flush that did not finish in time (Close.swift)
         case .free:
             return
         }
+    }
+
+    /// Tick at which the send in flight has made no progress for `mqtt.send_stall_timeout`
+    /// (nil: nothing in flight, or the policy is off).
+    func sendStallDue(_ s: Int) -> UInt64? {
+        let timeout = config.mqtt.sendStallTimeout
+        guard timeout > 0, slab[s].sending else { return nil }
+        return wheel.now - UInt64(nowTick32 &- slab[s].sendSince) + ticks(seconds: timeout)
+    }
+
+    /// More output while a send is still out: make sure the connection's wheel entry
+    /// comes no later than its stall deadline. One entry per connection, so this only
+    /// moves it earlier (at most once per stall period); not while a hold owns the entry.
+    func watchSendStall(_ slot: UInt32) {
+        let s = Int(slot)
+        guard slab[s].state == .connected, !slab[s].throttled, let due = sendStallDue(s) else { return }
+        let entry = slab[s].timerDeadline
+        let live = Int32(bitPattern: entry &- nowTick32) > 0
+        if !live || Int32(bitPattern: entry &- UInt32(truncatingIfNeeded: due)) > 0 { schedule(slot, at: due) }
     }
 
     /// Tick at which 1.5 x keepalive without a packet has passed (3.1.2.10).

@@ -21,6 +21,7 @@ enum CloseReason: String, Sendable, CaseIterable {
     case kicked = "closed by an operator"
     case drain = "node draining"
     case badProxyHeader = "malformed PROXY protocol header"
+    case sendStalled = "not reading what is sent to it"
 
     /// A TLS peer still there is told with close_notify (not after it closed, after a
     /// socket error, or after a TLS alert).
@@ -67,6 +68,7 @@ extension CloseReason {
         case .kicked: "kicked"
         case .drain: "drain"
         case .badProxyHeader: "proxy_header"
+        case .sendStalled: "send_stalled"
         }
     }
 }

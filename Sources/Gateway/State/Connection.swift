@@ -43,6 +43,8 @@ struct Connection {
     /// of the live wheel entry.
     var lastSeen: UInt32 = 0
     var timerDeadline: UInt32 = 0
+    /// Tick the send now in flight was submitted (a partial send resubmits: progress).
+    var sendSince: UInt32 = 0
     /// Bytes of a packet that straddles receive buffers.
     var inbound = ByteBuffer()
     /// Encoded packets waiting for this turn's flush, and the bytes the kernel is sending.
