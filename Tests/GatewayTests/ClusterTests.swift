@@ -151,6 +151,12 @@ final class ClusterTests: XCTestCase {
         print(String(format: "failover: %d acknowledged, all stored; replica promoted %.2f s after the SIGKILL; first PUBACK for a message sent after it %.2f s after it",
                      acked.count, promotedAt.timeIntervalSince(killedAt), resumed.map { $0.timeIntervalSince(killedAt) } ?? -1))
         XCTAssertGreaterThan(metricValue(try http(g.adminPort!, "/metrics").body, "pilegate_redis_cluster_failovers_total") ?? 0, 0)
+        // Nothing stays unanswered: every command (the cluster's own probes too) is
+        // released by a WAIT, so the journals drain and the node is ready again.
+        XCTAssertTrue(try cluster.nodes[1].waitUntil(10) {
+            metricValue(try http(g.adminPort!, "/metrics").body, "pilegate_redis_inflight_commands") == 0
+        }, "every command released")
+        XCTAssertEqual(try http(g.adminPort!, "/readyz").status, 200)
     }
 
     /// Two masters stopped: no slot quorum. Publishes are held, the gateway stays

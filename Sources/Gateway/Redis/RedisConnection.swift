@@ -18,7 +18,10 @@ import PileLoop
 /// still count as unanswered, until a WAIT confirms N replicas have them. A WAIT
 /// that falls short is sent again after the next batch; a connection lost meanwhile
 /// re-sends the whole held batch. So a reply is only ever acted on (a PUBACK sent)
-/// for a write the replicas have.
+/// for a write the replicas have. Every command, held or not, is followed by a
+/// barrier at the end of its turn: without one, nothing after the last barrier is ever
+/// released (a connection carrying only presence or events grew its journal for good,
+/// and a failover left PUBACKs behind such commands waiting).
 final class RedisConnection<Expectation> {
     enum State { case down, connecting, handshaking, up }
 
@@ -48,7 +51,7 @@ final class RedisConnection<Expectation> {
     private var released = 0
     private var head = 0
     private var held: [RedisReply?] = []
-    /// A command whose reply is held was enqueued since the last barrier.
+    /// The last barrier fell short: send another with the next flush.
     private var needsBarrier = false
     /// Which replies wait for the replicas (the others are acted on at once, though
     /// they stay in the journal until the next WAIT like the rest).
@@ -119,7 +122,6 @@ final class RedisConnection<Expectation> {
         let before = journal.count
         write(&journal)
         commands.append((journal.count - before, clock, expectation))
-        if replicaWait != nil && heldUntilReplicated(expectation) { needsBarrier = true }
     }
 
     /// Append a command already written (one another connection gave up), keeping
@@ -127,7 +129,6 @@ final class RedisConnection<Expectation> {
     func enqueue(_ expectation: Expectation, bytes: UnsafeRawBufferPointer, at: UInt64) {
         journal.append(bytes)
         commands.append((bytes.count, at, expectation))
-        if replicaWait != nil && heldUntilReplicated(expectation) { needsBarrier = true }
     }
 
     /// Give up this connection: every command not released, with its bytes, in order
@@ -164,7 +165,8 @@ final class RedisConnection<Expectation> {
 
     /// End of a loop turn: send what was enqueued (behind a WAIT when replicas must confirm).
     func flush() {
-        if let w = replicaWait, needsBarrier {
+        let unbarred = released < commands.count && commands.last.map { $0.expectation != nil } == true
+        if let w = replicaWait, needsBarrier || unbarred {
             let before = journal.count
             journal.respCommand(["WAIT", String(w.replicas), String(w.timeoutMs)])
             commands.append((journal.count - before, clock, nil))
