@@ -4,12 +4,12 @@
 # SECONDS from the seed corpus in Tests/Fuzz/corpus/TARGET (new inputs go to the
 # results folder, not the repository). Prints executions per target, then the crashes
 # found, last. A crash's input stays in the results folder: make it a regression test.
-#   bench/fuzz.sh [SECONDS=60] [PARALLEL=1]     (PARALLEL: targets run at once)
+#   [TARGETS="fuzz-resp ..."] bench/fuzz.sh [SECONDS=60] [PARALLEL=1]     (PARALLEL: targets run at once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}; PAR=${2:-1}
 out=$(pwd)/bench/results/fuzz-$(date +%Y%m%d-%H%M%S); mkdir -p "$out"
-targets="fuzz-mqtt fuzz-proxy fuzz-resp fuzz-config"
+targets=${TARGETS:-fuzz-mqtt fuzz-proxy fuzz-resp fuzz-config}
 # Own build folder: every module gets the sanitizer and coverage instrumentation.
 # lld links: gold fails on the fuzzer runtime's symbols.
 for t in $targets; do   # one --product per build: swift build keeps only the last
