@@ -154,19 +154,26 @@ final class ConfigTests: XCTestCase {
         }
     }
 
-    /// toml++ assumes a table name follows `[`: such headers are refused before it
-    /// parses (its assertion ended the process; bench/fuzz.sh found it). Brackets that
-    /// are values, in arrays, strings and comments, are not headers.
-    func testATableNameThatIsNoKeyIsRefusedBeforeTOMLKit() {
+    /// toml++ assumes a table name follows `[`, and a value (not `}`) follows an array's
+    /// `[` or `,`: such files are refused before it parses (its assertions ended the
+    /// process; bench/fuzz.sh found both). Brackets that are values, in arrays, strings
+    /// and comments, are not headers.
+    func testWhatTOMLKitDoesNotCheckIsRefusedBeforeIt() {
         for (text, line) in [("[é]\n", 1), ("[mqtt]\nmax_inflight = 5\n[=x]\n", 3), ("[[+a]]\n", 1), ("[\n", 1),
                              ("a = \"x\"\n  [ #no\n", 2), ("\u{FEFF}[\u{FFFD}", 1), ("s = '''\n\n'''\n[[ {]]", 4)] {
-            XCTAssertEqual(TableHeaderCheck.problem(in: text),
+            XCTAssertEqual(TOMLPrecheck.problem(in: text),
                            "config: a table name must start with a letter, a digit, _, - or a quote at line \(line)", text)
             XCTAssertThrowsError(try Config(toml: text), text)
         }
+        // And a `}` where an array expects a value (toml++ asserted on that too).
+        for (text, line) in [("a = [}", 1), ("a = [1,\n }", 2), ("a = [[}]]", 1), ("a = {b = [ }]}", 1)] {
+            XCTAssertEqual(TOMLPrecheck.problem(in: text), "config: '}' inside an array at line \(line)", text)
+            XCTAssertThrowsError(try Config(toml: text), text)
+        }
         for text in ["[a]\n[[b]]\n[ \"c d\" ]\n['e'.f]\n[]\n", "a = [\n  [1, 2],\n  [{x = 1}],\n  \"[=\",\n]\n[b]",
+                     "a = {b = [1, {c = 2}]}\nd = [{e = \"}\"}]\n[f]",
                      "s = \"\"\"\n[é\n\"\"\"\n", "# [é]\nt = '[+'\n", "x = \"a\\\"[\"\n[b]"] {
-            XCTAssertNil(TableHeaderCheck.problem(in: text), text)
+            XCTAssertNil(TOMLPrecheck.problem(in: text), text)
         }
     }
 

@@ -32,7 +32,7 @@ extension Config {
     }
 
     private mutating func read(toml text: String, _ report: ConfigReport) {
-        if let problem = TableHeaderCheck.problem(in: text) { return report.problems.append(problem) }
+        if let problem = TOMLPrecheck.problem(in: text) { return report.problems.append(problem) }
         let root: TOMLTable
         do { root = try TOMLTable(string: text) } catch let e as TOMLParseError {
             return report.problems.append("config: \(e.description) at line \(e.source.begin.line)")

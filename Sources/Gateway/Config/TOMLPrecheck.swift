@@ -1,18 +1,20 @@
-/// A table header's name, checked before TOMLKit sees the document.
-///
-/// toml++ (the parser inside TOMLKit) assumes without checking that what follows a
-/// header's `[` or `[[` starts a key: a bare-key character or a quote. `[é]`, `[=x]` or
-/// `[[+a]]` abort on an assertion where the library is built without NDEBUG and are
-/// undefined behaviour where it is built with it (found by bench/fuzz.sh, fuzz-config).
+/// What toml++ (the parser inside TOMLKit) does not check, checked before TOMLKit sees
+/// the document. toml++ assumes two things without checking them, and each aborts on an
+/// assertion where the library is built without NDEBUG and is undefined behaviour where
+/// it is built with it (both found by bench/fuzz.sh, fuzz-config):
+/// - what follows a header's `[` or `[[` starts a key, a bare-key character or a quote:
+///   `[é]`, `[=x]` or `[[+a]]` broke it;
+/// - inside an array, where a value is due, there is no `}`: `a = [}` broke it.
 /// A reload with such a typo must be refused with a line number, not end the gateway.
 ///
-/// Only headers count: a `[` at the start of a line outside any open value bracket,
-/// string or comment. A `[` inside a multi-line array is a value, not a header.
-enum TableHeaderCheck {
+/// Headers are the `[` at the start of a line outside any open bracket, string or
+/// comment: a `[` inside a multi-line array is a value.
+enum TOMLPrecheck {
     static func problem(in text: String) -> String? {
         var bytes = Array(text.utf8)[...]
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }  // a BOM
-        var i = bytes.startIndex, line = 1, lineStart = true, depth = 0
+        var i = bytes.startIndex, line = 1, lineStart = true
+        var open: [UInt8] = []   // value brackets: `[` arrays and `{` inline tables
         while i < bytes.endIndex {
             let c = bytes[i]
             switch c {
@@ -24,7 +26,7 @@ enum TableHeaderCheck {
                 i = bytes[i...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex; continue
             case UInt8(ascii: "\""), UInt8(ascii: "'"):
                 i = skipString(bytes, from: i, line: &line)
-            case UInt8(ascii: "[") where lineStart && depth == 0:
+            case UInt8(ascii: "[") where lineStart && open.isEmpty:
                 var j = i + 1
                 if j < bytes.endIndex, bytes[j] == UInt8(ascii: "[") { j += 1 }
                 while j < bytes.endIndex, bytes[j] == UInt8(ascii: " ") || bytes[j] == UInt8(ascii: "\t") { j += 1 }
@@ -32,10 +34,15 @@ enum TableHeaderCheck {
                     return "config: a table name must start with a letter, a digit, _, - or a quote at line \(line)"
                 }
                 i = bytes[i...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex; continue
-            case UInt8(ascii: "["):
-                depth += 1; i += 1
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                open.append(c); i += 1
             case UInt8(ascii: "]"):
-                depth = max(0, depth - 1); i += 1
+                if open.last == UInt8(ascii: "[") { open.removeLast() }   // else toml++ reports it
+                i += 1
+            case UInt8(ascii: "}"):
+                if open.last == UInt8(ascii: "[") { return "config: '}' inside an array at line \(line)" }
+                if open.last == UInt8(ascii: "{") { open.removeLast() }
+                i += 1
             default:
                 i += 1
             }
