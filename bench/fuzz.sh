@@ -25,12 +25,14 @@ run() {
   # a full leak scan after every input: two thirds of fuzz-config's time (perf). Not for it;
   # and each target runs in chunks of at most 10 minutes, so that leak cannot reach the RSS limit.
   local leaks=1; [ "$t" = fuzz-config ] && leaks=0
+  local started=$SECONDS
   while [ "$left" -gt 0 ] && [ "$(artifacts "$t")" -eq 0 ]; do
     chunk=$((left < 600 ? left : 600)); left=$((left - chunk))
     ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=Tests/Fuzz/lsan.supp nice .build-fuzz/debug/$t \
       -max_total_time="$chunk" -print_final_stats=1 -detect_leaks=$leaks -timeout=10 -rss_limit_mb=4096 \
       -artifact_prefix="$out/$t-" "$out/corpus-$t" "Tests/Fuzz/corpus/$t" >>"$out/$t.log" 2>&1 || true
   done
+  echo $((SECONDS - started)) >"$out/$t.seconds"   # shorter than asked when a crash stopped it
 }
 running=0
 for t in $targets; do
@@ -45,7 +47,7 @@ for t in $targets; do
   cov=$(grep -o 'cov: [0-9]*' "$out/$t.log" | tail -1 || true)
   found=$(artifacts "$t")
   crashes=$((crashes + found))
-  echo "$t: ${SECS} s, $execs executions, $cov, corpus $(ls "$out/corpus-$t" | wc -l) new inputs, $found crashes"
+  echo "$t: $(cat "$out/$t.seconds") s, $execs executions, $cov, corpus $(ls "$out/corpus-$t" | wc -l) new inputs, $found crashes"
 done
 echo "results: $out"
 echo "crashes found: $crashes"
