@@ -64,9 +64,7 @@ extension Shard {
     /// Stop reading for `nanos` (rounded up to the wheel's tick); `endHold` resumes.
     func hold(_ slot: UInt32, nanos: UInt64) {
         holdReading(slot)
-        // From the clock, as `tick(afterSeconds:)`: a hold (a connect-rate slot) never ends early.
-        let ms = monotonicMillis() - ctx.startedAt + (nanos + 999_999) / 1_000_000
-        schedule(slot, at: (ms + Shard.tickMillis - 1) / Shard.tickMillis)
+        schedule(slot, at: tick(afterMillis: (nanos + 999_999) / 1_000_000))   // from the clock: never early
     }
 
     /// A hold ended (its wheel entry fired, or Redis stored enough of the pile's

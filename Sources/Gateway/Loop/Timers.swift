@@ -11,8 +11,10 @@ extension Shard {
     /// The first tick at or after `seconds` from now, counted from the clock rather
     /// than from the wheel's last tick (which lags it by up to a tick): a deadline
     /// set with it never fires early and at most one tick late.
-    func tick(afterSeconds seconds: Int) -> UInt64 {
-        let ms = monotonicMillis() - ctx.startedAt + UInt64(seconds) * 1000
+    func tick(afterSeconds seconds: Int) -> UInt64 { tick(afterMillis: UInt64(seconds) * 1000) }
+
+    func tick(afterMillis delay: UInt64) -> UInt64 {
+        let ms = monotonicMillis() - ctx.startedAt + delay
         return (ms + Shard.tickMillis - 1) / Shard.tickMillis
     }
 
