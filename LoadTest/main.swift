@@ -54,6 +54,7 @@ struct PileLoad: ParsableCommand {
     @Option(help: "Worker threads (rings); 0 = enough for the fixed-file tables.") var workers = 0
     @Option(help: "Write the final report as JSON here.") var json: String?
     @Option(help: "Broker process id: sample its RSS and CPU from /proc at phase boundaries.") var brokerPid: Int32?
+    @Option(help: "Redis process id: its CPU over the same publishing window (what a message costs Redis).") var redisPid: Int32?
     @Option(help: "pile: guns per pile, each sending its own run data.") var guns = 2
     @Option(help: "pile: least seconds between one gun's messages.") var minInterval = 10.0
     @Option(help: "pile: most seconds between one gun's messages.") var maxInterval = 30.0
@@ -181,7 +182,8 @@ struct PileLoad: ParsableCommand {
             })
         }
         let p0 = sum(\.published), r0 = sum(\.received), a0 = sum(\.acked), s0 = monotonicMillis()
-        let cpu0 = broker?.cpuSeconds() ?? 0
+        let redisServer = redisPid.map(ProcSample.init)
+        let cpu0 = broker?.cpuSeconds() ?? 0, redisCPU0 = redisServer?.cpuSeconds() ?? 0
         var lp = p0, lr = r0, la = a0
         var series: [Sample] = []
         var stormBackMs: UInt64?
@@ -209,6 +211,7 @@ struct PileLoad: ParsableCommand {
         let secs = Double(monotonicMillis() - s0) / 1000
         let published = sum(\.published) - p0, received = sum(\.received) - r0, acked = sum(\.acked) - a0
         let cpu = (broker?.cpuSeconds() ?? 0) - cpu0
+        let redisCPU = (redisServer?.cpuSeconds() ?? 0) - redisCPU0
         let rssSteady = broker?.rssKiB() ?? 0
         // QoS 1/2 fan-in: stop publishing and let what is in flight arrive (until every
         // acknowledged message is delivered, or nothing arrives for 2 s; at most 15 s),
@@ -281,6 +284,7 @@ struct PileLoad: ParsableCommand {
             report.add("broker_cpu_seconds", cpu)
             report.add("broker_cpu_s_per_million_delivered", received > 0 ? cpu / Double(received) * 1e6 : 0)
         }
+        if redisServer != nil { report.add("redis_cpu_seconds", redisCPU) }
         say("")
         say(report.table(latencies: [("connect", connectH), ("PUBACK", pubackH), ("end to end", e2eH)]))
         if let path = json { try report.json().write(toFile: path, atomically: true, encoding: .utf8) }

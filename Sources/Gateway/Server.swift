@@ -30,6 +30,11 @@ public final class Server {
         return (max(cores, needed), table)
     }
 
+    /// Uplink writers: `redis.uplink_writers`, or one per core (0), at most one per shard.
+    static func uplinkWriters(config: Config, shards: Int, cores: Int) -> Int {
+        min(shards, config.redis.uplinkWriters > 0 ? config.redis.uplinkWriters : cores)
+    }
+
     /// Blocks until a stop signal; returns after every shard has closed its clients.
     public func run() throws {
         guard let address = SocketAddress(config.listener.bind) else {
@@ -96,7 +101,9 @@ public final class Server {
                                    fileTableSize: tableSize,
                                    live: LiveCount(),
                                    occupancy: (0..<shards).map { _ in LiveCount() },
-                                   primaryShards: min(shards, cores), startedAt: monotonicMillis())
+                                   primaryShards: min(shards, cores),
+                                   uplinkWriters: Server.uplinkWriters(config: config, shards: shards, cores: cores),
+                                   relayers: LiveCount(), startedAt: monotonicMillis())
         let ready = Inbox<Int>()   // each shard reports its setup result here (0 = ok)
         var threads: [PileLoop.Thread] = []
         for i in 0..<shards {

@@ -59,6 +59,42 @@ final class RedisBridgeTests: RedisGatewayTestCase {
         XCTAssertEqual(Set(entries.compactMap { $0.fields["msgid"] }).count, n, "msgid unique per message")
     }
 
+    /// One uplink writer (`uplink_writers = 1`, the default): the piles on the other
+    /// shards hand their XADDs to it, and every one is stored once, in each pile's
+    /// order, and acknowledged. Then with a writer per shard: nothing is relayed.
+    func testShardsHandTheirUplinkToTheWriter() throws {
+        for (writers, relays) in [(1, true), (4, false)] {
+            let g = try startGateway("uplink_writers = \(writers)")
+            // More piles than one shard keeps accepts armed for (Acceptor.depth): some
+            // land on the second shard.
+            let piles = try (0..<48).map { try connected(g, String(format: "AAAAR%03d", $0)) }
+            for (p, pile) in piles.enumerated() {
+                for i in 1...5 {
+                    pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/\(String(format: "AAAAR%03d", p))/msg",
+                                               payload: Array("\(p)-\(i)".utf8), qos: .atLeastOnce, packetID: UInt16(i))))
+                }
+            }
+            for pile in piles {
+                var acked: [UInt16] = []
+                while acked.count < 5, case .puback(let id) = pile.receive() { acked.append(id) }
+                XCTAssertEqual(acked, Array(1...5), "each pile's PUBACKs, in its order")
+            }
+            let entries = try redis.entries("pilegate:up")
+            XCTAssertEqual(entries.count, 48 * 5, "every message stored once")
+            for p in 0..<48 {
+                let mine = entries.filter { $0.fields["device"] == Array(String(format: "AAAAR%03d", p).utf8) }
+                XCTAssertEqual(mine.map { String(decoding: $0.fields["payload"]!, as: UTF8.self) }, (1...5).map { "\(p)-\($0)" },
+                               "in the order the pile sent them")
+            }
+            let metrics = try http(try XCTUnwrap(g.adminPort), "/metrics").body
+            let relayed = metricValue(metrics, "pilegate_redis_relayed_total") ?? -1
+            if relays { XCTAssertGreaterThan(relayed, 0, "piles on the second shard go through the writer") }
+            else { XCTAssertEqual(relayed, 0) }
+            XCTAssertEqual(g.stop(), 0)
+            _ = try redis.command(["FLUSHALL"])
+        }
+    }
+
     func testRoutingRulesPickTheStream() throws {
         let g = try startGateway("""
         [[route]]

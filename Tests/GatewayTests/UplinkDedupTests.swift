@@ -113,4 +113,41 @@ final class UplinkDedupTests: RedisGatewayTestCase {
         XCTAssertEqual(pile.receive(), .puback(7))
         XCTAssertEqual(try stored(), ["m1", "m1"])
     }
+
+    /// The dedup key's TTL is set with the first record and then only every quarter
+    /// window (one PEXPIRE, not one per message), long enough that the newest record
+    /// still lives a full window; a Redis that lost the key gets it back with a TTL.
+    func testTheDedupKeyTTLIsSetOncePerQuarterWindow() throws {
+        let g = try startGateway("dedup_window_ms = 8000")
+        let key = "pilegate:up:dd:AAAAADUP"
+        func pexpires() throws -> Int {
+            let info = try redis.command(["INFO", "commandstats"]).text ?? ""
+            let line = info.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_pexpire:") } ?? ""
+            return Int(line.split(separator: ",").first?.split(separator: "=").last ?? "0") ?? 0
+        }
+        let pile = try connected(g, "AAAAADUP")
+        for id: UInt16 in 1...10 {
+            publish(pile, "m\(id)", id: id)
+            XCTAssertEqual(pile.receive(), .puback(id))
+        }
+        XCTAssertEqual(try pexpires(), 1, "one PEXPIRE for ten records")
+        let ttl = try XCTUnwrap(try redis.command(["PTTL", key]).int)
+        XCTAssertGreaterThan(ttl, 8000, "the last record lives a full window")
+        XCTAssertLessThanOrEqual(ttl, 10_100)
+        usleep(2_100_000)   // past a quarter window: the next record refreshes the TTL
+        publish(pile, "m11", id: 11)
+        XCTAssertEqual(pile.receive(), .puback(11))
+        XCTAssertEqual(try pexpires(), 2)
+        XCTAssertGreaterThan(try XCTUnwrap(try redis.command(["PTTL", key]).int), 8000)
+        // The key is lost and the gateway reconnects (a Redis restarted empty): it comes
+        // back with the next record, with a TTL.
+        _ = try redis.command(["DEL", key])
+        let connects = g.logText.components(separatedBy: "connected to redis").count
+        _ = try redis.command(["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+        let deadline = Date().addingTimeInterval(10)
+        while g.logText.components(separatedBy: "connected to redis").count < connects + 2 && Date() < deadline { usleep(50_000) }
+        publish(pile, "m12", id: 12)
+        XCTAssertEqual(pile.receive(), .puback(12))
+        XCTAssertGreaterThan(try XCTUnwrap(try redis.command(["PTTL", key]).int), 8000, "not a key without a TTL")
+    }
 }

@@ -289,6 +289,12 @@ public struct Config: Sendable {
         /// Uplink XADDs waiting for Redis per shard; past it the shard stops reading
         /// from publishing piles until Redis catches up.
         public var maxInflight = 10_000
+        /// Shards that write the uplink to Redis; the others hand their XADDs to one of
+        /// them each turn, so Redis reads deep pipelines. 0: one per core.
+        public var uplinkWriters = 1
+        /// A writer's uplink connection writes to Redis at most once per this many
+        /// microseconds while busy (a quiet one writes at once). 0: once per loop turn.
+        public var writeIntervalUs = 1000
         /// Cap on every stream pilegate writes. Without `consumer_groups`: each XADD
         /// trims with MAXLEN ~ this, which may drop entries no worker has read yet.
         /// With them: a hard cap on each uplink stream; at it, publishing piles are

@@ -97,6 +97,8 @@ extension Config {
             t.int("database", &redis.database, 0...15)
             t.int("connect_timeout_ms", &redis.connectTimeoutMs, 10...600_000)
             t.int("max_inflight", &redis.maxInflight, 1...1_000_000)
+            t.int("uplink_writers", &redis.uplinkWriters, 0...1024)
+            t.int("write_interval_us", &redis.writeIntervalUs, 0...100_000)
             t.int("stream_maxlen", &redis.streamMaxlen, 1...1_000_000_000)
             t.strings("consumer_groups", &redis.consumerGroups)
             t.int("review_interval_ms", &redis.reviewIntervalMs, 100...60_000)

@@ -24,13 +24,13 @@ extension Shard {
                 }
                 // Stored before acked: a QoS 1/2 acknowledgement waits for Redis (redisReplied).
                 if p.qos == .atMostOnce {
-                    if redis.canAccept { redis.xadd(m, device: session.clientID, expect: .uplinkQoS0) }
+                    if redis.canAccept { redis.xadd(m, device: session.clientID, expect: .qos0) }
                     else { counters.add(.uplinkDropped) }   // qos0_overload = "drop"
                 } else {
                     slab[Int(slot)].uplinksPending += 1
-                    redis.xadd(m, device: session.clientID, expect: .uplink(
+                    redis.xadd(m, device: session.clientID, expect: .publish(
                         slot: slot, generation: slab[Int(slot)].generation, packetID: p.packetID, qos: p.qos),
-                               resend: .init(packetID: p.packetID, dup: p.dup))
+                               resend: .init(packetID: p.packetID, dup: p.dup, session: session))
                 }
                 return
             }

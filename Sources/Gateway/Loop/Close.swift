@@ -101,6 +101,7 @@ extension Shard {
         slab[Int(slot)].tls = nil
         slab[Int(slot)].state = .free
         slab[Int(slot)].generation = (c.generation + 1) & 0xFF_FFFF
+        wheel.cancel(slot)
         freeSlots.append(slot)
         acceptor.release(file: UInt32(c.file))
         openSlots -= 1

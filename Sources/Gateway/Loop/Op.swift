@@ -13,4 +13,6 @@ enum Op {
     static let redisConnect: UInt8 = 8
     static let redisSend: UInt8 = 9
     static let redisRecv: UInt8 = 10
+    /// An uplink writer's Redis pipeline held back (`redis.write_interval_us`) is due.
+    static let redisLinger: UInt8 = 11
 }

@@ -58,6 +58,9 @@ final class Shard {
     let tlsScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 16)
     var stopping = false
 
+    /// Uplink writers: the timer that flushes a lingering Redis pipeline.
+    private var linger: Ring.Interval?
+    private var lingerArmed = false
     private var inboxValue: UInt64 = 0
     private var inboxScratch: [ShardMessage] = []
     private var expired: [TimingWheel.Entry] = []
@@ -93,12 +96,20 @@ final class Shard {
         try ring.registerSparseFiles(UInt32(context.fileTableSize))
         buffers = try BufferRing(ring: ring, group: Shard.recvGroup, count: UInt32(config.server.recvBuffers),
                                  size: config.server.recvBufferSize)
-        wheel = TimingWheel(buckets: 4096, startTick: (monotonicMillis() - context.startedAt) / Shard.tickMillis)
+        wheel = TimingWheel(buckets: 4096, startTick: (monotonicMillis() - context.startedAt) / Shard.tickMillis,
+                            slots: context.fileTableSize)
         remote = Array(repeating: [], count: context.inboxes.count)
         if let address = context.redisAddress {
             let bridge = RedisBridge(config: config, address: address, shard: index, ring: ring, counters: counters,
                                      watch: context.streams, logger: self.logger)
             redis = bridge
+            if index >= context.uplinkWriters {
+                bridge.relay = RelayOut(writer: index % context.uplinkWriters)
+                context.relayers.add()
+            } else if config.redis.writeIntervalUs > 0 {
+                bridge.link.lingerNs = UInt64(config.redis.writeIntervalUs) * 1000
+                linger = Ring.Interval(nanoseconds: bridge.link.lingerNs)
+            }
             if index == 0 {
                 downlink = Downlink(config: config, address: address, ring: ring, logger: self.logger)
                 if config.redis.fleetFeed {
@@ -138,14 +149,19 @@ final class Shard {
             advanceWheel()
             endTurn()
         }
+        if redis?.relay != nil { ctx.relayers.remove() }
         logger.debug("shard stopped")
     }
 
     /// At shutdown: what this shard sent Redis (last XADDs, disconnect events) has
     /// been answered, or Redis is away, or we have waited long enough.
+    /// A writer also waits for the shards that relay to it: their last commands come
+    /// after its own piles are closed.
     private var redisSettled: Bool {
-        guard let r = redis?.link, r.state == .up, r.unanswered > 0 else { return true }
-        return monotonicMillis() > stopDeadline
+        guard let r = redis, r.link.state == .up else { return true }
+        let writerBusy = r.relay == nil && index < ctx.uplinkWriters && ctx.relayers.current > 0
+        guard r.unanswered > 0 || r.carried > 0 || writerBusy else { return true }
+        return monotonicMillis() > stopDeadline + (writerBusy ? 1000 : 0)
     }
 
     private func complete(_ c: Completion) {
@@ -160,6 +176,7 @@ final class Shard {
                 opDone(tag.slot)
             }
         case Op.timer: onTimer()
+        case Op.redisLinger: lingerArmed = false   // endTurn flushes
         case Op.inbox: onInbox(c)
         case Op.redisConnect, Op.redisSend, Op.redisRecv:
             let link = tag.slot >> 16 == 0 ? redis?.link : tag.slot >> 16 == 1 ? downlink?.link : fleet?.link
@@ -197,7 +214,12 @@ final class Shard {
         }
         dirty.removeAll(keepingCapacity: true)
         redis?.flushAcks()
+        redis?.postRelays(from: index, to: ctx.inboxes)
         redis?.link.flush()
+        if let linger, !lingerArmed, redis?.link.lingering == true {
+            ring.timeout(linger, tag: Tag(op: Op.redisLinger, slot: 0, generation: 0).raw)
+            lingerArmed = true
+        }
         downlink?.link.flush()
         fleet?.link.flush()
         buffers.publish()
@@ -312,6 +334,11 @@ final class Shard {
                                  partitions: r.router.partitions, keeping: r.router.names))
             }
             done.post(index)
+        case .relay(let batch):
+            redis?.carry(batch)
+        case .relayAnswers(let answers):
+            let now = redis?.link.clock ?? 0
+            for a in answers { uplinkReplied(a.uplink, a.outcome, waited: now &- a.at) }
         case .shutdown:
             stopping = true
             stopDeadline = monotonicMillis() + 5000

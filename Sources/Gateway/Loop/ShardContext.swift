@@ -26,6 +26,11 @@ struct ShardContext: Sendable {
     /// Shards that always accept: one per core. The rest exist only for fixed-file
     /// capacity and take connections once the shards before them are full.
     let primaryShards: Int
+    /// Shards that write uplink commands to Redis themselves; every other shard hands
+    /// them to shard `index % uplinkWriters` (Redis/UplinkRelay.swift).
+    let uplinkWriters: Int
+    /// Shards that relay and have not stopped yet: a writer outlives them at shutdown.
+    let relayers: LiveCount
     let startedAt: UInt64
 }
 

@@ -25,6 +25,10 @@ enum ShardMessage: Sendable {
     case override(clientID: String, String?)
     /// A reload (Server.reload): use this config and policy from now on; say so.
     case reload(PolicySet, done: Inbox<Int>)
+    /// To a writer shard: another shard's uplink commands of one turn.
+    case relay(RelayBatch)
+    /// From a writer shard: the answers to relayed commands.
+    case relayAnswers([RelayAnswer])
     case shutdown
 }
 

@@ -1,7 +1,7 @@
 import PileLoop
 
 /// Per-connection deadlines on the shard's timing wheel: one entry per
-/// connection (CONNECT deadline, TLS handshake, keepalive, or the end of a read
+/// connection, scheduling again moves it (CONNECT deadline, TLS handshake, keepalive, or the end of a read
 /// hold), driven by the loop's single tick (`tickMillis`).
 extension Shard {
     var currentTick: UInt64 { (monotonicMillis() - ctx.startedAt) / Shard.tickMillis }
@@ -22,16 +22,15 @@ extension Shard {
     func schedule(_ slot: UInt32, at tick: UInt64) {
         let d = max(tick, wheel.now + 1)
         slab[Int(slot)].timerDeadline = UInt32(truncatingIfNeeded: d)
-        wheel.schedule(slot: slot, generation: slab[Int(slot)].generation, at: d)
+        wheel.schedule(slot: slot, at: d)
     }
 
     /// A wheel entry fired: the deadline it stood for has passed.
     func deadline(_ e: TimingWheel.Entry) {
         let s = Int(e.slot)
-        guard s < slab.count, slab[s].generation == e.generation,
-              slab[s].timerDeadline == UInt32(truncatingIfNeeded: e.deadline) else {
-            return   // stale: the connection is gone or has a newer entry
-        }
+        // A slot has one entry, moved by each schedule and cancelled when the slot is
+        // freed; the deadline check is a guard against a wheel and slab out of step.
+        guard s < slab.count, slab[s].timerDeadline == UInt32(truncatingIfNeeded: e.deadline) else { return }
         if slab[s].throttled && slab[s].isOpen && waits.credentials[e.slot] == nil { return endHold(e.slot) }
         switch slab[s].state {
         case .awaitingConnect where slab[s].tls?.handshakeDone == false:

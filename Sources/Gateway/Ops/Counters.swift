@@ -28,6 +28,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case uplinkStored            // XADD confirmed by Redis
     case uplinkDropped           // QoS 0 dropped under backpressure (qos0_overload = "drop")
     case redisErrors             // Redis answered a command with an error
+    case redisRelayed            // uplink commands handed to a writer shard
     case backpressurePauses      // a connection stopped being read: Redis busy or away
     case workerLagHolds          // the uplink was held: a stream at its cap, or Redis memory at its budget
     case bookkeepingDropped      // event/presence update dropped while Redis was away

@@ -249,6 +249,7 @@ extension Counter {
         case .uplinkStored: return c("uplink_stored_total", "Uplink XADDs confirmed by Redis (any QoS)")
         case .uplinkDropped: return c("uplink_dropped_total", "QoS 0 uplink dropped under backpressure (qos0_overload = drop)")
         case .redisErrors: return c("redis_errors_total", "Redis error replies")
+        case .redisRelayed: return c("redis_relayed_total", "Uplink commands a shard handed to its uplink writer shard")
         case .backpressurePauses: return c("backpressure_pauses_total", "Connections paused because Redis was busy or away")
         case .workerLagHolds: return c("worker_lag_holds_total", "Times the uplink was held because workers were behind (stream cap or Redis memory)")
         case .bookkeepingDropped: return c("bookkeeping_dropped_total", "Events and presence updates dropped while Redis was away")

@@ -5,14 +5,12 @@ import PileLoop
 
 /// What a Redis reply means to the shard that sent the command.
 enum RedisExpectation {
-    /// An uplink XADD of a QoS 1/2 PUBLISH: acknowledge the pile once stored.
-    case uplink(slot: UInt32, generation: UInt32, packetID: UInt16, qos: QoS)
-    /// A QoS 0 uplink XADD: nobody waits for it, its latency is measured.
-    case uplinkQoS0
+    /// One of this shard's uplink commands (UplinkRelay.swift).
+    case uplink(Uplink)
+    /// Writer shards: another shard's uplink command, answered back to it.
+    case relayed(Uplink, origin: UInt16, at: UInt64)
     /// Events, presence, XACKs: only an error matters.
     case bookkeeping
-    /// A will's XADD: bookkeeping, counted like an uplink against the stream cap.
-    case will
     case downlink(Downlink.Step)
     /// A command's steps through the mailbox (DownlinkCommands, CommandReceipts).
     case command(CommandStep)
@@ -73,6 +71,14 @@ final class RedisBridge {
     /// Worker lag (StreamWatch): when active, uplink XADDs do not trim, and piles
     /// are held while the review says the workers are behind.
     private let watch: StreamWatch
+    /// This shard's uplink commands not answered yet, wherever they were sent.
+    private(set) var pendingUplinks = 0
+    /// Not an uplink writer: where this shard's uplink commands go (UplinkRelay.swift).
+    var relay: RelayOut?
+    /// A writer: other shards' commands in `link`, not answered yet, and the answers
+    /// of this turn per shard.
+    var carried = 0
+    var answers: [[RelayAnswer]] = []
 
     init(config: Config, address: SocketAddress, shard: Int, ring: Ring, counters: Counters, watch: StreamWatch,
          logger: Logger) {
@@ -98,16 +104,36 @@ final class RedisBridge {
         streamSlots = r.streams.map(link.slot)
     }
 
-    /// An uplink XADD (a PUBLISH or a will) was answered.
-    func answered() { watch.answer() }
+    deinit { relay?.release() }
+
+    /// One of this shard's uplink commands was answered (here or by its writer).
+    func answered(_ u: Uplink) {
+        pendingUplinks -= 1
+        if u.isMessage { watch.answer() }
+    }
+
+    /// Commands this shard sent and Redis has not answered: its own, not those it
+    /// carries for other shards, with those a writer carries for it.
+    var unanswered: Int { link.unanswered - carried + (relay == nil ? 0 : pendingUplinks) }
 
     /// Room for another uplink XADD now (and the workers are not behind).
-    var canAccept: Bool { link.state == .up && link.unanswered < config.maxInflight && watch.hasRoom }
+    var canAccept: Bool { link.state == .up && pendingUplinks < config.maxInflight && watch.hasRoom }
     /// Room enough to resume paused piles (half the bound: no flapping at the edge).
-    var canResume: Bool { link.state == .up && link.unanswered < config.maxInflight / 2 && watch.hasRoom }
+    var canResume: Bool { link.state == .up && pendingUplinks < config.maxInflight / 2 && watch.hasRoom }
     /// Bookkeeping beyond this many unanswered commands is dropped (and counted):
     /// while Redis is away, events must not grow memory without bound.
-    private var bookkeepingFull: Bool { link.unanswered >= 2 * config.maxInflight }
+    private var bookkeepingFull: Bool { unanswered >= 2 * config.maxInflight }
+
+    /// An uplink command: into this shard's pipeline, or (not a writer) its writer's.
+    private func send(_ u: Uplink, slot: UInt16, _ write: (inout ByteBuffer) -> Void) {
+        pendingUplinks += 1
+        if relay != nil {
+            relay!.add(u, slot: slot, at: link.clock, write)
+            counters.add(.redisRelayed)
+        } else {
+            link.enqueue(.uplink(u), slot: slot, write)
+        }
+    }
 
     /// XADD stream [MAXLEN ~ N] * device .. topic .. qos .. ts .. node .. msgid .. payload ..
     /// (no MAXLEN when the stream review trims by what the worker groups have read).
@@ -119,7 +145,7 @@ final class RedisBridge {
     /// a resend (DUP=1), or a message whose route names an identity, runs the check,
     /// the XADD and the record as one step (`Script.dedupAdd`). The Lua step for every
     /// message cost Redis 4x the CPU of the XADD alone (bench/uplink-dedup.sh).
-    func xadd(_ m: Message, device: String, expect: RedisExpectation, resend: Resend? = nil) {
+    func xadd(_ m: Message, device: String, expect: Uplink, resend: Resend? = nil) {
         let routed = router.route(topic: m.topic, payload: m.payload)
         let index = router.stream(routed, device: device)
         counters.routed(toStream: index)
@@ -131,7 +157,7 @@ final class RedisBridge {
         let record = window > 0 ? resend.map { ($0.packetID, PayloadHash.of(m.payload)) } : nil
         let offset = UInt64(resend.map { Int($0.packetID) % config.dedupRecent * 10 } ?? 0)
         let scripted = window > 0 && (resend?.dup == true || routed.identity != nil)
-        link.enqueue(expect, slot: slot) { b in
+        send(expect, slot: slot) { b in
             let fields = watch.active ? 15 : 18
             if scripted {
                 b.respArray(3 + (routed.identity == nil ? 2 : 3) + 4 + fields)
@@ -156,14 +182,17 @@ final class RedisBridge {
             b.respBulk("msgid"); b.respBulk(prefix: msgidPrefix, number: sequence)
             b.respBulk("payload"); b.respBulk(m.payload)
         }
-        guard let (id, hash) = record, !scripted else { return }
-        link.enqueue(.bookkeeping, slot: slot) { b in
+        guard let (id, hash) = record, !scripted, let resend else { return }
+        send(.record, slot: slot) { b in
             b.respArray(4)
             b.respBulk("SETRANGE"); b.respBulk(stream, ":dd:", device); b.respBulk(number: offset); b.respBulk(id, hash)
         }
-        link.enqueue(.bookkeeping, slot: slot) { b in
+        guard needsTTL(resend.session, stream: index) else { return }
+        // Kept for the window after the last write up to a quarter window from now.
+        let ttl = UInt64(window + window / 4 + 100)
+        send(.record, slot: slot) { b in
             b.respArray(3)
-            b.respBulk("PEXPIRE"); b.respBulk(stream, ":dd:", device); b.respBulk(number: UInt64(window))
+            b.respBulk("PEXPIRE"); b.respBulk(stream, ":dd:", device); b.respBulk(number: ttl)
         }
     }
 
@@ -174,6 +203,28 @@ final class RedisBridge {
     struct Resend {
         var packetID: UInt16
         var dup: Bool
+        /// Whose dedup key it is: the session notes when the key's TTL was set.
+        var session: Session
+    }
+
+    /// The dedup keys' clock: `link.clock` in 100 ms units (32 bits last 13 years).
+    private var dedupNow: UInt32 { UInt32(truncatingIfNeeded: link.clock / 100_000_000) }
+    /// Keys written before this (dedupNow) may have been lost with the Redis that held
+    /// them (its link went down since) and rewritten without a TTL: they get a PEXPIRE.
+    var dedupKeysSince: UInt32 = 0
+    /// A first transmission's record is followed by a PEXPIRE only every quarter
+    /// window per client and stream (with a TTL longer by as much), not every message:
+    /// a PEXPIRE is a whole command, and with a SETRANGE beside each XADD it cost
+    /// Redis about a third more per message (bench/redis-cost.sh, `nodedup`).
+    private func needsTTL(_ s: Session, stream: Int) -> Bool {
+        let now = dedupNow, every = Int32(config.dedupWindowMs / 400)
+        guard every == 0 || s.dedupStream != UInt16(truncatingIfNeeded: stream)
+                || Int32(bitPattern: now &- s.dedupRefreshed) >= every
+                || Int32(bitPattern: s.dedupRefreshed &- dedupKeysSince) < 0 else { return false }
+        // Not before `dedupKeysSince`: a link that came up this very 100 ms asks once.
+        s.dedupRefreshed = Int32(bitPattern: dedupKeysSince &- now) > 0 ? dedupKeysSince : now
+        s.dedupStream = UInt16(truncatingIfNeeded: stream)
+        return true
     }
 
     /// An event on the events stream; false if dropped (Redis away too long).

@@ -75,6 +75,14 @@ final class RedisConnection<Expectation> {
     /// The owner's monotonic time in nanoseconds, set once per loop turn: commands
     /// are stamped with it, so measuring Redis latency costs no clock read per command.
     var clock: UInt64 = 0
+    /// At most one write per this many ns of `clock` (0: one per turn): a writer's
+    /// pipeline collects more commands per write, and Redis's cost per command falls
+    /// with the depth (bench/README.md, "redis-cost.sh"). A connection that has
+    /// not written for this long writes at once, so a quiet one adds no delay.
+    var lingerNs: UInt64 = 0
+    private var lastWrite: UInt64 = 0
+    /// Past this many unsent bytes a lingering connection writes anyway.
+    private static var lingerBytes: Int { 65536 }
     /// Called on every transition to up or down.
     var onState: (State) -> Void = { _ in }
     /// Offered each error reply first, with its command's bytes; true takes it over
@@ -163,8 +171,16 @@ final class RedisConnection<Expectation> {
         }
     }
 
-    /// End of a loop turn: send what was enqueued (behind a WAIT when replicas must confirm).
+    /// Unsent commands held back by `lingerNs`: the owner flushes again by then.
+    var lingering: Bool {
+        lingerNs > 0 && state == .up && !sending && sent < journal.count && clock &- lastWrite < lingerNs
+            && journal.count - sent < Self.lingerBytes
+    }
+
+    /// End of a loop turn: send what was enqueued (behind a WAIT when replicas must
+    /// confirm), unless `lingering`.
     func flush() {
+        guard !lingering else { return }
         let unbarred = released < commands.count && commands.last.map { $0.expectation != nil } == true
         if let w = replicaWait, needsBarrier || unbarred {
             let before = journal.count
@@ -176,6 +192,7 @@ final class RedisConnection<Expectation> {
         inFlight.clear()
         inFlight.append(UnsafeRawBufferPointer(rebasing: journal.bytes[sent...]))
         sent = journal.count
+        lastWrite = clock
         submitSend()
     }
 

@@ -108,6 +108,13 @@ final class RedisLink<Expectation> {
 
     func flush() { for c in conns { c?.flush() } }
 
+    /// See `RedisConnection.lingerNs`; set on the uplink writers' links.
+    var lingerNs: UInt64 = 0 {
+        didSet { for c in conns { c?.lingerNs = lingerNs } }
+    }
+    /// Some connection holds commands back: flush again within `lingerNs`.
+    var lingering: Bool { conns.contains { $0?.lingering == true } }
+
     func tick(nowMs: UInt64) {
         for c in conns { c?.tick(nowMs: nowMs) }
         if cluster { clusterTick(nowMs: nowMs) }
@@ -130,6 +137,7 @@ final class RedisLink<Expectation> {
                                         resendOnReconnect: resendOnReconnect, replicaWait: replicaWait,
                                         ring: ring, logger: logger)
         c.clock = clock
+        c.lingerNs = lingerNs
         c.onReply = { [unowned self] routed, r, waited in self.replied(routed, r, waited, from: text) }
         c.onState = { [unowned self] _ in self.connectionChanged() }
         c.onWait = { [unowned self] n, ok in self.onWait(n, ok) }

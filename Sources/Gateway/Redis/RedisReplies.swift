@@ -21,13 +21,14 @@ extension Shard {
         fleet?.link.onState = { [unowned self] _ in self.fleet?.reset() }
         redis?.link.onState = { [unowned self] s in
             self.counters.set(.redisUp, s == .up ? 1 : 0)
+            if s == .up { self.redis?.dedupKeysSince = UInt32(truncatingIfNeeded: monotonicNanos() / 100_000_000) + 1 }
             if s == .up && self.index == 0 { self.checkEvictionPolicy() }
         }
     }
 
     /// Each tick: the Redis gauges, and what the links saw of a cluster.
     func noteRedis(_ uplink: RedisLink<RedisExpectation>, nowMs: UInt64) {
-        counters.set(.redisInflight, UInt64(uplink.unanswered))
+        counters.set(.redisInflight, UInt64(redis?.unanswered ?? uplink.unanswered))
         counters.set(.redisStalled, uplink.stalledNs / 1_000_000 > UInt64(config.redis.connectTimeoutMs) ? 1 : 0)
         guard uplink.cluster else { return }
         let stats = [uplink, downlink?.link, fleet?.link].compactMap { $0?.stats }
@@ -51,13 +52,33 @@ extension Shard {
         }
     }
 
-    /// An uplink XADD's reply: stored, or (`Script.dedupAdd`) recognised as a
-    /// resend (0) or a repeated record (-1), acknowledged all the same.
-    private func stored(_ r: RedisReply) -> Counter {
-        switch r.integer {
-        case 0: .uplinkResends
-        case -1: .uplinkRepeatedRecords
-        default: .uplinkStored
+    /// An uplink command was answered, by this shard's pipeline or its writer's: a
+    /// QoS 1/2 PUBLISH stored (or recognised by `Script.dedupAdd` as a resend) is
+    /// acknowledged; one refused is never acknowledged and its pile is closed, so it
+    /// resends after reconnecting.
+    func uplinkReplied(_ u: Uplink, _ outcome: UplinkOutcome, waited: UInt64) {
+        redis?.answered(u)
+        if u.isMessage && u != .will { counters.xaddLatency.record(waited) }
+        switch (u, outcome) {
+        case (.publish(let slot, let generation, _, _), .refused(let why)):
+            counters.add(.redisErrors)
+            logger.error("redis refused an uplink XADD: \(why)")
+            if isCurrent(slot, generation) { uplinkAnswered(slot); close(slot, .storeFailed) }
+        case (.publish(let slot, let generation, let packetID, let qos), .stored(let kind)):
+            counters.add(kind)
+            guard isCurrent(slot, generation) else { return }
+            uplinkAnswered(slot)
+            if slab[Int(slot)].state == .connected { acknowledge(slot, packetID, qos) }
+        case (.qos0, .refused(let why)):
+            counters.add(.redisErrors)
+            logger.warning("redis refused a QoS 0 uplink XADD: \(why)")
+        case (.qos0, .stored(let kind)):
+            counters.add(kind)
+        case (.will, .refused(let why)), (.record, .refused(let why)):
+            counters.add(.redisErrors)
+            logger.warning("redis error: \(why)")
+        case (.will, .stored), (.record, .stored):
+            break
         }
     }
 
@@ -65,32 +86,11 @@ extension Shard {
     /// `waited`: nanoseconds from enqueue to reply (the XADD latency histogram).
     func redisReplied(_ e: RedisExpectation, _ r: RedisReply, waited: UInt64) {
         switch e {
-        case .uplink(let slot, let generation, let packetID, let qos):
-            counters.xaddLatency.record(waited)
-            redis?.answered()
-            if isCurrent(slot, generation) { uplinkAnswered(slot) }
-            guard !r.isError else {
-                counters.add(.redisErrors)
-                logger.error("redis refused an uplink XADD: \(r.text)")
-                // Not stored, so never acknowledged: the pile resends after reconnecting.
-                if isCurrent(slot, generation) { close(slot, .storeFailed) }
-                return
-            }
-            counters.add(stored(r))
-            if isCurrent(slot, generation) && slab[Int(slot)].state == .connected {
-                acknowledge(slot, packetID, qos)
-            }
-        case .uplinkQoS0:
-            counters.xaddLatency.record(waited)
-            redis?.answered()
-            if r.isError {
-                counters.add(.redisErrors)
-                logger.warning("redis refused a QoS 0 uplink XADD: \(r.text)")
-            } else {
-                counters.add(stored(r))
-            }
-        case .bookkeeping, .will:
-            if case .will = e { redis?.answered() }
+        case .uplink(let u):
+            uplinkReplied(u, UplinkOutcome(r), waited: waited)
+        case .relayed(let u, let origin, let at):
+            redis?.relayedReplied(u, origin: Int(origin), at: at, r)
+        case .bookkeeping:
             if r.isError {
                 counters.add(.redisErrors)
                 logger.warning("redis error: \(r.text)")

@@ -63,6 +63,11 @@ final class Session: @unchecked Sendable {
     var silentReported = false
     /// A rate action was logged and emitted for the live connection.
     var rateReported = false
+    /// When (RedisBridge.dedupNow) the client's dedup key on uplink stream
+    /// `dedupStream` last got its PEXPIRE (RedisBridge.xadd). These 6 bytes fit in
+    /// the 8 the malloc chunk had spare: the Session stays at 184 usable bytes.
+    var dedupRefreshed: UInt32 = 0
+    var dedupStream: UInt16 = .max
 
     init(clientID: String, handle: UInt32, persistent: Bool) {
         self.clientID = clientID; self.handle = handle; self.persistent = persistent
