@@ -50,6 +50,7 @@ struct PileLoad: ParsableCommand {
     @Option(help: "fanin: total messages per second, 0 = as fast as possible.") var rate = 0
     @Flag(help: "idle: each pile subscribes to its own /xjdy/ops/v1/TCU/{id}/cmd.") var subscribe = false
     @Option(help: "Piles log in with user name = client id and this password.") var password: String?
+    @Option(help: "Index of the first pile (its id is pileID(index)): two runs with disjoint piles.") var firstPile = 0
     @Flag(help: "Reconnect after a CONNACK refusal or a close, 100-1000 ms later (as piles do).") var retry = false
     @Option(help: "Worker threads (rings); 0 = enough for the fixed-file tables.") var workers = 0
     @Option(help: "Write the final report as JSON here.") var json: String?
@@ -103,7 +104,7 @@ struct PileLoad: ParsableCommand {
         let control = Control()
         var threads: [PileLoop.Thread] = []
         var statsList: [Stats] = []
-        var first = 0
+        var first = firstPile
         for w in 0..<nWorkers {
             let subscriberOnly = profile == .fanin && w == 0
             let p = w - (nWorkers - pileWorkers)   // index among the pile workers

@@ -6,7 +6,7 @@
 # Broker CPU (user + system from /proc) from before the first connect to the moment
 # the last pile is in (pileload samples the same boundaries with --broker-pid).
 #   bench/connect-cost.sh [PILES=19900] [INFLIGHT=100] [ROUNDS=2]
-#   BROKERS="mosquitto mqttonly pilegate" BUILD=/tmp/before/.build/release/pilegate bench/connect-cost.sh
+#   BROKERS="mosquitto mqttonly deferred pilegate" BUILD=/tmp/before/.build/release/pilegate bench/connect-cost.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PILES=${1:-19900}; INFLIGHT=${2:-100}; ROUNDS=${3:-2}
@@ -25,6 +25,9 @@ start() {  # broker -> pid in $out/pid
     mqttonly)   # pilegate as a plain MQTT broker: Mosquitto's job exactly
       printf '[redis]\nenabled = false\n[log]\nlevel = "warning"\n' >"$out/mqttonly.toml"
       "$BUILD" --listen 127.0.0.1:$PORT --config "$out/mqttonly.toml" >"$out/mqttonly.log" 2>&1 & ;;
+    deferred)   # MQTT only, with listener.defer_accept: the accept completes with the CONNECT
+      printf '[listener]\ndefer_accept = 5\n[redis]\nenabled = false\n[log]\nlevel = "warning"\n' >"$out/deferred.toml"
+      "$BUILD" --listen 127.0.0.1:$PORT --config "$out/deferred.toml" >"$out/deferred.log" 2>&1 & ;;
     pilegate)   # as deployed: embedded Redis, presence and a connect event per pile
       "$BUILD" --listen 127.0.0.1:$PORT --log-level warning >"$out/pilegate.log" 2>&1 & ;;
   esac

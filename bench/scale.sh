@@ -43,8 +43,8 @@ for b in $BUILDS; do
     k1=$(kernel_kib); c0=$(ticks $pid); t0=$(date +%s.%N)
     sleep "$HOLD"
     c1=$(ticks $pid); t1=$(date +%s.%N)
-    scrape=$( { /usr/bin/time -f %e curl -s -o /dev/null localhost:$APORT/metrics; } 2>&1 )
-    held=$(curl -s localhost:$APORT/metrics | awk '/^pilegate_connections /{print $2}')
+    scrape=$(curl -s -o /dev/null -w '%{time_total}' localhost:$APORT/metrics)
+    held=$(curl -s localhost:$APORT/metrics | awk '/^pilegate_connections /{printf "%d", $2}')
     wait $lp || true
     kill -INT $pid; wait $pid || true
     redis-cli -p $RPORT shutdown nosave >/dev/null 2>&1 || true

@@ -67,13 +67,15 @@ public final class Server {
         for s in [SIGINT, SIGTERM, SIGPIPE, SIGUSR1, SIGHUP] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-        let listenFD = try makeListener(address, backlog: Int32(config.listener.backlog))
+        let listenFD = try makeListener(address, backlog: Int32(config.listener.backlog),
+                                        deferAccept: Int32(config.listener.deferAccept))
         defer { Glibc.close(listenFD) }
         var tlsListenFD: Int32?
         var tls: TLSContext?
         if config.tls.enabled {
             tls = try TLSContext(config.tls)
-            tlsListenFD = try makeListener(SocketAddress(config.tls.bind)!, backlog: Int32(config.listener.backlog))
+            tlsListenFD = try makeListener(SocketAddress(config.tls.bind)!, backlog: Int32(config.listener.backlog),
+                                           deferAccept: Int32(config.listener.deferAccept))
         }
         defer { if let tlsListenFD { Glibc.close(tlsListenFD) } }
         let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
@@ -89,7 +91,8 @@ public final class Server {
         let policy = PolicySet(config: config, authenticator: try Authenticator(config: config.auth), acl: acl,
                                rates: rates, tls: tls)
         let broker = Broker(acl: acl, queueBudget: config.mqtt.queueMemoryBudget, keepUsage: rates.quota > 0,
-                            inboxes: inboxes, counters: counters[shards])
+                            ownTopic: OwnTopic(pattern: config.mqtt.commandTopic), inboxes: inboxes,
+                            counters: counters[shards])
         broker.reserve(clients: config.server.maxConnections)
         let watch = StreamWatch(streams: streams, groups: config.redis.enabled ? config.redis.consumerGroups : [],
                                 cap: config.redis.streamMaxlen)

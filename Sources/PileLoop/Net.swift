@@ -92,7 +92,10 @@ public struct SocketAddress: CustomStringConvertible, Sendable {
 }
 
 /// A listening TCP socket shared by every shard's multishot accept.
-public func makeListener(_ address: SocketAddress, backlog: Int32) throws -> Int32 {
+/// `deferAccept` seconds > 0: TCP_DEFER_ACCEPT, the kernel completes an accept only
+/// once the client's first bytes (CONNECT, a TLS hello, a PROXY header) are there, or
+/// the period has passed: one wake-up per new connection instead of two.
+public func makeListener(_ address: SocketAddress, backlog: Int32, deferAccept: Int32 = 0) throws -> Int32 {
     let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     if fd < 0 { throw RingError("socket", errno) }
     var one: Int32 = 1
@@ -100,6 +103,8 @@ public func makeListener(_ address: SocketAddress, backlog: Int32) throws -> Int
     // Accepted sockets inherit TCP_NODELAY (Linux copies it to the child), so small
     // acknowledgements are never held back by Nagle behind a delayed ACK.
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    var seconds = deferAccept
+    if seconds > 0 { setsockopt(fd, Int32(IPPROTO_TCP), TCP_DEFER_ACCEPT, &seconds, socklen_t(MemoryLayout<Int32>.size)) }
     let rc = address.withSockaddr { Glibc.bind(fd, $0, $1) }
     if rc != 0 { let e = errno; close(fd); throw RingError("bind \(address)", e) }
     if listen(fd, backlog) != 0 { let e = errno; close(fd); throw RingError("listen", e) }

@@ -62,4 +62,22 @@ extension ProtocolTests {
         c.send(.pingreq)
         XCTAssertEqual(c.receive(), .pingresp)
     }
+
+    /// `listener.defer_accept`: the kernel hands a connection over with its CONNECT;
+    /// one that sends nothing is still handed over once the period passes, and the
+    /// CONNECT deadline closes it.
+    func testDeferredAcceptServesAndStillClosesTheSilent() throws {
+        let g = try Gateway(config: "[listener]\ndefer_accept = 1\n[mqtt]\nconnect_timeout = 1\n")
+        defer { XCTAssertEqual(g.stop(), 0) }
+        let c = try RawClient(port: g.port)
+        XCTAssertEqual(c.connect(Connect(clientID: "deferred"))?.returnCode, .accepted)
+        c.send(.pingreq)
+        XCTAssertEqual(c.receive(), .pingresp)
+        let silent = try RawClient(port: g.port)
+        let start = Date()
+        XCTAssertTrue(silent.waitClosed(timeout: 15), "closed by the server")
+        let t = Date().timeIntervalSince(start)
+        XCTAssertGreaterThanOrEqual(t, 0.99, "never before the CONNECT deadline")
+        XCTAssertNotNil(g.waitForLog("closing connection: no CONNECT within 1 s"))
+    }
 }

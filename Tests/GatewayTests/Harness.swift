@@ -369,6 +369,15 @@ final class RawClient: @unchecked Sendable {   // one thread sends while another
         return lastReadWasEOF
     }
 
+    /// The same, waiting up to `timeout` seconds (beyond one read's timeout).
+    func waitClosed(timeout: Double) -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if receive(timeout: 1) == nil && lastReadWasEOF { return true }
+        }
+        return false
+    }
+
     func connect(_ c: Connect) -> Connack? {
         send(.connect(c))
         if case .connack(let a) = receive() { return a }

@@ -217,6 +217,40 @@ final class ProtocolTests: XCTestCase {
         XCTAssertEqual(again.payload, Array("once".utf8))
     }
 
+    /// A pile's own command topic is kept interned (OwnTopic.swift): delivered at the
+    /// subscription's QoS, replaced by a new SUBSCRIBE (3.8.4-3), gone after UNSUBSCRIBE,
+    /// counted against the limit like any filter, and another client's subscription
+    /// to it is an ordinary exact filter; both get a message published to it.
+    func testOwnCommandTopicSubscription() throws {
+        let own = "/xjdy/ops/v1/TCU/OWNPILE1/cmd"
+        let pile = try connected("OWNPILE1")
+        pile.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest(own, .atLeastOnce)])))
+        XCTAssertEqual(pile.receive(), .suback(Suback(packetID: 1, returnCodes: [1])))
+        let watcher = try connected("watcher")
+        watcher.send(.subscribe(Subscribe(packetID: 1, topics: [TopicRequest(own, .atMostOnce)])))
+        XCTAssertEqual(watcher.receive(), .suback(Suback(packetID: 1, returnCodes: [0])))
+        try shell("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(gw.port)", "-t", own, "-m", "c1", "-q", "1"])
+        guard case .publish(let p1) = pile.receive() else { return XCTFail("no command") }
+        XCTAssertEqual(p1.qos, .atLeastOnce)
+        XCTAssertEqual(p1.topic, own)
+        pile.send(.puback(p1.packetID))
+        guard case .publish(let w1) = watcher.receive() else { return XCTFail("the other subscriber got nothing") }
+        XCTAssertEqual(w1.payload, Array("c1".utf8))
+        // Subscribing again replaces it (QoS 0 now), and it still counts as one of three.
+        pile.send(.subscribe(Subscribe(packetID: 2, topics: [own, "x", "y", "z"].map { TopicRequest($0, .atMostOnce) })))
+        XCTAssertEqual(pile.receive(), .suback(Suback(packetID: 2, returnCodes: [0, 0, 0, 0x80])))
+        try shell("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(gw.port)", "-t", own, "-m", "c2", "-q", "1"])
+        guard case .publish(let p2) = pile.receive() else { return XCTFail("no command after resubscribing") }
+        XCTAssertEqual(p2.qos, .atMostOnce)
+        XCTAssertNotNil(watcher.receive())
+        pile.send(.unsubscribe(Unsubscribe(packetID: 3, filters: [own])))
+        XCTAssertEqual(pile.receive(), .unsuback(3))
+        try shell("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(gw.port)", "-t", own, "-m", "c3", "-q", "1"])
+        XCTAssertNotNil(watcher.receive(), "the other subscriber still gets it")
+        pile.send(.pingreq)
+        XCTAssertEqual(pile.receive(), .pingresp, "and the pile no longer does")
+    }
+
     func testSubscriptionLimitAndSysTopicRules() throws {
         let c = try connected("limited")
         c.send(.subscribe(Subscribe(packetID: 1, topics: ["a", "b", "c", "d"].map { TopicRequest($0, .atLeastOnce) })))

@@ -9,6 +9,9 @@ public struct Config: Sendable {
     public struct Listener: Sendable, Equatable {
         public var bind = "0.0.0.0:1883"
         public var backlog = 65535
+        /// TCP_DEFER_ACCEPT seconds (0: off): an accept completes with the client's
+        /// first bytes already there.
+        public var deferAccept = 0
         /// Every connection starts with a PROXY protocol v2 header (HAProxy
         /// `send-proxy-v2`): the pile's real address for the ACL, limits and logs.
         public var proxyProtocol = false

@@ -44,6 +44,7 @@ extension Config {
         r.table("listener") { t in
             t.address("bind", &listener.bind)
             t.int("backlog", &listener.backlog, 1...65535)
+            t.int("defer_accept", &listener.deferAccept, 0...600)
             t.bool("proxy_protocol", &listener.proxyProtocol)
         }
         r.table("server") { t in

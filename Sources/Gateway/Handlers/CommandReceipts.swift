@@ -36,7 +36,8 @@ extension Shard {
     /// The highest QoS of this session's subscriptions that match `topic`, or nil.
     private func subscribedQoS(_ s: Session, _ topic: String) -> QoS? {
         var best: QoS?
-        for r in s.subscriptions where Topic.matches(filter: r.filter, topic: topic) { best = max(best ?? r.qos, r.qos) }
+        for r in s.subscriptions where r.filter.isEmpty ? broker.ownTopic.isOwn(topic, clientID: s.clientID)
+            : Topic.matches(filter: r.filter, topic: topic) { best = max(best ?? r.qos, r.qos) }
         return best
     }
 

@@ -73,7 +73,8 @@ extension Shard {
     }
 
     func authorizeSubscribe(_ session: Session, _ t: TopicRequest) -> String? {
-        if !session.subscriptions.contains(where: { $0.filter == t.filter })
+        let stored = broker.ownTopic.stored(t.filter, clientID: session.clientID)
+        if !session.subscriptions.contains(where: { $0.filter == stored })
             && session.subscriptions.count >= config.mqtt.maxSubscriptionsPerClient {
             return "more than \(config.mqtt.maxSubscriptionsPerClient) subscriptions"
         }

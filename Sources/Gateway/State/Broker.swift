@@ -75,6 +75,8 @@ final class Broker: @unchecked Sendable {
         /// Has subscribed since its session began: until then a command for it waits
         /// in its mailbox (a pile reconnecting clean subscribes a moment after CONNACK).
         var subscribed = false
+        /// The QoS of its subscription to its own command topic (OwnTopic), if any.
+        var ownQoS: QoS?
 
         init(clientID: String, owner: Owner) {
             self.clientID = clientID
@@ -122,8 +124,13 @@ final class Broker: @unchecked Sendable {
     let inboxes: [Inbox<ShardMessage>]
     let counters: Counters
 
-    init(acl: ACL, queueBudget: Int, keepUsage: Bool, inboxes: [Inbox<ShardMessage>], counters: Counters) {
+    /// The command topic pattern at start: subscriptions to a pile's own are interned.
+    let ownTopic: OwnTopic
+
+    init(acl: ACL, queueBudget: Int, keepUsage: Bool, ownTopic: OwnTopic, inboxes: [Inbox<ShardMessage>],
+         counters: Counters) {
         self.acl = acl
+        self.ownTopic = ownTopic
         self.queueBudget = queueBudget
         self.keepUsage = keepUsage
         self.inboxes = inboxes
@@ -263,9 +270,12 @@ final class Broker: @unchecked Sendable {
     /// Add or replace (3.8.4-3) a subscription.
     func subscribe(_ session: Session, _ request: TopicRequest) {
         let sub = Subscriber(handle: session.handle, qos: request.qos)
+        let own = ownTopic.isOwn(request.filter, clientID: session.clientID)
         lock.withLock {
             clients[session.handle]?.subscribed = true
-            if Topic.hasWildcard(request.filter.utf8) {
+            if own {
+                clients[session.handle]?.ownQoS = request.qos
+            } else if Topic.hasWildcard(request.filter.utf8) {
                 wildcard.node(for: request.filter).values.upsert(sub) { $0.handle == sub.handle }
             } else {
                 if let t = exactTopic(request.filter) {
@@ -276,12 +286,14 @@ final class Broker: @unchecked Sendable {
                 }
             }
         }
-        session.subscriptions.upsert(request) { $0.filter == request.filter }
+        let stored = own ? TopicRequest("", request.qos) : request
+        session.subscriptions.upsert(stored) { $0.filter == stored.filter }
     }
 
     func unsubscribe(_ session: Session, _ filter: String) {
-        guard session.subscriptions.remove(where: { $0.filter == filter }) else { return }
-        lock.withLock { removeIndex(filter, session.handle) }
+        let stored = ownTopic.stored(filter, clientID: session.clientID)
+        guard session.subscriptions.remove(where: { $0.filter == stored }) else { return }
+        lock.withLock { removeIndex(stored, session.handle) }
     }
 
     private func dropSubscriptions(_ session: Session) {
@@ -290,7 +302,9 @@ final class Broker: @unchecked Sendable {
     }
 
     private func removeIndex(_ filter: String, _ handle: UInt32) {
-        if Topic.hasWildcard(filter.utf8) {
+        if filter.isEmpty {
+            clients[handle]?.ownQoS = nil
+        } else if Topic.hasWildcard(filter.utf8) {
             wildcard.edit(filter) { $0.removeAll { $0.handle == handle } }
         } else if let t = exactTopic(filter), topics[t]!.subscribers.remove(where: { $0.handle == handle }),
                   topics[t]!.subscribers.isEmpty {
@@ -353,6 +367,9 @@ final class Broker: @unchecked Sendable {
         matched.removeAll(keepingCapacity: true)
         // Closure literals at the call sites stay non-escaping: no allocation per publish.
         if !wildcardOnly, let t = exactTopic(topic) { topics[t]!.subscribers.forEach { mark($0) } }
+        if !wildcardOnly, let id = ownTopic.clientID(of: topic), let h = handle(of: id), let q = clients[h]?.ownQoS {
+            mark(Subscriber(handle: h, qos: q))
+        }
         wildcard.match(topic: topic) { mark($0) }
     }
 

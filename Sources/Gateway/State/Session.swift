@@ -39,6 +39,7 @@ final class Session: @unchecked Sendable {
     var username: String?
     /// Wall-clock ms of the live connection's CONNACK (the presence entry's "since").
     var connectedAtMs: UInt64 = 0
+    /// The pile's own command topic is kept as an empty filter (OwnTopic.swift).
     var subscriptions = InlineList<TopicRequest>()
     /// Traffic today (daily quota, SIM accounting) and the rate rules' buckets.
     var usage = DailyUsage()
