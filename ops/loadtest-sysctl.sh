@@ -2,6 +2,9 @@
 # Kernel settings a loopback load run of 200k connections needs (run as root; the
 # bench scripts call this). Each line says why. The same settings for a production
 # node are in ops/sysctl-pilegate.conf.
+# Not a setting, but a kernel write a bench script makes: bench/scale.sh writes 2 to
+# /proc/sys/vm/drop_caches before each count, so the Slab figure it takes as kernel
+# memory per pile holds sockets rather than dentries and inodes from earlier runs.
 set -euo pipefail
 w() { sysctl -q -w "$1=$2" || echo "warning: could not set $1 (not root?)"; }
 # Client side: each 127.0.0.x source address gets the whole ephemeral port range.
