@@ -58,6 +58,13 @@ public struct TimingWheel {
         count += 1
     }
 
+    /// When `slot`'s entry fires (nil: it has none). A linked entry is always ahead of `now`.
+    public func deadline(of slot: UInt32) -> UInt64? {
+        let s = Int(slot)
+        guard s < links.count, links[s].prev != Self.unlinked else { return nil }
+        return UInt64(Int64(now) + Int64(Int32(bitPattern: links[s].due &- UInt32(truncatingIfNeeded: now))))
+    }
+
     /// Remove `slot`'s entry, if it has one.
     public mutating func cancel(_ slot: UInt32) {
         let s = Int(slot)

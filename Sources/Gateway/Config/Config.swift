@@ -75,16 +75,11 @@ public struct Config: Sendable {
         /// The command topic of one pile.
         func commandTopic(for device: String) -> String { commandTopic.replacing("%c", with: device) }
 
-        /// The pile whose command topic `topic` is, if it is one.
+        /// The pile whose command topic `topic` is, if it is one (the pattern now in force).
         func device(inCommandTopic topic: String) -> String? {
             // Run for every PUBLISH: a pile's uplink topic fails on its last byte.
-            guard commandTopic.hasSuffix("%c") || topic.utf8.last == commandTopic.utf8.last,
-                  let c = commandTopic.firstRange(of: "%c") else { return nil }
-            let suffix = commandTopic[c.upperBound...], prefix = commandTopic[..<c.lowerBound]
-            guard topic.hasSuffix(suffix), topic.hasPrefix(prefix), topic.utf8.count > prefix.utf8.count + suffix.utf8.count
-            else { return nil }
-            let id = topic.dropFirst(prefix.count).dropLast(suffix.count)
-            return id.contains("/") ? nil : String(id)
+            guard commandTopic.hasSuffix("%c") || topic.utf8.last == commandTopic.utf8.last else { return nil }
+            return OwnTopic(pattern: commandTopic).clientID(of: topic)
         }
     }
 

@@ -99,7 +99,7 @@ extension Shard {
             if c.keepAlive > 0 {
                 schedule(slot, at: keepaliveDue(Int(slot)))
             } else {
-                slab[Int(slot)].timerDeadline = 0   // the CONNECT timeout entry goes stale
+                wheel.cancel(slot)   // no CONNECT timeout, and no keepalive to watch
             }
             logger.info("connected", metadata: [
                 "client": "\(c.clientID)", "peer": "\(slab[Int(slot)].peer)", "clean": "\(c.cleanSession)", "keepalive": "\(c.keepAlive)",

@@ -106,9 +106,12 @@ final class Shard {
             if index >= context.uplinkWriters {
                 bridge.relay = RelayOut(writer: index % context.uplinkWriters)
                 context.relayers.add()
-            } else if config.redis.writeIntervalUs > 0 {
-                bridge.link.lingerNs = UInt64(config.redis.writeIntervalUs) * 1000
-                linger = Ring.Interval(nanoseconds: bridge.link.lingerNs)
+            } else {
+                bridge.answers = Array(repeating: [], count: context.inboxes.count)
+                if config.redis.writeIntervalUs > 0 {
+                    bridge.link.lingerNs = UInt64(config.redis.writeIntervalUs) * 1000
+                    linger = Ring.Interval(nanoseconds: bridge.link.lingerNs)
+                }
             }
             if index == 0 {
                 downlink = Downlink(config: config, address: address, ring: ring, logger: self.logger)
@@ -159,7 +162,7 @@ final class Shard {
     /// after its own piles are closed.
     private var redisSettled: Bool {
         guard let r = redis, r.link.state == .up else { return true }
-        let writerBusy = r.relay == nil && index < ctx.uplinkWriters && ctx.relayers.current > 0
+        let writerBusy = r.relay == nil && ctx.relayers.current > 0
         guard r.unanswered > 0 || r.carried > 0 || writerBusy else { return true }
         return monotonicMillis() > stopDeadline + (writerBusy ? 1000 : 0)
     }

@@ -1,8 +1,8 @@
 import PileLoop
 
-/// Per-connection deadlines on the shard's timing wheel: one entry per
-/// connection, scheduling again moves it (CONNECT deadline, TLS handshake, keepalive, or the end of a read
-/// hold), driven by the loop's single tick (`tickMillis`).
+/// Per-connection deadlines on the shard's timing wheel: one entry per connection,
+/// moved by scheduling again (CONNECT deadline, TLS handshake, keepalive, or the end
+/// of a read hold), driven by the loop's single tick (`tickMillis`).
 extension Shard {
     var currentTick: UInt64 { (monotonicMillis() - ctx.startedAt) / Shard.tickMillis }
     var nowTick32: UInt32 { UInt32(truncatingIfNeeded: wheel.now) }
@@ -20,17 +20,14 @@ extension Shard {
 
     /// (Re)schedule the connection's one wheel entry.
     func schedule(_ slot: UInt32, at tick: UInt64) {
-        let d = max(tick, wheel.now + 1)
-        slab[Int(slot)].timerDeadline = UInt32(truncatingIfNeeded: d)
-        wheel.schedule(slot: slot, at: d)
+        wheel.schedule(slot: slot, at: tick)
     }
 
     /// A wheel entry fired: the deadline it stood for has passed.
     func deadline(_ e: TimingWheel.Entry) {
         let s = Int(e.slot)
-        // A slot has one entry, moved by each schedule and cancelled when the slot is
-        // freed; the deadline check is a guard against a wheel and slab out of step.
-        guard s < slab.count, slab[s].timerDeadline == UInt32(truncatingIfNeeded: e.deadline) else { return }
+        // The slot's one entry: moved by each schedule, cancelled when the slot is freed.
+        guard s < slab.count else { return }
         if slab[s].throttled && slab[s].isOpen && waits.credentials[e.slot] == nil { return endHold(e.slot) }
         switch slab[s].state {
         case .awaitingConnect where slab[s].tls?.handshakeDone == false:
@@ -84,9 +81,8 @@ extension Shard {
     func watchSendStall(_ slot: UInt32) {
         let s = Int(slot)
         guard slab[s].state == .connected, !slab[s].throttled, let due = sendStallDue(s) else { return }
-        let entry = slab[s].timerDeadline
-        let live = Int32(bitPattern: entry &- nowTick32) > 0
-        if !live || Int32(bitPattern: entry &- UInt32(truncatingIfNeeded: due)) > 0 { schedule(slot, at: due) }
+        if let entry = wheel.deadline(of: slot), entry <= due { return }
+        schedule(slot, at: due)
     }
 
     /// Tick at which 1.5 x keepalive without a packet has passed (3.1.2.10).

@@ -35,7 +35,9 @@ extension Shard {
         guard let s = c.session else { return ClientInfo(clientID: "", shard: index) }
         s.usage.roll(to: today)
         return ClientInfo(clientID: s.clientID, shard: index, connectedAtMs: s.connectedAtMs, peer: "\(c.peer)",
-                          tls: c.tls != nil, subscriptions: s.subscriptions.map { broker.ownTopic.text($0.filter, clientID: s.clientID) }, usage: s.usage,
+                          tls: c.tls != nil,
+                          subscriptions: s.subscriptions.map { broker.ownTopic.text($0.filter, clientID: s.clientID) },
+                          usage: s.usage,
                           lastSeenSecondsAgo: Double(nowTick32 &- c.lastSeen) * Double(Shard.tickMillis) / 1000,
                           held: c.throttled, paused: c.paused,
                           dailyQuota: overrides[s.clientID]?.quota ?? UInt64(policy.rates.quota))

@@ -76,7 +76,7 @@ final class RedisBridge {
     /// Not an uplink writer: where this shard's uplink commands go (UplinkRelay.swift).
     var relay: RelayOut?
     /// A writer: other shards' commands in `link`, not answered yet, and the answers
-    /// of this turn per shard.
+    /// of this turn per shard (one list per shard, set up by the shard).
     var carried = 0
     var answers: [[RelayAnswer]] = []
 
@@ -211,7 +211,10 @@ final class RedisBridge {
     private var dedupNow: UInt32 { UInt32(truncatingIfNeeded: link.clock / 100_000_000) }
     /// Keys written before this (dedupNow) may have been lost with the Redis that held
     /// them (its link went down since) and rewritten without a TTL: they get a PEXPIRE.
-    var dedupKeysSince: UInt32 = 0
+    private var dedupKeysSince: UInt32 = 0
+
+    /// The link is up again: the Redis behind it may have lost the dedup keys.
+    func dedupKeysMayBeLost() { dedupKeysSince = dedupNow &+ 1 }
     /// A first transmission's record is followed by a PEXPIRE only every quarter
     /// window per client and stream (with a TTL longer by as much), not every message:
     /// a PEXPIRE is a whole command, and with a SETRANGE beside each XADD it cost

@@ -21,7 +21,7 @@ extension Shard {
         fleet?.link.onState = { [unowned self] _ in self.fleet?.reset() }
         redis?.link.onState = { [unowned self] s in
             self.counters.set(.redisUp, s == .up ? 1 : 0)
-            if s == .up { self.redis?.dedupKeysSince = UInt32(truncatingIfNeeded: monotonicNanos() / 100_000_000) + 1 }
+            if s == .up { self.redis?.dedupKeysMayBeLost() }
             if s == .up && self.index == 0 { self.checkEvictionPolicy() }
         }
     }

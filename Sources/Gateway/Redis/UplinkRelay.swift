@@ -39,9 +39,10 @@ enum UplinkOutcome: Sendable {
 /// for its writer shard (Sources/ARCHITECTURE.md, "Uplink writers"): the RESP bytes
 /// back to back, and per command its length, key slot, enqueue time and meaning.
 struct RelayBatch: Sendable {
+    typealias Command = (length: Int, slot: UInt16, at: UInt64, uplink: Uplink)
     var origin: Int
     var bytes: [UInt8]
-    var commands: [(length: Int, slot: UInt16, at: UInt64, uplink: Uplink)]
+    var commands: [Command]
 }
 
 /// A relayed command's answer, back to the shard that relayed it.
@@ -59,7 +60,7 @@ struct RelayAnswer: Sendable {
 struct RelayOut {
     let writer: Int
     private var bytes = ByteBuffer()
-    private var commands: [(length: Int, slot: UInt16, at: UInt64, uplink: Uplink)] = []
+    private var commands: [RelayBatch.Command] = []
 
     init(writer: Int) { self.writer = writer }
 
@@ -98,7 +99,6 @@ extension RedisBridge {
     /// Writer side: a relayed command was answered; the answer goes back at the end of the turn.
     func relayedReplied(_ u: Uplink, origin: Int, at: UInt64, _ r: RedisReply) {
         carried -= 1
-        if answers.count <= origin { answers += Array(repeating: [], count: origin + 1 - answers.count) }
         answers[origin].append(RelayAnswer(uplink: u, at: at, outcome: UplinkOutcome(r)))
     }
 

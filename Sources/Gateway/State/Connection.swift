@@ -39,10 +39,9 @@ struct Connection {
     /// Completions the kernel still owes for this slot; it is reused only at 0.
     var pendingOps: UInt16 = 0
     var keepAlive: UInt16 = 0
-    /// Wheel tick (100 ms; 32 bits last 13 years) of the last packet received, and
-    /// of the live wheel entry.
+    /// Wheel tick (100 ms; 32 bits last 13 years) of the last packet received (the
+    /// connection's one deadline lives in the wheel: `wheel.deadline(of:)`).
     var lastSeen: UInt32 = 0
-    var timerDeadline: UInt32 = 0
     /// Tick the send now in flight was submitted (a partial send resubmits: progress).
     var sendSince: UInt32 = 0
     /// Bytes of a packet that straddles receive buffers.

@@ -8,49 +8,47 @@
 /// The pattern is the one at start: a reload that changes `mqtt.command_topic`
 /// changes what later SUBSCRIBEs ask for, not what an existing subscription means.
 struct OwnTopic: Sendable {
-    private let prefix: [UInt8]
-    private let suffix: [UInt8]
+    /// The pattern around `%c` (no pattern without one: nothing is a command topic).
+    private let prefix: Substring
+    private let suffix: Substring
+    private let valid: Bool
 
     init(pattern: String) {
-        let parts = pattern.split(separator: "%c", maxSplits: 1, omittingEmptySubsequences: false)
-        prefix = Array(parts[0].utf8)
-        suffix = parts.count > 1 ? Array(parts[1].utf8) : []
+        let c = pattern.firstRange(of: "%c")
+        valid = c != nil
+        prefix = pattern[..<(c?.lowerBound ?? pattern.startIndex)]
+        suffix = pattern[(c?.upperBound ?? pattern.endIndex)...]
     }
 
     /// The filter as a session stores it: empty for the pile's own command topic.
     func stored(_ filter: String, clientID: String) -> String { isOwn(filter, clientID: clientID) ? "" : filter }
 
     /// The filter as the pile sent it.
-    func text(_ stored: String, clientID: String) -> String {
-        stored.isEmpty ? String(decoding: prefix, as: UTF8.self) + clientID + String(decoding: suffix, as: UTF8.self) : stored
-    }
-
-    /// A client id with a level separator or a wildcard makes no plain command topic.
-    private static func special(_ b: UInt8) -> Bool { b == UInt8(ascii: "/") || b == UInt8(ascii: "+") || b == UInt8(ascii: "#") }
+    func text(_ stored: String, clientID: String) -> String { stored.isEmpty ? prefix + clientID + suffix : stored }
 
     /// Is `topic` exactly the command topic of `clientID`? (No allocation.)
     func isOwn(_ topic: String, clientID: String) -> Bool {
-        var t = topic, c = clientID
-        return t.withUTF8 { tb in
-            c.withUTF8 { cb in
-                tb.count == prefix.count + cb.count + suffix.count && !cb.isEmpty && !cb.contains(where: Self.special)
-                    && tb.prefix(prefix.count).elementsEqual(prefix)
-                    && tb.dropFirst(prefix.count).prefix(cb.count).elementsEqual(cb)
-                    && tb.suffix(suffix.count).elementsEqual(suffix)
-            }
-        }
+        var c = clientID
+        return withID(in: topic) { id in id.map { id in c.withUTF8 { id.elementsEqual($0) } } ?? false }
     }
 
     /// The client whose command topic `topic` is, if it is one. Called for every
     /// routed message: an uplink topic fails on its last bytes, before any allocation.
     func clientID(of topic: String) -> String? {
+        withID(in: topic) { id in id.map { String(decoding: $0, as: UTF8.self) } }
+    }
+
+    /// The client id's bytes in `topic` if it is a command topic (an id with a level
+    /// separator or a wildcard makes no plain command topic), else nil.
+    private func withID<R>(in topic: String, _ body: (UnsafeBufferPointer<UInt8>?) -> R) -> R {
         var t = topic
-        return t.withUTF8 { tb -> String? in
-            guard tb.count > prefix.count + suffix.count, tb.suffix(suffix.count).elementsEqual(suffix),
-                  tb.prefix(prefix.count).elementsEqual(prefix) else { return nil }
-            let id = UnsafeBufferPointer(rebasing: tb[prefix.count..<(tb.count - suffix.count)])
-            guard !id.contains(where: Self.special) else { return nil }
-            return String(decoding: id, as: UTF8.self)
+        return t.withUTF8 { tb in
+            let p = prefix.utf8.count, s = suffix.utf8.count
+            guard valid, tb.count > p + s, tb.suffix(s).elementsEqual(suffix.utf8), tb.prefix(p).elementsEqual(prefix.utf8)
+            else { return body(nil) }
+            let id = UnsafeBufferPointer(rebasing: tb[p..<(tb.count - s)])
+            let plain = !id.contains { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") }
+            return body(plain ? id : nil)
         }
     }
 }
