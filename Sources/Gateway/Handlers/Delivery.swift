@@ -57,7 +57,7 @@ extension Shard {
         if qos == .atMostOnce {
             // A subscriber that does not read must not grow our memory without bound.
             let limits = policy.acl.queueLimits(s.role)
-            if slab[Int(slot)].outbound.count + slab[Int(slot)].inFlight.count > limits.sendBuffer {
+            if buffered(slot).outbound.count + buffered(slot).inFlight.count > limits.sendBuffer {
                 return queueDropped(slot, s, .sendBuffer, limits)
             }
             return writePublish(slot, m, qos: .atMostOnce, retain: retain, dup: false, id: 0)
@@ -149,10 +149,11 @@ extension Shard {
     /// of the message, one copy into the send buffer.
     private func writePublish(_ slot: UInt32, _ m: Message, qos: QoS, retain: Bool, dup: Bool, id: UInt16) {
         let size = Encoder.publishSize(topic: m.topic, payloadCount: m.payload.count, qos: qos)
-        slab[Int(slot)].outbound.reserve(size)
+        let b = buffers(slot)
+        io[b].outbound.reserve(size)
         Encoder.publishHeader(topic: m.topic, payloadCount: m.payload.count, qos: qos, retain: retain,
-                              dup: dup, packetID: id, into: &slab[Int(slot)].outbound)
-        m.payload.withUnsafeBytes { slab[Int(slot)].outbound.append($0) }
+                              dup: dup, packetID: id, into: &io[b].outbound)
+        m.payload.withUnsafeBytes { io[b].outbound.append($0) }
         counters.packet(.out, .publish, bytes: size)
         slab[Int(slot)].session?.countOut(size, overhead: overhead(slot), today: today)
         markDirty(slot)

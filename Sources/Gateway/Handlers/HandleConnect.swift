@@ -119,7 +119,7 @@ extension Shard {
     func resumeConnect(_ slot: UInt32) {
         guard slab[Int(slot)].state == .awaitingTakeover, let w = waits.takeover.removeValue(forKey: slot) else { return }
         attachSession(slot, w.connect, role: w.role)
-        if slab[Int(slot)].state == .connected && !slab[Int(slot)].inbound.isEmpty {
+        if slab[Int(slot)].state == .connected && !buffered(slot).inbound.isEmpty {
             drainInbound(slot)
         }
     }

@@ -95,9 +95,8 @@ extension Shard {
     func opDone(_ slot: UInt32) {
         let c = slab[Int(slot)]
         guard c.state == .closing, c.tornDown, c.pendingOps == 0 else { return }
-        slab[Int(slot)].inbound.release()
-        slab[Int(slot)].outbound.release()
-        slab[Int(slot)].inFlight.release()
+        io[c.buffers].release()
+        settleBuffers(slot)
         slab[Int(slot)].tls = nil
         slab[Int(slot)].state = .free
         slab[Int(slot)].generation = (c.generation + 1) & 0xFF_FFFF

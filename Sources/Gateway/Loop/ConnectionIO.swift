@@ -53,17 +53,20 @@ extension Shard {
     /// The PROXY v2 header, which may arrive over several receives (kept in
     /// `inbound` meanwhile, a rare path, hence the copy).
     private func proxyReceived(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
-        guard !slab[Int(slot)].inbound.isEmpty else { return proxyParsed(slot, bytes) }
-        slab[Int(slot)].inbound.append(bytes)
-        let all = Array(slab[Int(slot)].inbound.bytes)
-        slab[Int(slot)].inbound.release()
+        guard !buffered(slot).inbound.isEmpty else { return proxyParsed(slot, bytes) }
+        let b = buffers(slot)
+        io[b].inbound.append(bytes)
+        let all = Array(io[b].inbound.bytes)
+        io[b].inbound.release()
+        settleBuffers(slot)
         all.withUnsafeBytes { proxyParsed(slot, $0) }
     }
 
     private func proxyParsed(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
         switch ProxyHeader.parse(bytes) {
         case .incomplete:
-            slab[Int(slot)].inbound.append(bytes)
+            let b = buffers(slot)
+            io[b].inbound.append(bytes)
         case .invalid(let why):
             counters.add(.proxyHeaderErrors)
             logger.warning("closing connection: bad PROXY protocol header: \(why)", metadata: who(slot))
@@ -108,12 +111,13 @@ extension Shard {
     /// only thing copied, into the connection's reassembly buffer.
     private func received(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
         let waiting = slab[Int(slot)].state == .awaitingTakeover || !isReadable(slot)
-        if waiting || !slab[Int(slot)].inbound.isEmpty {
-            slab[Int(slot)].inbound.append(bytes)
+        if waiting || !buffered(slot).inbound.isEmpty {
+            let b = buffers(slot)
+            io[b].inbound.append(bytes)
             if waiting {
                 // Only what was in flight before the recv was cancelled (or before
                 // CONNACK) lands here: a few buffers at most.
-                if slab[Int(slot)].inbound.count > config.mqtt.maxPacketSize + 4 * config.server.recvBufferSize {
+                if io[b].inbound.count > config.mqtt.maxPacketSize + 4 * config.server.recvBufferSize {
                     protocolViolation(slot, "too many bytes while not being read")
                 }
                 return
@@ -123,19 +127,24 @@ extension Shard {
         }
         let used = consume(slot, bytes)
         if used < bytes.count && slab[Int(slot)].isOpen {
-            slab[Int(slot)].inbound.append(UnsafeRawBufferPointer(rebasing: bytes[used...]))
+            let b = buffers(slot)
+            io[b].inbound.append(UnsafeRawBufferPointer(rebasing: bytes[used...]))
         }
     }
 
     /// Parse what the reassembly buffer holds (after more bytes or a resumed CONNECT).
     func drainInbound(_ slot: UInt32) {
-        let pending = slab[Int(slot)].inbound.bytes
-        let used = consume(slot, pending)
+        let b = slab[Int(slot)].buffers
+        // Handlers may take pool entries meanwhile: the bytes are malloc's, they stay put.
+        let used = consume(slot, io[b].inbound.bytes)
         if !slab[Int(slot)].isOpen {
             return
         }
-        slab[Int(slot)].inbound.consume(used)
-        if slab[Int(slot)].inbound.isEmpty { slab[Int(slot)].inbound.release() }
+        io[b].inbound.consume(used)
+        if io[b].inbound.isEmpty {
+            io[b].inbound.release()
+            settleBuffers(slot)
+        }
     }
 
     /// Decode and handle packets until the bytes run out or the connection stops
@@ -146,8 +155,9 @@ extension Shard {
     /// of this loop turn with everything else queued for the connection.
     func send(_ slot: UInt32, _ packet: Packet) {
         let size = Encoder.size(of: packet)
-        slab[Int(slot)].outbound.reserve(size)
-        Encoder.encode(packet, into: &slab[Int(slot)].outbound)
+        let b = buffers(slot)
+        io[b].outbound.reserve(size)
+        Encoder.encode(packet, into: &io[b].outbound)
         counters.packet(.out, packet.type, bytes: size)
         slab[Int(slot)].session?.countOut(size, overhead: overhead(slot), today: today)
         markDirty(slot)
@@ -160,40 +170,57 @@ extension Shard {
         }
     }
 
+    /// The slot's buffers to write into: its pool entry, taken on first use.
+    func buffers(_ slot: UInt32) -> UInt32 {
+        if slab[Int(slot)].buffers == 0 { slab[Int(slot)].buffers = io.take() }
+        return slab[Int(slot)].buffers
+    }
+
+    /// The slot's buffers to read (the empty entry 0 while it has none).
+    func buffered(_ slot: UInt32) -> ConnectionBuffers { io[slab[Int(slot)].buffers] }
+
+    /// Give the slot's entry back once none of its buffers holds memory.
+    func settleBuffers(_ slot: UInt32) {
+        let b = slab[Int(slot)].buffers
+        if b != 0 && io[b].isReleased {
+            io.give(b)
+            slab[Int(slot)].buffers = 0
+        }
+    }
+
     /// Bytes queued for the pile: encoded packets, or on TLS ciphertext the
     /// handshake produced.
     func hasOutput(_ slot: UInt32) -> Bool {
-        !slab[Int(slot)].outbound.isEmpty || (slab[Int(slot)].tls?.pendingOutput ?? 0) > 0
+        !buffered(slot).outbound.isEmpty || (slab[Int(slot)].tls?.pendingOutput ?? 0) > 0
     }
 
     func startSend(_ slot: UInt32) {
         if let tls = slab[Int(slot)].tls {
             // Encrypt what is queued; send the ciphertext from inFlight.
-            slab[Int(slot)].inFlight.clear()
-            guard tls.write(slab[Int(slot)].outbound.bytes) else {
+            let b = buffers(slot)
+            io[b].inFlight.clear()
+            guard tls.write(io[b].outbound.bytes) else {
                 counters.add(.tlsFailures)
                 logger.info("closing connection: TLS: SSL_write: \(TLSSession.lastError())", metadata: who(slot))
                 close(slot, .tlsError)
                 return tearDown(slot)   // also when it was already closing (flushing a refusal)
             }
-            slab[Int(slot)].outbound.clear()
+            io[b].outbound.clear()
             if slab[Int(slot)].closeAfterFlush { tls.shutdown() }   // close_notify after the last record
-            tls.takeOutput(into: &slab[Int(slot)].inFlight)
-            if !slab[Int(slot)].inFlight.isEmpty {
+            tls.takeOutput(into: &io[b].inFlight)
+            if !io[b].inFlight.isEmpty {
                 submitSend(slot)
             } else if slab[Int(slot)].closeAfterFlush {
                 tearDown(slot)
             }
             return
         }
-        let queued = slab[Int(slot)].outbound
-        slab[Int(slot)].outbound = slab[Int(slot)].inFlight
-        slab[Int(slot)].inFlight = queued
+        io[slab[Int(slot)].buffers].flip()   // hasOutput: the entry is taken
         submitSend(slot)
     }
 
     private func submitSend(_ slot: UInt32) {
-        let b = slab[Int(slot)].inFlight
+        let b = buffered(slot).inFlight
         ring.send(fixed: slab[Int(slot)].file, b.base!, b.count, tag: tag(Op.send, slot))
         slab[Int(slot)].sending = true
         slab[Int(slot)].sendSince = nowTick32
@@ -211,18 +238,20 @@ extension Shard {
             return opDone(slot)
         }
         counters.add(.bytesOut, UInt64(c.res))
-        if Int(c.res) < slab[Int(slot)].inFlight.count {
-            slab[Int(slot)].inFlight.consume(Int(c.res))
+        let b = slab[Int(slot)].buffers
+        if Int(c.res) < io[b].inFlight.count {
+            io[b].inFlight.consume(Int(c.res))
             submitSend(slot)
             return
         }
-        slab[Int(slot)].inFlight.clear()
+        io[b].inFlight.clear()
         if hasOutput(slot) {
             startSend(slot)
         } else {
             // Drained: an idle connection keeps no send memory.
-            slab[Int(slot)].inFlight.release()
-            slab[Int(slot)].outbound.release()
+            io[b].inFlight.release()
+            io[b].outbound.release()
+            settleBuffers(slot)
             if slab[Int(slot)].closeAfterFlush { tearDown(slot) }
         }
     }

@@ -287,18 +287,18 @@ final class Broker: @unchecked Sendable {
             }
         }
         let stored = own ? TopicRequest("", request.qos) : request
-        session.subscriptions.upsert(stored) { $0.filter == stored.filter }
+        session.subscribe(stored)
     }
 
     func unsubscribe(_ session: Session, _ filter: String) {
         let stored = ownTopic.stored(filter, clientID: session.clientID)
-        guard session.subscriptions.remove(where: { $0.filter == stored }) else { return }
+        guard session.unsubscribe(stored) else { return }
         lock.withLock { removeIndex(stored, session.handle) }
     }
 
     private func dropSubscriptions(_ session: Session) {
         for s in session.subscriptions { removeIndex(s.filter, session.handle) }
-        session.subscriptions = []
+        session.unsubscribeAll()
     }
 
     private func removeIndex(_ filter: String, _ handle: UInt32) {

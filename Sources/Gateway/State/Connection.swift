@@ -3,8 +3,8 @@ import MQTTCodec
 import PileLoop
 
 /// One slab entry. Plain value, addressed by (slot, generation) in every SQE's
-/// user_data. An idle connected client owns: this struct, its Session, and no
-/// buffers (the three ByteBuffers are released whenever they drain). Rarely used
+/// user_data. An idle connected client owns: this struct (64 bytes), its Session,
+/// and no buffers (its pool entry goes back whenever they drain). Rarely used
 /// state lives with the shard, by slot: the will in `Shard.wills`, an unfinished
 /// CONNECT in `Shard.waits` (ConnectWaits).
 struct Connection {
@@ -44,11 +44,9 @@ struct Connection {
     var lastSeen: UInt32 = 0
     /// Tick the send now in flight was submitted (a partial send resubmits: progress).
     var sendSince: UInt32 = 0
-    /// Bytes of a packet that straddles receive buffers.
-    var inbound = ByteBuffer()
-    /// Encoded packets waiting for this turn's flush, and the bytes the kernel is sending.
-    var outbound = ByteBuffer()
-    var inFlight = ByteBuffer()
+    /// Its entry in the shard's buffer pool while it has bytes in or out
+    /// (ConnectionBuffers.swift); 0, the empty entry, while idle.
+    var buffers: UInt32 = 0
     var session: Session?
     var peer = Peer()
     /// Set on connections from the TLS listener: bytes pass through it both ways.

@@ -23,9 +23,18 @@ struct DailyUsage: Sendable {
 
     var inbound = Flow()
     var outbound = Flow()
-    var day: UInt32 = 0
-    /// The quota breach was reported today (one event per day).
-    var breachReported = false
+    /// The day (policy.rates.day), and in the top bit whether the quota breach was
+    /// reported that day (one event per day): 36 bytes, not 40, which keeps the
+    /// Session in a 160-byte malloc chunk.
+    private var dayBits: UInt32
+
+    init(day: UInt32 = 0) { dayBits = day & 0x7FFF_FFFF }
+
+    var day: UInt32 { dayBits & 0x7FFF_FFFF }
+    var breachReported: Bool {
+        get { dayBits >> 31 == 1 }
+        set { dayBits = day | (newValue ? 1 << 31 : 0) }
+    }
 
     var total: UInt64 { inbound.bytes + outbound.bytes }
 

@@ -32,17 +32,14 @@ struct Outgoing {
 /// lock. Hand-over happens only through the Broker, hence @unchecked Sendable.
 final class Session: @unchecked Sendable {
     // Widest fields first: Swift lays stored properties out in declaration order, and
-    // 200k of these are live; malloc rounds each to 16 bytes, so 4 more bytes can cost
-    // 16 per pile (bench/README.md, "ab.sh"). Rare state lives behind one pointer.
+    // 200k of these are live; malloc rounds each to 16 bytes, so 1 more byte can cost
+    // 16 per pile (bench/README.md, "ab.sh"). 152 bytes, a 160-byte malloc chunk
+    // (LayoutTests); rare state lives behind one pointer, flags in one byte.
     let clientID: String
     /// ACL role and user name of the live connection, settled at CONNECT.
     var username: String?
     /// Wall-clock ms of the live connection's CONNACK (the presence entry's "since").
     var connectedAtMs: UInt64 = 0
-    /// The pile's own command topic is kept as an empty filter (OwnTopic.swift).
-    var subscriptions = InlineList<TopicRequest>()
-    /// Traffic today (daily quota, SIM accounting) and the rate rules' buckets.
-    var usage = DailyUsage()
     var rate = RateState()
     var inflight: [Outgoing] = []
     /// Inbound QoS 2 packet ids received but not yet released (PUBREL), so a resent
@@ -51,27 +48,88 @@ final class Session: @unchecked Sendable {
     /// Messages waiting past the in-flight window: allocated on first use, so a
     /// pile that never has one pays a pointer.
     private var waiting: MessageQueue?
+    /// Subscriptions but the one to its own command topic, which is a QoS in `flags`.
+    private var otherSubscriptions: [TopicRequest] = []
+    /// Traffic today (daily quota, SIM accounting).
+    var usage = DailyUsage()
     let handle: UInt32
     /// Wheel tick of the last PUBLISH (or of the CONNACK), and whether the live
     /// connection was reported silent since (Ops/SilentDevices.swift).
     var lastPublish: UInt32 = 0
+    /// When (RedisBridge.dedupNow) the client's dedup key on uplink stream
+    /// `dedupStream` last got its PEXPIRE (RedisBridge.xadd).
+    var dedupRefreshed: UInt32 = 0
     var role: UInt16 = 0
     private var lastPacketID: UInt16 = 0
-    var persistent: Bool
+    var dedupStream: UInt16 = .max
     /// Mailbox fetches (HGETALL) not yet answered: while one is out, commands for
     /// this client queue behind what the mailbox returns (CommandReceipts.swift).
     var mailFetches: UInt8 = 0
-    var silentReported = false
-    /// A rate action was logged and emitted for the live connection.
-    var rateReported = false
-    /// When (RedisBridge.dedupNow) the client's dedup key on uplink stream
-    /// `dedupStream` last got its PEXPIRE (RedisBridge.xadd). These 6 bytes fit in
-    /// the 8 the malloc chunk had spare: the Session stays at 184 usable bytes.
-    var dedupRefreshed: UInt32 = 0
-    var dedupStream: UInt16 = .max
+    private var flags: Flags
+
+    private struct Flags: OptionSet {
+        let rawValue: UInt8
+        static let persistent = Flags(rawValue: 1)
+        static let silentReported = Flags(rawValue: 2)
+        static let rateReported = Flags(rawValue: 4)
+        /// Bits 3-4: the own command topic's QoS + 1 (0: not subscribed).
+        static let ownQoSShift: UInt8 = 3
+        static let ownQoS = Flags(rawValue: 3 << ownQoSShift)
+    }
 
     init(clientID: String, handle: UInt32, persistent: Bool) {
-        self.clientID = clientID; self.handle = handle; self.persistent = persistent
+        self.clientID = clientID; self.handle = handle
+        flags = persistent ? .persistent : []
+    }
+
+    var persistent: Bool {
+        get { flags.contains(.persistent) }
+        set { if newValue { flags.insert(.persistent) } else { flags.remove(.persistent) } }
+    }
+    var silentReported: Bool {
+        get { flags.contains(.silentReported) }
+        set { if newValue { flags.insert(.silentReported) } else { flags.remove(.silentReported) } }
+    }
+    /// A rate action was logged and emitted for the live connection.
+    var rateReported: Bool {
+        get { flags.contains(.rateReported) }
+        set { if newValue { flags.insert(.rateReported) } else { flags.remove(.rateReported) } }
+    }
+
+    /// Its subscriptions as stored: the own command topic as an empty filter
+    /// (OwnTopic.swift), first; no allocation.
+    var subscriptions: Subscriptions { Subscriptions(own: ownQoS, others: otherSubscriptions) }
+
+    private var ownQoS: QoS? {
+        get {
+            let bits = (flags.rawValue & Flags.ownQoS.rawValue) >> Flags.ownQoSShift
+            return bits == 0 ? nil : QoS(rawValue: bits - 1)
+        }
+        set {
+            let bits = newValue.map { ($0.rawValue + 1) << Flags.ownQoSShift } ?? 0
+            flags = Flags(rawValue: flags.rawValue & ~Flags.ownQoS.rawValue | bits)
+        }
+    }
+
+    /// Add or replace (3.8.4-3) a subscription as stored.
+    func subscribe(_ stored: TopicRequest) {
+        if stored.filter.isEmpty { ownQoS = stored.qos } else { otherSubscriptions.upsert(stored) { $0.filter == stored.filter } }
+    }
+
+    /// Remove a subscription as stored; false if there was none.
+    func unsubscribe(_ stored: String) -> Bool {
+        if stored.isEmpty {
+            defer { ownQoS = nil }
+            return ownQoS != nil
+        }
+        guard let i = otherSubscriptions.firstIndex(where: { $0.filter == stored }) else { return false }
+        otherSubscriptions.remove(at: i)
+        return true
+    }
+
+    func unsubscribeAll() {
+        ownQoS = nil
+        otherSubscriptions = []
     }
 
     var queuedCount: Int { waiting?.count ?? 0 }
@@ -134,5 +192,24 @@ final class Session: @unchecked Sendable {
             lastPacketID = lastPacketID == UInt16.max ? 1 : lastPacketID + 1
         } while inflight.contains(where: { $0.packetID == lastPacketID })
         return lastPacketID
+    }
+}
+
+/// A session's subscriptions, read: the own command topic's (an empty filter) first.
+struct Subscriptions: Sequence {
+    let own: QoS?
+    let others: [TopicRequest]
+
+    var count: Int { (own == nil ? 0 : 1) + others.count }
+
+    func makeIterator() -> Iterator { Iterator(own: own, rest: others.makeIterator()) }
+
+    struct Iterator: IteratorProtocol {
+        var own: QoS?
+        var rest: IndexingIterator<[TopicRequest]>
+        mutating func next() -> TopicRequest? {
+            if let q = own { own = nil; return TopicRequest("", q) }
+            return rest.next()
+        }
     }
 }

@@ -1,0 +1,72 @@
+import Glibc
+import MQTTCodec
+import XCTest
+@testable import Gateway
+
+/// What an idle pile's memory rests on (bench/scale.sh): the slab entry and the
+/// Session's malloc chunk. One byte more can cost 16 per pile.
+final class LayoutTests: XCTestCase {
+    /// The slab entry carries a buffer-pool index, not three buffers.
+    func testSlabEntryIsSixtyFourBytes() {
+        XCTAssertEqual(MemoryLayout<Connection>.stride, 64)
+    }
+
+    /// The Session fits a 160-byte malloc chunk (152 usable bytes).
+    func testSessionFitsA160ByteChunk() {
+        typealias UsableSize = @convention(c) (UnsafeMutableRawPointer?) -> Int
+        let usable = unsafeBitCast(dlsym(nil, "malloc_usable_size"), to: UsableSize.self)
+        let s = Session(clientID: "P0000000000000001", handle: 1, persistent: false)
+        XCTAssertEqual(usable(Unmanaged.passUnretained(s).toOpaque()), 152)
+    }
+
+    /// The own command topic's QoS and the flags share one byte without mixing.
+    func testSessionFlagsAndOwnSubscription() {
+        let s = Session(clientID: "p1", handle: 1, persistent: true)
+        s.subscribe(TopicRequest("", .exactlyOnce))
+        s.subscribe(TopicRequest("a/+", .atMostOnce))
+        s.silentReported = true
+        s.usage.breachReported = true
+        XCTAssertEqual(s.subscriptions.map(\.filter), ["", "a/+"])
+        XCTAssertEqual(s.subscriptions.map(\.qos), [.exactlyOnce, .atMostOnce])
+        XCTAssertTrue(s.persistent && s.silentReported && !s.rateReported)
+        s.subscribe(TopicRequest("", .atLeastOnce))
+        XCTAssertEqual(s.subscriptions.map(\.qos).first, .atLeastOnce)
+        XCTAssertEqual(s.subscriptions.count, 2)
+        XCTAssertTrue(s.unsubscribe(""))
+        XCTAssertFalse(s.unsubscribe(""))
+        XCTAssertEqual(s.subscriptions.map(\.filter), ["a/+"])
+        XCTAssertTrue(s.persistent && s.silentReported)
+        s.persistent = false
+        XCTAssertFalse(s.persistent)
+        XCTAssertTrue(s.silentReported)
+        XCTAssertTrue(s.usage.breachReported)
+        s.usage.roll(to: s.usage.day + 1)
+        XCTAssertFalse(s.usage.breachReported)
+        s.unsubscribeAll()
+        XCTAssertEqual(s.subscriptions.count, 0)
+    }
+
+    /// Entries are reused once released, entry 0 is never handed out, and the
+    /// pool grows only to the peak of entries holding bytes.
+    func testEntriesComeBackAndAreReused() {
+        var pool = BufferPool()
+        XCTAssertTrue(pool[0].isReleased)
+        let a = pool.take(), b = pool.take()
+        XCTAssertNotEqual(a, 0); XCTAssertNotEqual(b, 0); XCTAssertNotEqual(a, b)
+        pool[a].outbound.append([1, 2, 3])
+        pool[b].inbound.append([4])
+        XCTAssertEqual(pool.taken, 2)
+        XCTAssertFalse(pool[a].isReleased)
+        pool[a].flip()
+        XCTAssertEqual(Array(pool[a].inFlight.bytes), [1, 2, 3])
+        XCTAssertTrue(pool[a].outbound.isEmpty)
+        pool[a].release()
+        pool.give(a)
+        XCTAssertEqual(pool.taken, 1)
+        XCTAssertEqual(pool.take(), a)              // reused, not a new entry
+        XCTAssertEqual(pool.entries.count, 3)       // the empty entry and two
+        XCTAssertTrue(pool[0].isReleased)           // never written
+        XCTAssertEqual(Array(pool[b].inbound.bytes), [4])
+        pool[b].release()
+    }
+}
