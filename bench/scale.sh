@@ -2,7 +2,8 @@
 # What an idle pile costs at scale, per build, in one run: for each COUNT, a fresh
 # pilegate (Redis bridge on, its own Redis) takes COUNT piles (subscribed to their
 # command topic, or not: SUBSCRIBE=0), holds them HOLD seconds, and the script reports
-#   - user memory per pile: (gateway RSS connected - RSS before) / piles;
+#   - user memory per pile: (gateway RSS connected - RSS before) / piles, and the same
+#     at the end of the hold (after the post-burst heap trim, server.memory_trim_interval);
 #   - kernel memory per pile: (Slab + kernel stack + page tables in /proc/meminfo,
 #     connected - before) / piles, both ends of each loopback pair on this box;
 #   - gateway CPU while held (keepalive traffic only), as % of one core;
@@ -42,26 +43,27 @@ for b in $BUILDS; do
     sleep 5   # settle
     k1=$(kernel_kib); c0=$(ticks $pid); t0=$(date +%s.%N)
     sleep "$HOLD"
-    c1=$(ticks $pid); t1=$(date +%s.%N)
+    c1=$(ticks $pid); t1=$(date +%s.%N); rss_held=$(awk '/^VmRSS:/ {print $2}' /proc/$pid/status)
     scrape=$(curl -s -o /dev/null -w '%{time_total}' localhost:$APORT/metrics)
     held=$(curl -s localhost:$APORT/metrics | awk '/^pilegate_connections /{printf "%d", $2}')
     wait $lp || true
     kill -INT $pid; wait $pid || true
     redis-cli -p $RPORT shutdown nosave >/dev/null 2>&1 || true
-    python3 - "$out/$case.json" "$n" "$k0" "$k1" "$c0" "$c1" "$t0" "$t1" "$scrape" "$held" "$(getconf CLK_TCK)" >"$out/$case.row" <<'PY'
+    python3 - "$out/$case.json" "$n" "$k0" "$k1" "$c0" "$c1" "$t0" "$t1" "$scrape" "$held" "$(getconf CLK_TCK)" "$rss_held" >"$out/$case.row" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1])); n = int(sys.argv[2])
 k0, k1, c0, c1 = (int(x) for x in sys.argv[3:7]); t0, t1, scrape = (float(x) for x in sys.argv[7:10])
-held, hz = sys.argv[10], int(sys.argv[11])
-print(f"{n} {held} {j['rss_per_connection_bytes']} {(k1 - k0) * 1024 // n} {(c1 - c0) / hz / (t1 - t0) * 100:.1f} {scrape * 1000:.0f} {j['connect_seconds'] if 'connect_seconds' in j else '-'}")
+held, hz, rss_held = sys.argv[10], int(sys.argv[11]), int(sys.argv[12])
+held_b = (rss_held - j['broker_rss_before_kib']) * 1024 // n
+print(f"{n} {held} {j['rss_per_connection_bytes']} {held_b} {(k1 - k0) * 1024 // n} {(c1 - c0) / hz / (t1 - t0) * 100:.1f} {scrape * 1000:.0f} {j['connect_seconds'] if 'connect_seconds' in j else '-'}")
 PY
     echo "$case: $(cat "$out/$case.row")"
   done
 done
 echo
-printf '%-24s %9s %8s %14s %16s %12s %10s\n' build-count piles held "user B/pile" "kernel B/pile" "idle CPU %" "scrape ms"
+printf '%-24s %9s %8s %14s %12s %16s %12s %10s\n' build-count piles held "user B/pile" "after hold" "kernel B/pile" "idle CPU %" "scrape ms"
 for b in $BUILDS; do IFS=: read -r name _ <<<"$b"; for n in $COUNTS; do
-  read -r cnt held user kern cpu scrape _ <"$out/$name-$n.row"
-  printf '%-24s %9s %8s %14s %16s %12s %10s\n' "$name-$n" "$cnt" "$held" "$user" "$kern" "$cpu" "$scrape"
+  read -r cnt held user userheld kern cpu scrape _ <"$out/$name-$n.row"
+  printf '%-24s %9s %8s %14s %12s %16s %12s %10s\n' "$name-$n" "$cnt" "$held" "$user" "$userheld" "$kern" "$cpu" "$scrape"
 done; done
 echo "raw results: $out"

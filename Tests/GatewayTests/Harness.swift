@@ -20,14 +20,16 @@ final class Gateway {
     }
 
     /// `config` is appended to a base config that ends with the `[admin]` table, so
-    /// keys before its first table header are admin keys.
-    init(config: String = "", listen: String = "127.0.0.1:0", node: String = "test-node") throws {
+    /// keys before its first table header are admin keys; `server` lines go into its
+    /// `[server]` table.
+    init(config: String = "", listen: String = "127.0.0.1:0", node: String = "test-node", server: String = "") throws {
         configPath = NSTemporaryDirectory() + "pilegate-test-\(UUID().uuidString).toml"
         base = """
         [server]
         node = "\(node)"
         shards = 4
         sys_interval = 1
+        \(server)
         [log]
         level = "debug"
         [admin]

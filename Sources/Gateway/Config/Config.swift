@@ -31,6 +31,9 @@ public struct Config: Sendable {
         public var recvBufferSize = 4096
         /// Seconds between $SYS/broker/... statistics publishes; 0 turns them off.
         public var sysInterval = 10
+        /// Seconds between checks whether a burst of connections opened or closed
+        /// is over, to return the free heap it left to the kernel; 0 turns it off.
+        public var memoryTrimInterval = 10
     }
 
     public struct MQTT: Sendable {

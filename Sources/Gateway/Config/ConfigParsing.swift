@@ -55,6 +55,7 @@ extension Config {
             t.int("recv_buffers", &server.recvBuffers, 16...32768)
             t.int("recv_buffer_size", &server.recvBufferSize, 256...1 << 20)
             t.int("sys_interval", &server.sysInterval, 0...86400)
+            t.int("memory_trim_interval", &server.memoryTrimInterval, 0...86400)
         }
         r.table("mqtt") { t in
             t.int("max_packet_size", &mqtt.maxPacketSize, 64...268_435_460)

@@ -32,6 +32,8 @@ final class Shard {
     /// On shard 0 with `redis.consumer_groups`: the uplink streams' review.
     var review: StreamReview?
     var slab: [Connection] = []
+    /// The bytes in and out of the slab's connections that have any.
+    var io = BufferPool()
     var freeSlots: [UInt32] = []
     /// Slots opened and not yet freed (the loop ends at shutdown when it is 0).
     var openSlots = 0
@@ -67,6 +69,9 @@ final class Shard {
     private let tickInterval = Ring.Interval(nanoseconds: Shard.tickMillis * 1_000_000)
     private var nextSys: UInt64 = 0
     private var nextSweep: UInt64 = 0
+    /// Shard 0: when connection churn is next looked at (Ops/MemoryTrim.swift).
+    private var nextTrim: UInt64 = 0
+    var memoryTrim = MemoryTrim()
     private var nextSilenceReview: UInt64 = 0
     private var stopDeadline: UInt64 = 0
     static let tickMillis: UInt64 = 100
@@ -277,6 +282,10 @@ final class Shard {
         syncOverrides(nowMs: ms)
         if let r = redis?.link { noteRedis(r, nowMs: ms) }
         if review != nil { reviewStreams(nowMs: ms) }
+        if index == 0 && config.server.memoryTrimInterval > 0 && now >= nextTrim {
+            nextTrim = now + ticks(seconds: config.server.memoryTrimInterval)
+            trimMemoryIfDue()
+        }
         if index == 0 && config.server.sysInterval > 0 && now >= nextSys {
             nextSys = now + ticks(seconds: config.server.sysInterval)
             publishSysStats()

@@ -78,6 +78,8 @@ public enum Counter: Int, CaseIterable, Sendable {
     case silentReports           // a connected pile reported silent (devices.silent_seconds)
     case retainedRefused         // a retained PUBLISH not retained: the store at its bounds
     case silentDevices           // a gauge: connected piles silent at the last review (set by the review)
+    case memoryTrims             // free heap returned to the kernel after connection churn (Ops/MemoryTrim.swift)
+    case memoryTrimmedBytes      // resident bytes those trims gave back
 }
 
 public final class Counters: Sendable {

@@ -284,6 +284,8 @@ extension Counter {
         case .silentReports: return c("silent_reports_total", "Connected piles reported silent (no PUBLISH for devices.silent_seconds)")
         case .retainedRefused: return c("retained_refused_total", "Retained PUBLISHes delivered but not retained: the store at mqtt.max_retained_messages or max_retained_bytes")
         case .silentDevices: return g("silent_devices", "Connected piles silent at the last review")
+        case .memoryTrims: return c("memory_trims_total", "Free heap returned to the kernel after connection churn (server.memory_trim_interval)")
+        case .memoryTrimmedBytes: return c("memory_trimmed_bytes_total", "Resident bytes those trims gave back")
         case .redisInflight: return g("redis_inflight_commands", "Commands sent to Redis and not yet answered")
         case .redisUp: return g("redis_up_shards", "Shards whose Redis connection is up")
         case .redisStalled: return g("redis_stalled_shards", "Shards with a Redis command unanswered for longer than redis.connect_timeout_ms")

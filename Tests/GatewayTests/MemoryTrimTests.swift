@@ -1,0 +1,38 @@
+import MQTTCodec
+import XCTest
+@testable import Gateway
+
+/// Free heap goes back to the kernel once a burst of connections is over, once.
+final class MemoryTrimTests: XCTestCase {
+    func testDueOnlyAfterABurstIsOver() {
+        var t = MemoryTrim()
+        XCTAssertFalse(t.due(churn: 500))       // too little churn
+        XCTAssertFalse(t.due(churn: 5_000))     // a burst still going
+        XCTAssertTrue(t.due(churn: 5_100))      // over: 100 of 5,100 in the last interval
+        XCTAssertFalse(t.due(churn: 5_100))     // nothing since
+        XCTAssertFalse(t.due(churn: 5_900))     // 800 since: under the minimum
+        XCTAssertFalse(t.due(churn: 7_000))     // 1,900 since, 1,100 of them just now
+        XCTAssertTrue(t.due(churn: 7_050))
+    }
+
+    /// 600 piles connect and leave (1,200 connections opened or closed): the next
+    /// quiet interval trims, logs and counts it, and nothing more happens without churn.
+    func testTrimsAfterConnectionChurn() throws {
+        let g = try Gateway(config: "[redis]\nenabled = false\n", server: "memory_trim_interval = 1")
+        defer { XCTAssertEqual(g.stop(), 0) }
+        for i in 0..<600 {
+            let c = try RawClient(port: g.port)
+            XCTAssertEqual(c.connect(Connect(clientID: "trim\(i)"))?.returnCode, .accepted)
+            c.send(.disconnect)
+            XCTAssertTrue(c.waitClosed())
+        }
+        let line = g.waitForLog("connection churn over: returned", timeout: 8)
+        XCTAssertNotNil(line)
+        XCTAssertTrue(line?.contains("(malloc_trim)") == true, line ?? "")
+        guard let port = g.adminPort else { return XCTFail("no admin port") }
+        sleep(3)
+        let metrics = try http(port, "/metrics").body
+        XCTAssertEqual(metricValue(metrics, "pilegate_memory_trims_total"), 1)
+        XCTAssertNotNil(metricValue(metrics, "pilegate_memory_trimmed_bytes_total"))
+    }
+}
