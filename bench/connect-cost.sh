@@ -4,7 +4,8 @@
 # and pileload (io_uring). PILES piles connect (at most INFLIGHT handshakes at once),
 # connect only and connect + SUBSCRIBE, ROUNDS rounds, each broker started fresh.
 # Broker CPU (user + system from /proc) from before the first connect to the moment
-# the last pile is in (pileload samples the same boundaries with --broker-pid).
+# the last pile is in (pileload samples the same boundaries with --broker-pid); with the
+# epoll client also the user-space part alone (utime), which leaves the kernel's share.
 #   bench/connect-cost.sh [PILES=19900] [INFLIGHT=100] [ROUNDS=2]
 #   BROKERS="mosquitto mqttonly deferred pilegate" BUILD=/tmp/before/.build/release/pilegate bench/connect-cost.sh
 set -euo pipefail
@@ -17,6 +18,7 @@ swift build -c release --product pilegate >/dev/null
 swift build -c release --product pileload >/dev/null
 PORT=18890
 ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+user_ticks() { awk '{print $14}' /proc/"$1"/stat; }   # user space only: the rest is the kernel's TCP work
 start() {  # broker -> pid in $out/pid
   case $1 in
     mosquitto)
@@ -48,34 +50,39 @@ for round in $(seq "$ROUNDS"); do for mode in connect subscribe; do for b in $BR
   rm -f "$f.fifo"; mkfifo "$f.fifo"
   python3 bench/epoll_connect.py 127.0.0.1 $PORT "$PILES" "$INFLIGHT" "${flag[@]}" <"$f.fifo" >"$f.epoll.json" &
   cpid=$!; exec 4>"$f.fifo"
-  c0=$(ticks $pid)
+  c0=$(ticks $pid); u0=$(user_ticks $pid)
   until [ -s "$f.epoll.json" ] || ! kill -0 $cpid 2>/dev/null; do sleep 0.05; done
-  c1=$(ticks $pid)
+  c1=$(ticks $pid); u1=$(user_ticks $pid)
   exec 4>&-; wait $cpid || true; stop
-  rows+=("$b $mode $round epoll $(( c1 - c0 )) $(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["connected"], j["seconds"])' "$f.epoll.json")")
+  rows+=("$b $mode $round epoll $(( c1 - c0 )) $(( u1 - u0 )) $(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["connected"], j["seconds"])' "$f.epoll.json")")
   # pileload
   start $b; pid=$(cat "$out/pid")
   timeout 300 .build/release/pileload --target 127.0.0.1:$PORT --profile idle --connections "$PILES" "${flag[@]}" \
     --max-pending "$INFLIGHT" --connect-rate 1000000 --sources 1 --duration 1 --broker-pid $pid \
     --json "$f.pileload.json" >"$f.pileload.txt" 2>&1 || true
   stop
-  rows+=("$b $mode $round pileload $(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(j["broker_cpu_connect_seconds"] * int(sys.argv[2])), j["connected"], j["connect_seconds"])' "$f.pileload.json" "$(getconf CLK_TCK)")")
+  rows+=("$b $mode $round pileload $(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(j["broker_cpu_connect_seconds"] * int(sys.argv[2])), -1, j["connected"], j["connect_seconds"])' "$f.pileload.json" "$(getconf CLK_TCK)")")
 done; done; done
 printf '%s\n' "${rows[@]}" >"$out/rows"
 python3 - "$out/rows" "$(getconf CLK_TCK)" <<'PY'
 import sys, collections
 hz = int(sys.argv[2])
 cpu = collections.defaultdict(list)
-print(f"{'broker':>10} {'mode':>9} {'round':>5} {'client':>8} {'broker CPU s':>12} {'connected':>9} {'seconds':>8}")
+user = collections.defaultdict(list)
+print(f"{'broker':>10} {'mode':>9} {'round':>5} {'client':>8} {'broker CPU s':>12} {'of it user':>10} {'connected':>9} {'seconds':>8}")
 for line in open(sys.argv[1]):
-    b, mode, rnd, client, ticks, n, secs = line.split()
+    b, mode, rnd, client, ticks, uticks, n, secs = line.split()
     cpu[(mode, client, b)].append(int(ticks) / hz)
-    print(f"{b:>10} {mode:>9} {rnd:>5} {client:>8} {int(ticks) / hz:>12.2f} {n:>9} {float(secs):>8.2f}")
+    if int(uticks) >= 0: user[(mode, b)].append(int(uticks) / hz)
+    u = f"{int(uticks) / hz:.2f}" if int(uticks) >= 0 else "-"
+    print(f"{b:>10} {mode:>9} {rnd:>5} {client:>8} {int(ticks) / hz:>12.2f} {u:>10} {n:>9} {float(secs):>8.2f}")
 print()
 brokers = sorted({k[2] for k in cpu})
 for mode in ("connect", "subscribe"):
     for client in ("epoll", "pileload"):
         cells = "  ".join(f"{b} {'-'.join(f'{v:.2f}' for v in cpu[(mode, client, b)])}" for b in brokers)
         print(f"{mode:>9} by {client:>8}: broker CPU-s {cells}")
+    cells = "  ".join(f"{b} {'-'.join(f'{v:.2f}' for v in user[(mode, b)])}" for b in brokers)
+    print(f"{mode:>9} by {'epoll':>8}: of it user-space CPU-s {cells}")
 PY
 echo "raw results: $out"
