@@ -46,27 +46,40 @@ final class LayoutTests: XCTestCase {
         XCTAssertEqual(s.subscriptions.count, 0)
     }
 
-    /// Entries are reused once released, entry 0 is never handed out, and the
-    /// pool grows only to the peak of entries holding bytes.
-    func testEntriesComeBackAndAreReused() {
+    /// Entries are reused once drained, entry 0 is never handed out, and the
+    /// pool grows only to the peak of entries holding bytes. A drained entry keeps
+    /// small buffers for the next connection (no malloc per CONNACK or PUBACK),
+    /// never a big one, and at most `keptEntries` of them.
+    func testEntriesComeBackWarmAndAreReused() {
         var pool = BufferPool()
         XCTAssertTrue(pool[0].isReleased)
         let a = pool.take(), b = pool.take()
         XCTAssertNotEqual(a, 0); XCTAssertNotEqual(b, 0); XCTAssertNotEqual(a, b)
         pool[a].outbound.append([1, 2, 3])
-        pool[b].inbound.append([4])
+        pool[b].inbound.append([UInt8](repeating: 7, count: BufferPool.keptCapacity + 1))
         XCTAssertEqual(pool.taken, 2)
-        XCTAssertFalse(pool[a].isReleased)
         pool[a].flip()
         XCTAssertEqual(Array(pool[a].inFlight.bytes), [1, 2, 3])
         XCTAssertTrue(pool[a].outbound.isEmpty)
-        pool[a].release()
+        pool[a].clear()
         pool.give(a)
         XCTAssertEqual(pool.taken, 1)
+        XCTAssertEqual(pool.kept, 1)
+        XCTAssertFalse(pool[a].isReleased)          // kept warm
         XCTAssertEqual(pool.take(), a)              // reused, not a new entry
         XCTAssertEqual(pool.entries.count, 3)       // the empty entry and two
         XCTAssertTrue(pool[0].isReleased)           // never written
-        XCTAssertEqual(Array(pool[b].inbound.bytes), [4])
-        pool[b].release()
+        pool[b].clear()
+        pool.give(b)
+        XCTAssertTrue(pool[b].isReleased)           // too big to keep
+        XCTAssertEqual(pool.kept, 0)
+        pool[a].release()
+
+        var many = BufferPool()
+        let ids = (0..<(BufferPool.keptEntries + 10)).map { _ in many.take() }
+        for i in ids { many[i].outbound.append([1]); many[i].clear(); many.give(i) }
+        XCTAssertEqual(many.kept, BufferPool.keptEntries)
+        XCTAssertEqual(ids.filter { many[$0].isReleased }.count, 10)
+        for i in ids { many[i].release() }
     }
 }

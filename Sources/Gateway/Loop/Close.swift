@@ -95,8 +95,10 @@ extension Shard {
     func opDone(_ slot: UInt32) {
         let c = slab[Int(slot)]
         guard c.state == .closing, c.tornDown, c.pendingOps == 0 else { return }
-        io[c.buffers].release()
-        settleBuffers(slot)
+        if c.buffers != 0 {
+            io[c.buffers].clear()
+            settleBuffers(slot)
+        }
         slab[Int(slot)].tls = nil
         slab[Int(slot)].state = .free
         slab[Int(slot)].generation = (c.generation + 1) & 0xFF_FFFF

@@ -57,7 +57,7 @@ extension Shard {
         let b = buffers(slot)
         io[b].inbound.append(bytes)
         let all = Array(io[b].inbound.bytes)
-        io[b].inbound.release()
+        io[b].inbound.clear()
         settleBuffers(slot)
         all.withUnsafeBytes { proxyParsed(slot, $0) }
     }
@@ -141,10 +141,7 @@ extension Shard {
             return
         }
         io[b].inbound.consume(used)
-        if io[b].inbound.isEmpty {
-            io[b].inbound.release()
-            settleBuffers(slot)
-        }
+        if io[b].inbound.isEmpty { settleBuffers(slot) }
     }
 
     /// Decode and handle packets until the bytes run out or the connection stops
@@ -179,10 +176,10 @@ extension Shard {
     /// The slot's buffers to read (the empty entry 0 while it has none).
     func buffered(_ slot: UInt32) -> ConnectionBuffers { io[slab[Int(slot)].buffers] }
 
-    /// Give the slot's entry back once none of its buffers holds memory.
+    /// Give the slot's entry back once none of its buffers holds bytes.
     func settleBuffers(_ slot: UInt32) {
         let b = slab[Int(slot)].buffers
-        if b != 0 && io[b].isReleased {
+        if b != 0 && io[b].isDrained {
             io.give(b)
             slab[Int(slot)].buffers = 0
         }
@@ -248,9 +245,7 @@ extension Shard {
         if hasOutput(slot) {
             startSend(slot)
         } else {
-            // Drained: an idle connection keeps no send memory.
-            io[b].inFlight.release()
-            io[b].outbound.release()
+            // Drained: an idle connection keeps no send memory (its pool entry goes back).
             settleBuffers(slot)
             if slab[Int(slot)].closeAfterFlush { tearDown(slot) }
         }
