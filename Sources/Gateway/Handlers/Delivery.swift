@@ -57,7 +57,7 @@ extension Shard {
         if qos == .atMostOnce {
             // A subscriber that does not read must not grow our memory without bound.
             let limits = policy.acl.queueLimits(s.role)
-            if buffered(slot).outbound.count + buffered(slot).inFlight.count > limits.sendBuffer {
+            if buffered(slot).unsent > limits.sendBuffer {
                 return queueDropped(slot, s, .sendBuffer, limits)
             }
             return writePublish(slot, m, qos: .atMostOnce, retain: retain, dup: false, id: 0)

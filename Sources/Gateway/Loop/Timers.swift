@@ -41,7 +41,7 @@ extension Shard {
         case .connected:
             let stall = sendStallDue(s)
             if let stall, wheel.now >= stall {
-                let waiting = buffered(e.slot).outbound.count + buffered(e.slot).inFlight.count
+                let waiting = buffered(e.slot).unsent
                 logger.notice("closing connection: it has read nothing for \(config.mqtt.sendStallTimeout) s (mqtt.send_stall_timeout) with \(waiting) bytes waiting", metadata: who(e.slot))
                 return close(e.slot, .sendStalled)
             }

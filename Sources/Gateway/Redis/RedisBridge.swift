@@ -59,8 +59,9 @@ final class RedisBridge {
     let node: String
     /// `msgid` = NODE-BOOTMS-SHARD-SEQUENCE: unique across restarts and shards.
     private let msgidPrefix: [UInt8]
-    /// NODE| (a presence value is NODE|SINCE).
+    /// NODE| (a presence value is NODE|SINCE), and the away hash's key.
     private let nodeBar: [UInt8]
+    private let presenceAwayKey: String
     private var sequence: UInt64 = 0
     let maxlen: String
     private let credentialsKey: String
@@ -90,6 +91,7 @@ final class RedisBridge {
         node = config.server.node
         msgidPrefix = Array("\(config.server.node)-\(wallMillis())-\(shard)-".utf8)
         nodeBar = Array("\(config.server.node)|".utf8)
+        presenceAwayKey = config.redis.presenceKey + ":away"
         maxlen = String(config.redis.streamMaxlen)
         credentialsKey = config.auth.redisHash
         router = Router(routes: config.routes, defaultStream: config.redis.defaultStream, partitions: config.redis.partitions)
@@ -287,7 +289,7 @@ final class RedisBridge {
         link.enqueue(.bookkeeping, slot: presenceSlot) { b in
             b.respArray(11)
             b.respBulk("EVALSHA"); b.respBulk(Script.claimPresence.sha); b.respBulk("2")
-            b.respBulk(config.presenceKey); b.respBulk(config.presenceKey, ":away", ""); b.respBulk(device)
+            b.respBulk(config.presenceKey); b.respBulk(presenceAwayKey); b.respBulk(device)
             b.respBulk(prefix: nodeBar, number: since)
             b.respBulk(node); b.respBulk(config.downlinkPrefix); b.respBulk(maxlen); b.respBulk(number: since)
         }
@@ -311,11 +313,16 @@ final class RedisBridge {
     /// in `presence:away`, so the node the pile next connects to has it dropped here.
     func absent(_ device: String, since: UInt64, sessionKept: Bool) {
         guard !bookkeepingFull else { return }
-        link.enqueue(.bookkeeping, slot: presenceSlot) {
-            $0.respCommand(["EVAL", RedisBridge.deleteIfOwned, "1", config.presenceKey, device, "\(node)|\(since)"])
+        link.enqueue(.bookkeeping, slot: presenceSlot) { b in
+            b.respArray(6)
+            b.respBulk("EVAL"); b.respBulk(RedisBridge.deleteIfOwned); b.respBulk("1"); b.respBulk(config.presenceKey)
+            b.respBulk(device); b.respBulk(prefix: nodeBar, number: since)
         }
         if sessionKept {
-            link.enqueue(.bookkeeping, slot: link.slot(config.presenceKey + ":away")) { $0.respCommand(["HSET", config.presenceKey + ":away", device, "\(node)|\(since)"]) }
+            link.enqueue(.bookkeeping, slot: link.slot(presenceAwayKey)) { b in
+                b.respArray(4)
+                b.respBulk("HSET"); b.respBulk(presenceAwayKey); b.respBulk(device); b.respBulk(prefix: nodeBar, number: since)
+            }
         }
     }
 

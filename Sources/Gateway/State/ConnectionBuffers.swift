@@ -7,6 +7,9 @@ struct ConnectionBuffers {
     var outbound = ByteBuffer()
     var inFlight = ByteBuffer()
 
+    /// Bytes waiting to be sent: queued and in the kernel's hands.
+    var unsent: Int { outbound.count + inFlight.count }
+
     /// None holds bytes: the pool entry can go back.
     var isDrained: Bool { inbound.isEmpty && outbound.isEmpty && inFlight.isEmpty }
 

@@ -84,16 +84,20 @@ final class Session: @unchecked Sendable {
 
     var persistent: Bool {
         get { flags.contains(.persistent) }
-        set { if newValue { flags.insert(.persistent) } else { flags.remove(.persistent) } }
+        set { set(.persistent, newValue) }
     }
     var silentReported: Bool {
         get { flags.contains(.silentReported) }
-        set { if newValue { flags.insert(.silentReported) } else { flags.remove(.silentReported) } }
+        set { set(.silentReported, newValue) }
     }
     /// A rate action was logged and emitted for the live connection.
     var rateReported: Bool {
         get { flags.contains(.rateReported) }
-        set { if newValue { flags.insert(.rateReported) } else { flags.remove(.rateReported) } }
+        set { set(.rateReported, newValue) }
+    }
+
+    private func set(_ f: Flags, _ on: Bool) {
+        if on { flags.insert(f) } else { flags.remove(f) }
     }
 
     /// Its subscriptions as stored: the own command topic as an empty filter
