@@ -44,9 +44,14 @@ final class FleetTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(started), 2)
         XCTAssertNotNil(a.waitForLog("disconnected: client id connected to another node"))
         XCTAssertTrue(try redis.waitUntil { try self.presence("AAAAAJQX")?.hasPrefix("node-b|") == true }, "presence is B's")
-        let events = try redis.entries("pilegate:events").map { $0.fields.mapValues { String(decoding: $0, as: UTF8.self) } }
-        XCTAssertTrue(events.contains { $0["type"] == "will" && $0["node"] == "node-a" }, "\(events)")
-        XCTAssertTrue(events.contains { $0["type"] == "disconnect" && $0["reason"] == "takeover_remote" }, "\(events)")
+        // Node A writes the will and the disconnect event after it closes the socket:
+        // wait for them rather than read the stream once.
+        func events() throws -> [[String: String]] {
+            try redis.entries("pilegate:events").map { $0.fields.mapValues { String(decoding: $0, as: UTF8.self) } }
+        }
+        XCTAssertTrue(try redis.waitUntil { try events().contains { $0["type"] == "will" && $0["node"] == "node-a" } }, "\((try? events()) ?? [])")
+        XCTAssertTrue(try redis.waitUntil { try events().contains { $0["type"] == "disconnect" && $0["reason"] == "takeover_remote" } },
+                      "\((try? events()) ?? [])")
         XCTAssertTrue(try redis.waitUntil { metricValue(try http(XCTUnwrap(a.adminPort), "/metrics").body, "pilegate_sessions") == 0 },
                       "the session moved with the pile")
         // The new connection is not touched by its own claim.
