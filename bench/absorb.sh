@@ -6,11 +6,14 @@
 # node and Redis: the seconds until every absorbed pile is back, and the existing
 # piles' PUBACK p99 second by second meanwhile (the worst worker's p99 of the second).
 # The limit applies to the existing piles' first connects too (they retry when refused).
+# OVER_RATE=wait sets limits.over_rate = "wait" (hold CONNECTs for their slot and stop
+# accepting while the queue is over half full) instead of refusing.
 #   bench/absorb.sh [EXISTING=200000] [ABSORB=300000] [RATES="0 10000"]
+#   OVER_RATE=wait bench/absorb.sh 200000 300000 1000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-EXISTING=${1:-200000}; ABSORB=${2:-300000}; RATES=${3:-"0 10000"}
+EXISTING=${1:-200000}; ABSORB=${2:-300000}; RATES=${3:-"0 10000"}; OVER_RATE=${OVER_RATE:-refuse}
 out=$(pwd)/bench/results/absorb-$(date +%Y%m%d-%H%M%S); mkdir -p "$out"
 ops/loadtest-sysctl.sh
 swift build -c release --product pilegate >/dev/null
@@ -33,8 +36,8 @@ with open(path, "w") as f:
 PY
 for rate in $RATES; do
   start_redis $RPORT "$out"
-  printf '[server]\nmax_connections = %s\n[auth]\nallow_anonymous = "loopback"\npassword_file = "%s"\n[limits]\nconnect_rate = %s\nconnect_burst = 2000\n[redis]\naddress = "127.0.0.1:%s"\n[log]\nlevel = "warning"\n' \
-    $((EXISTING + ABSORB + 10000)) "$out/passwd" "$rate" $RPORT >"$out/rate-$rate.toml"
+  printf '[server]\nmax_connections = %s\n[auth]\nallow_anonymous = "loopback"\npassword_file = "%s"\n[limits]\nconnect_rate = %s\nconnect_burst = 2000\nover_rate = "%s"\n[redis]\naddress = "127.0.0.1:%s"\n[log]\nlevel = "warning"\n' \
+    $((EXISTING + ABSORB + 10000)) "$out/passwd" "$rate" "$OVER_RATE" $RPORT >"$out/rate-$rate.toml"
   .build/release/pilegate --listen 127.0.0.1:$PORT --config "$out/rate-$rate.toml" >"$out/rate-$rate.log" 2>&1 &
   pid=$!; sleep 1.5
   te=$(date +%s.%N)

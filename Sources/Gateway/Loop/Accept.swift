@@ -14,6 +14,8 @@ struct Acceptor {
     let proxied: [Bool]
     /// Off while a spill shard is not needed, or once the server stops.
     var enabled = true
+    /// Not re-armed while the connect-rate queue is full (`ConnectGuard.queueIsFull`).
+    var heldByRate = false
     private var armed: [Int]
     private var freeFiles: [UInt32]
     private var freeAddrs: [[UInt32]]
@@ -75,8 +77,21 @@ struct Acceptor {
 }
 
 extension Shard {
+    /// Accepts are not re-armed while the node's connect queue is full
+    /// (limits.over_rate = "wait"): the piles over the rate wait in the listen queue.
+    /// The tick tries again.
     func armAccepts() {
-        if !stopping { acceptor.arm(ring) }
+        guard !stopping else { return }
+        if ctx.connectGuard.queueIsFull(now: monotonicNanos()) {
+            if !acceptor.heldByRate {
+                acceptor.heldByRate = true
+                counters.add(.acceptRatePauses)
+                logger.debug("connect queue full (limits.over_rate = \"wait\"): this shard stops accepting for now")
+            }
+            return
+        }
+        acceptor.heldByRate = false
+        acceptor.arm(ring)
     }
 
     func cancelAccepts() { acceptor.cancel(ring) }

@@ -256,6 +256,7 @@ final class Shard {
         let now = wheel.now
         ring.timeout(tickInterval, tag: Tag(op: Op.timer, slot: 0, generation: 0).raw)
         if !stopping && index >= ctx.primaryShards { reviewAccepting() }
+        if acceptor.heldByRate { armAccepts() }
         if drain.perTick > 0 { drainSome() }
         let ms = monotonicMillis()
         let day = policy.rates.day(wallSeconds: Int64(wallMillis() / 1000))

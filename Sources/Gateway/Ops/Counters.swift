@@ -11,6 +11,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case connectsAccepted        // CONNACK 0 sent
     case connectsRefused         // CONNACK != 0 sent
     case acceptPauses            // a shard stopped accepting: its fixed-file table is full
+    case acceptRatePauses        // a shard stopped accepting for a while: the connect queue (over_rate = "wait") is full
     case connectionsOverLimit    // closed at accept: max_connections reached
     case malformedPackets        // decoder rejected the bytes
     case protocolViolations      // well-formed packet that breaks a MUST

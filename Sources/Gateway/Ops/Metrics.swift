@@ -232,6 +232,7 @@ extension Counter {
         case .connectsAccepted: return c("connects_total", "CONNECTs answered", [("result", "accepted")])
         case .connectsRefused: return c("connects_total", "CONNECTs answered", [("result", "refused")])
         case .acceptPauses: return c("accept_table_full_total", "A shard stopped accepting: its fixed-file table was full")
+        case .acceptRatePauses: return c("accept_rate_pauses_total", "A shard stopped accepting for a while: the connect queue (limits.over_rate = wait) was more than half full")
         case .connectionsOverLimit: return c("connections_over_limit_total", "Connections closed at accept: max_connections reached")
         case .malformedPackets: return c("malformed_packets_total", "Connections closed for a malformed packet")
         case .protocolViolations: return c("protocol_violations_total", "Connections closed for a protocol violation")
