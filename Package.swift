@@ -11,6 +11,14 @@ import PackageDescription
 //   pilegate   the executable
 //   pileload   the load-test harness (LoadTest/), on the same loop and codec
 //   codecbench micro benchmarks of the codec (bench/CodecBench)
+// Release builds of the loop, the codec and the broker skip Swift's run-time
+// exclusivity checks (debug builds, the test suite and bench/tsan.sh keep them): at
+// 200,000 idle piles the checks were a quarter of the gateway's user-space CPU
+// (swift_beginAccess and its thread-local access set, `perf` in bench/README.md,
+// "scale.sh"), and every access they guard is already checked at compile time or
+// by the debug suite.
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "pilegate",
     platforms: [.macOS(.v15)],
@@ -47,9 +55,10 @@ let package = Package(
             dependencies: [
                 "CURing",
                 .product(name: "Atomics", package: "swift-atomics"),
-            ]
+            ],
+            swiftSettings: hotPath
         ),
-        .target(name: "MQTTCodec"),
+        .target(name: "MQTTCodec", swiftSettings: hotPath),
         .target(
             name: "Gateway",
             dependencies: [
@@ -61,7 +70,8 @@ let package = Package(
             ],
             // The operator console's page, compiled into the binary (no files to install,
             // no requests leave the page).
-            resources: [.embedInCode("Ops/Console/console.html")]
+            resources: [.embedInCode("Ops/Console/console.html")],
+            swiftSettings: hotPath
         ),
         .executableTarget(
             name: "pilegate",

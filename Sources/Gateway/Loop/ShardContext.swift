@@ -38,7 +38,7 @@ struct ShardContext: Sendable {
 final class LiveCount: Sendable {
     private let value = ManagedAtomic<Int>(0)
     /// Count one more; returns the new total.
-    func add() -> Int { value.wrappingIncrementThenLoad(ordering: .relaxed) }
+    @discardableResult func add() -> Int { value.wrappingIncrementThenLoad(ordering: .relaxed) }
     func remove() { value.wrappingDecrement(ordering: .relaxed) }
     var current: Int { value.load(ordering: .relaxed) }
 }
