@@ -11,12 +11,44 @@ final class LayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<Connection>.stride, 64)
     }
 
-    /// The Session fits a 160-byte malloc chunk (152 usable bytes).
-    func testSessionFitsA160ByteChunk() {
+    /// The Session fits a 128-byte malloc chunk (120 usable bytes).
+    func testSessionFitsA128ByteChunk() {
         typealias UsableSize = @convention(c) (UnsafeMutableRawPointer?) -> Int
         let usable = unsafeBitCast(dlsym(nil, "malloc_usable_size"), to: UsableSize.self)
         let s = Session(clientID: "P0000000000000001", handle: 1, persistent: false)
-        XCTAssertEqual(usable(Unmanaged.passUnretained(s).toOpaque()), 152)
+        XCTAssertEqual(usable(Unmanaged.passUnretained(s).toOpaque()), 120)
+    }
+
+    /// What an idle pile lacks lives behind one pointer that comes and goes: a user
+    /// name equal to the client id, in-flight and queued messages, mailbox fetches.
+    func testRareStateComesAndGoes() {
+        let s = Session(clientID: "p1", handle: 1, persistent: true)
+        s.username = "p1"
+        XCTAssertEqual(s.username, "p1")
+        XCTAssertTrue(s.isIdle, "a pile's user name is its client id: nothing allocated")
+        s.username = "operator"
+        XCTAssertEqual(s.username, "operator")
+        XCTAssertFalse(s.isIdle)
+        s.username = nil
+        XCTAssertNil(s.username)
+        XCTAssertTrue(s.isIdle)
+
+        let m = Message(topic: "t", payload: [1], qos: .atLeastOnce, retain: false)
+        let a = s.nextPacketID()
+        s.inflight.append(Outgoing(packetID: a, message: m, qos: .atLeastOnce, retain: false, released: false, command: nil))
+        XCTAssertEqual(s.nextPacketID(), a + 1, "an id in flight is not handed out again")
+        s.awaitingRelease.append(7)
+        s.mailFetches &+= 1
+        s.inflight.removeAll()
+        s.awaitingRelease.removeAll { $0 == 7 }
+        XCTAssertFalse(s.isIdle, "a mailbox fetch is still out")
+        s.fetchAnswered()
+        XCTAssertEqual(s.mailFetches, 0)
+        XCTAssertTrue(s.isIdle)
+        s.subscribe(TopicRequest("a/+", .atLeastOnce))
+        XCTAssertFalse(s.isIdle)
+        XCTAssertTrue(s.unsubscribe("a/+"))
+        XCTAssertTrue(s.isIdle)
     }
 
     /// The own command topic's QoS and the flags share one byte without mixing.
