@@ -93,6 +93,7 @@ struct PileLoad: ParsableCommand {
     }
 
     func run() throws {
+        Interrupt.install()
         let t = SocketAddress(target)!
         let srcs = (0..<sources).map { SocketAddress(host: "127.0.0.\(2 + $0)", port: 0)! }
         let table = max(64, min(fileLimit() - 256, 32768))
@@ -127,6 +128,11 @@ struct PileLoad: ParsableCommand {
                 }
             })
         }
+        var stoppedEarly = false
+        func interrupted() -> Bool {
+            if !stoppedEarly && Interrupt.requested { stoppedEarly = true; say("interrupted: ending the run early, with its report") }
+            return stoppedEarly
+        }
         func sum(_ k: KeyPath<Stats, ManagedAtomic<Int>>) -> Int { statsList.reduce(0) { $0 + $1[keyPath: k].load(ordering: .relaxed) } }
 
         let broker = brokerPid.map(ProcSample.init)
@@ -144,7 +150,7 @@ struct PileLoad: ParsableCommand {
                 last = now
                 say("connecting t=\(String(format: "%.1f", Double(now - t0) / 1000))s connected=\(c)/\(total) failed=\(f) refused=\(sum(\.refused))")
             }
-            if c >= total || (!retry && c + f >= total) || now - t0 > UInt64(connectTimeout) * 1000 { break }
+            if c >= total || (!retry && c + f >= total) || now - t0 > UInt64(connectTimeout) * 1000 || interrupted() { break }
         }
         let connectMs = monotonicMillis() - t0
         let connectCPU = (broker?.cpuSeconds() ?? 0) - connectCPU0
@@ -197,6 +203,7 @@ struct PileLoad: ParsableCommand {
             if profile == .storm && stormBackMs == nil && statsList.allSatisfy({ $0.stormed.load(ordering: .acquiring) })
                 && sum(\.connected) >= total { stormBackMs = now - s0 }
             if profile == .downlink && sum(\.received) - r0 >= total { break }   // every command delivered and acknowledged
+            if interrupted() { break }
             if now - last >= 1000 {
                 let p = sum(\.published), r = sum(\.received), a = sum(\.acked)
                 let dt = Double(now - last) / 1000

@@ -99,4 +99,26 @@ final class LoadHarnessTests: XCTestCase {
         XCTAssertEqual(int(r, "connect_samples"), 1000, "500 connects, then 500 reconnects")
         XCTAssertNotNil(g.waitForLog("disconnected: connection closed by peer"))
     }
+
+    /// SIGINT (as from Ctrl-C or a bench script's `kill -INT`) ends a two-minute run
+    /// early, with its report; without the handler the signal would kill it with none.
+    func testAnInterruptEndsTheRunWithItsReport() throws {
+        let g = try start()
+        let exe = Gateway.binary.deletingLastPathComponent().appendingPathComponent("pileload").path
+        let json = dir + "/interrupted.json"
+        let run = try Background(exe, ["--target", "127.0.0.1:\(g.port)", "--sources", "2", "--connections", "50",
+                                       "--duration", "120", "--json", json])
+        let deadline = Date().addingTimeInterval(20)
+        while !run.out.text.contains("ALL CONNECTED") && Date() < deadline { usleep(50_000) }
+        usleep(2_500_000)   // into the steady phase
+        let t0 = Date()
+        kill(run.process.processIdentifier, SIGINT)
+        let out = run.finish(timeout: 15)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 10, out)
+        XCTAssertEqual(run.process.terminationReason, .exit, out)
+        XCTAssertEqual(run.process.terminationStatus, 0, out)
+        XCTAssertTrue(out.contains("interrupted: ending the run early"), out)
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        XCTAssertEqual(int(try XCTUnwrap(report), "connected"), 50)
+    }
 }
