@@ -82,7 +82,7 @@ extension Shard {
     /// The tick tries again.
     func armAccepts() {
         guard !stopping else { return }
-        if ctx.connectGuard.queueIsFull(now: monotonicNanos()) {
+        if ctx.connectGuard.queueIsFull() {
             if !acceptor.heldByRate {
                 acceptor.heldByRate = true
                 counters.add(.acceptRatePauses)

@@ -148,8 +148,9 @@ final class ConnectGuard: @unchecked Sendable {
     /// and a storm waits in the kernel's listen queue, where a waiting pile costs
     /// nothing, instead of being accepted, read and refused, which costs the node a
     /// whole connect per retry (bench/absorb.sh: 721,694 refusals for 300,000 piles).
-    func queueIsFull(now: UInt64) -> Bool {
+    func queueIsFull() -> Bool {
         guard limits.overRate == .wait, let g = limits.global else { return false }
+        let now = monotonicNanos()
         let next = lock.withLock { max(globalTAT, now) } + g.interval
         return next > now + g.tolerance + limits.maxWaitNanos / 2
     }
