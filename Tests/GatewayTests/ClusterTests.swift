@@ -214,7 +214,7 @@ final class ClusterTests: XCTestCase {
             return (c, code)
         }
         XCTAssertEqual(try connect(a, "CRED1", user: "CRED1", password: "s3cret").1, .accepted)
-        XCTAssertEqual(try connect(b, "CRED1", user: "CRED1", password: "wrong").1, .badUsernameOrPassword)
+        XCTAssertEqual(try connect(b, "CRED1", user: "CRED1", password: "wrong").1, .badUsernameOrPassword, b.logText.suffix(3000).description)
 
         func presence(_ id: String) -> String {
             (try? cluster.command(["HGET", "{pilegate}:presence", id], key: "{pilegate}:presence").text) ?? ""

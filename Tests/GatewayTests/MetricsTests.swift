@@ -81,7 +81,7 @@ final class MetricsTests: XCTestCase {
     func testHealthReadinessAndBadRequests() throws {
         let (g, port) = try start()
         XCTAssertEqual(try get(port, "/healthz").status, 200)
-        XCTAssertEqual(try get(port, "/readyz").status, 200)
+        XCTAssertTrue(try redis!.waitUntil { try get(port, "/readyz").status == 200 })
         XCTAssertEqual(try get(port, "/nope").status, 404)
         XCTAssertEqual(try get(port, "/metrics", method: "DELETE").status, 405)
         let garbage = try shell("sh", ["-c", "printf 'garbage\\r\\n\\r\\n' | curl -s -o /dev/null -w '%{http_code}' telnet://127.0.0.1:\(port) --max-time 2; true"])
@@ -96,6 +96,30 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(ready, 503, "not ready while Redis is unreachable")
         XCTAssertEqual(try get(port, "/healthz").status, 200, "but alive")
         _ = g
+    }
+
+    /// Ready means Redis on every shard: one shard's uplink kept out (Redis at
+    /// `maxclients`) is enough for 503, since piles accepted there would be held.
+    func testNotReadyWhileOneShardHasNoRedis() throws {
+        let (g, port) = try start()
+        XCTAssertTrue(try redis!.waitUntil { try get(port, "/readyz").status == 200 }, g.logText)
+        try redis!.session { command in
+            func run(_ args: String...) throws -> RedisServer.Value { try command(args.map { Array($0.utf8) }) }
+            let clients = try run("CLIENT", "LIST").text ?? ""
+            let shard1 = try XCTUnwrap(clients.split(separator: "\n").first { $0.contains("name=pilegate-test-node-1 ") })
+            let id = try XCTUnwrap(shard1.split(separator: " ").first { $0.hasPrefix("id=") }?.dropFirst(3))
+            // Everyone connected now, this session included, less the one killed: full.
+            let connected = clients.split(separator: "\n").count
+            _ = try run("CONFIG", "SET", "maxclients", String(connected - 1))
+            _ = try run("CLIENT", "KILL", "ID", String(id))
+            var ready = (status: 200, body: "")
+            for _ in 0..<50 where ready.status == 200 { usleep(100_000); ready = try get(port, "/readyz") }
+            XCTAssertEqual(ready.status, 503, g.logText.suffix(2000).description)
+            XCTAssertEqual(ready.body, "not ready: redis connected on 3 of 4 shards\n")
+            XCTAssertEqual(value(try get(port, "/metrics").body, "pilegate_redis_up_shards"), 3)
+            _ = try run("CONFIG", "SET", "maxclients", "10000")
+        }
+        XCTAssertTrue(try redis!.waitUntil { try get(port, "/readyz").status == 200 }, "ready again once it reconnects")
     }
 
     /// A real Prometheus (Debian package) scrapes the gateway; its query API returns

@@ -90,11 +90,15 @@ final class RedisServer {
     func command(_ args: [String]) throws -> Value { try command(args.map { Array($0.utf8) }) }
 
     @discardableResult
-    func command(_ args: [[UInt8]]) throws -> Value {
+    func command(_ args: [[UInt8]]) throws -> Value { try session { try $0(args) } }
+
+    /// Several commands on one connection, held open for the whole of `body`
+    /// (to keep a way in while `maxclients` turns everyone else away).
+    func session<T>(_ body: (_ command: ([[UInt8]]) throws -> Value) throws -> T) throws -> T {
         guard let c = redisConnect("127.0.0.1", Int32(port)), c.pointee.err == 0 else { throw Failure("redis connect failed") }
         defer { redisFree(c) }
         if let password { _ = try Self.run(c, [Array("AUTH".utf8), Array(password.utf8)]) }
-        return try Self.run(c, args)
+        return try body { try Self.run(c, $0) }
     }
 
     private static func run(_ c: UnsafeMutablePointer<redisContext>, _ args: [[UInt8]]) throws -> Value {
