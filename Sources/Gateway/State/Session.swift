@@ -83,10 +83,12 @@ final class Session: @unchecked Sendable {
         return r
     }
 
-    /// Drop `rare` once nothing in it is in use (packet ids then start over at 1,
-    /// which 2.3.1 allows once every earlier one is acknowledged).
+    /// Drop an empty queue, then `rare` once nothing in it is in use (packet ids then
+    /// start over at 1, which 2.3.1 allows once every earlier one is acknowledged).
     private func settle() {
-        if rare?.isEmpty == true { rare = nil }
+        guard let r = rare else { return }
+        if r.waiting?.isEmpty == true { r.waiting = nil }
+        if r.isEmpty { rare = nil }
     }
 
     /// Nothing but the always-present fields: what an idle pile costs (LayoutTests).
@@ -202,12 +204,12 @@ final class Session: @unchecked Sendable {
     /// Queue a message within the role's bounds and the node's budget; nil when
     /// queued, else why not (the caller counts and reports the drop).
     func enqueue(_ q: Queued, _ limits: QueueLimits, budget: Int) -> QueueDrop? {
-        defer { dropQueueIfEmpty() }
+        defer { settle() }
         return queue.enqueue(q, limits, budget: budget)
     }
 
     /// Put messages (from the mailbox) ahead of everything queued.
-    func prepend(_ qs: [Queued]) { queue.prepend(qs); dropQueueIfEmpty() }
+    func prepend(_ qs: [Queued]) { queue.prepend(qs); settle() }
 
     /// Does this connection already have this command (in flight or queued)?
     func has(_ tag: CommandTag) -> Bool {
@@ -226,12 +228,12 @@ final class Session: @unchecked Sendable {
     /// The last fetch was answered: forget what was acknowledged meanwhile.
     func fetchAnswered() {
         mailFetches -= 1
-        if mailFetches == 0, let w = rare?.waiting { w.ackedDuringFetch.removeAll(); dropQueueIfEmpty() }
+        if mailFetches == 0, let w = rare?.waiting { w.ackedDuringFetch.removeAll(); settle() }
     }
 
     func dequeue() -> Queued? {
         guard let w = rare?.waiting else { return nil }
-        defer { dropQueueIfEmpty() }
+        defer { settle() }
         return w.dequeue()
     }
 
@@ -241,13 +243,8 @@ final class Session: @unchecked Sendable {
         get { rare?.waiting?.drops ?? 0 }
         set {
             queue.drops = newValue
-            dropQueueIfEmpty()
+            settle()
         }
-    }
-
-    private func dropQueueIfEmpty() {
-        if let r = rare, r.waiting?.isEmpty == true { r.waiting = nil }
-        settle()
     }
 
     /// Next packet identifier not in use by an in-flight message (1...65535).
