@@ -102,16 +102,23 @@ final class RedisServer {
     }
 
     private static func run(_ c: UnsafeMutablePointer<redisContext>, _ args: [[UInt8]]) throws -> Value {
+        guard let raw = withArgv(args, { redisCommandArgv(c, Int32(args.count), $0, $1) }) else {
+            throw Failure("redis command failed")
+        }
+        defer { freeReplyObject(raw) }
+        return value(raw.assumingMemoryBound(to: redisReply.self))
+    }
+
+    /// Binary-safe arguments as hiredis' argv and argvlen.
+    static func withArgv<T>(_ args: [[UInt8]], _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> T) -> T {
         var ptrs = args.map { a -> UnsafePointer<CChar>? in
             let p = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, a.count))
             a.withUnsafeBytes { UnsafeMutableRawPointer(p).copyMemory(from: $0.baseAddress ?? UnsafeRawPointer(p), byteCount: a.count) }
             return UnsafePointer(p)
         }
         defer { ptrs.forEach { UnsafeMutablePointer(mutating: $0)?.deallocate() } }
-        var lens = args.map { $0.count }
-        guard let raw = redisCommandArgv(c, Int32(args.count), &ptrs, &lens) else { throw Failure("redis command failed") }
-        defer { freeReplyObject(raw) }
-        return value(raw.assumingMemoryBound(to: redisReply.self))
+        let lens = args.map { $0.count }
+        return lens.withUnsafeBufferPointer { body(&ptrs, $0.baseAddress!) }
     }
 
     private static func value(_ r: UnsafeMutablePointer<redisReply>) -> Value {
