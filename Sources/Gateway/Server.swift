@@ -78,6 +78,7 @@ public final class Server {
                                            deferAccept: Int32(config.listener.deferAccept))
         }
         defer { if let tlsListenFD { Glibc.close(tlsListenFD) } }
+        MemoryTrim.keepLargeBlocksOutOfTheHeap()
         let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         let (shards, tableSize) = Server.layout(config: config, cores: cores, fileLimit: fileLimit())
         let inboxes = (0..<shards).map { _ in Inbox<ShardMessage>() }

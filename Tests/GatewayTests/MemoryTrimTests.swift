@@ -1,3 +1,4 @@
+import Glibc
 import MQTTCodec
 import XCTest
 @testable import Gateway
@@ -13,6 +14,34 @@ final class MemoryTrimTests: XCTestCase {
         XCTAssertFalse(t.due(churn: 5_900))     // 800 since: under the minimum
         XCTAssertFalse(t.due(churn: 7_000))     // 1,900 since, 1,100 of them just now
         XCTAssertTrue(t.due(churn: 7_050))
+    }
+
+    /// After a large block is freed, the next one is still mapped on its own
+    /// (glibc's default would now carve it from the heap): `malloc_info`'s count of
+    /// mmapped blocks goes up by one while it is held.
+    func testLargeBlocksStayOutOfTheHeap() throws {
+        MemoryTrim.keepLargeBlocksOutOfTheHeap()
+        free(malloc(2 * MemoryTrim.largeBlock))
+        let before = try mappedBlocks()
+        let block = malloc(2 * MemoryTrim.largeBlock)
+        defer { free(block) }
+        XCTAssertEqual(try mappedBlocks(), before + 1)
+    }
+
+    /// `<total type="mmap" count="N" .../>` from glibc's `malloc_info`.
+    private func mappedBlocks() throws -> Int {
+        let f = try XCTUnwrap(dlsym(nil, "malloc_info"))
+        let info = unsafeBitCast(f, to: (@convention(c) (Int32, UnsafeMutablePointer<FILE>) -> Int32).self)
+        var buffer: UnsafeMutablePointer<CChar>?
+        var size = 0
+        let stream = try XCTUnwrap(open_memstream(&buffer, &size))
+        XCTAssertEqual(info(0, stream), 0)
+        fclose(stream)
+        defer { free(buffer) }
+        let xml = String(cString: try XCTUnwrap(buffer))
+        let total = try XCTUnwrap(xml.split(separator: "\n").last { $0.contains("<total type=\"mmap\"") })
+        let count = try XCTUnwrap(total.split(separator: "count=\"").last?.prefix { $0.isNumber })
+        return try XCTUnwrap(Int(count))
     }
 
     /// 600 piles connect and leave (1,200 connections opened or closed): the next

@@ -59,6 +59,22 @@ final class RedisBridgeTests: RedisGatewayTestCase {
         XCTAssertEqual(Set(entries.compactMap { $0.fields["msgid"] }).count, n, "msgid unique per message")
     }
 
+    /// Three messages of 900 KiB in one turn: the pipeline goes to Redis in sends of
+    /// at most 512 KiB (RedisConnection.maxSendBytes), and each is stored whole.
+    func testAPipelineLongerThanOneSendIsStoredWhole() throws {
+        let g = try startGateway()
+        let pile = try connected(g, "BIGPAYLD")
+        let big = (1...3).map { i in (0..<(900 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ i) } }
+        for (i, payload) in big.enumerated() {
+            pile.send(.publish(Publish(topic: "/xjdy/ops/v1/TCU/BIGPAYLD/msg", payload: payload, qos: .atLeastOnce,
+                                       packetID: UInt16(i + 1))))
+        }
+        var acked = Set<UInt16>()
+        while acked.count < 3, case .puback(let id) = pile.receive(timeout: 10) { acked.insert(id) }
+        XCTAssertEqual(acked, [1, 2, 3], g.logText.suffix(2000).description)
+        XCTAssertEqual(try redis.entries("pilegate:up").map { $0.fields["payload"]! }, big)
+    }
+
     /// One uplink writer (`uplink_writers = 1`, the default): the piles on the other
     /// shards hand their XADDs to it, and every one is stored once, in each pile's
     /// order, and acknowledged. Then with a writer per shard: nothing is relayed.

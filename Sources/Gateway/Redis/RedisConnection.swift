@@ -63,6 +63,12 @@ final class RedisConnection<Expectation> {
     private static var readSize: Int { 65536 }
     private static var keptBytes: Int { 65536 }
     private static var keptCommands: Int { 2048 }
+    /// One send's copy of the journal stays under `MemoryTrim.largeBlock`, so it
+    /// comes from the heap; what is left goes when the send completes. Copies of the
+    /// multi-MiB flushes of full speed were mapped anew and faulted in page by page
+    /// (10k piles at full speed: 129 mappings and 85,408 page faults in 10 s, against
+    /// 6,711 faults with glibc's default threshold; bench/README.md "scale.sh").
+    private static var maxSendBytes: Int { 512 * 1024 }
     private var reader: UnsafeMutablePointer<redisReader>
     private var nextAttempt: UInt64 = 0
     private var backoffMs: UInt64 = 100
@@ -189,9 +195,10 @@ final class RedisConnection<Expectation> {
             needsBarrier = false
         }
         guard state == .up, !sending, sent < journal.count else { return }
+        let end = min(journal.count, sent + Self.maxSendBytes)
         inFlight.clear()
-        inFlight.append(UnsafeRawBufferPointer(rebasing: journal.bytes[sent...]))
-        sent = journal.count
+        inFlight.append(UnsafeRawBufferPointer(rebasing: journal.bytes[sent..<end]))
+        sent = end
         lastWrite = clock
         submitSend()
     }
