@@ -28,8 +28,9 @@ struct MemoryTrim {
         return true
     }
 
-    /// Blocks of 1 MiB and more always come from mmap and go back when freed; the
-    /// heap is shrunk only by the trim above, not by every free.
+    /// Blocks of 1 MiB and more that the heap has no free room for are mapped on
+    /// their own and go back when freed; the heap is shrunk only by the trim above,
+    /// not by every free.
     ///
     /// glibc's default raises its mmap threshold to the size of each mmapped block
     /// freed (up to 32 MiB), so once an index array or a Redis pipeline buffer has
