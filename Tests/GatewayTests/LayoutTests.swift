@@ -13,8 +13,7 @@ final class LayoutTests: XCTestCase {
 
     /// The Session fits a 128-byte malloc chunk (120 usable bytes).
     func testSessionFitsA128ByteChunk() {
-        typealias UsableSize = @convention(c) (UnsafeMutableRawPointer?) -> Int
-        let usable = unsafeBitCast(dlsym(nil, "malloc_usable_size"), to: UsableSize.self)
+        let usable = mallocFunction("malloc_usable_size", as: (@convention(c) (UnsafeMutableRawPointer?) -> Int).self)
         let s = Session(clientID: "P0000000000000001", handle: 1, persistent: false)
         XCTAssertEqual(usable(Unmanaged.passUnretained(s).toOpaque()), 120)
     }

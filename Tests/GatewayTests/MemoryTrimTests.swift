@@ -42,8 +42,7 @@ final class MemoryTrimTests: XCTestCase {
 
     /// `<total type="mmap" count="N" .../>` from glibc's `malloc_info`.
     private func mappedBlocks() throws -> Int {
-        let f = try XCTUnwrap(dlsym(nil, "malloc_info"))
-        let info = unsafeBitCast(f, to: (@convention(c) (Int32, UnsafeMutablePointer<FILE>) -> Int32).self)
+        let info = mallocFunction("malloc_info", as: (@convention(c) (Int32, UnsafeMutablePointer<FILE>) -> Int32).self)
         var buffer: UnsafeMutablePointer<CChar>?
         var size = 0
         let stream = try XCTUnwrap(open_memstream(&buffer, &size))

@@ -110,13 +110,13 @@ final class AdminHTTP: @unchecked Sendable {
         case ("GET", "/readyz"):
             // Every shard, not any: a pile accepted on a shard whose link is still
             // connecting (at start, or after a reconnect) is refused or held.
-            let shards = UInt64(counters.count - 1), upShards = Counters.total(.redisUp, counters)
+            let shards = UInt64(Counters.shards(in: counters)), upShards = Counters.total(.redisUp, counters)
             let up = !redisEnabled || upShards >= shards
             let stalled = redisEnabled && Counters.total(.redisStalled, counters) > 0
             let lag = watch.heldReason
             let why = control.isDraining ? "not ready: draining\n"
-                : upShards == 0 && !up ? "not ready: redis unreachable\n"
-                : !up ? "not ready: redis connected on \(upShards) of \(shards) shards\n"
+                : !up ? (upShards == 0 ? "not ready: redis unreachable\n"
+                         : "not ready: redis connected on \(upShards) of \(shards) shards\n")
                 : stalled ? "not ready: redis not answering\n" : lag.map { "not ready: \($0)\n" } ?? "ready\n"
             respond(c, up && !stalled && !control.isDraining && lag == nil ? 200 : 503, "text/plain", Array(why.utf8))
         case (_, "/metrics"), (_, "/healthz"), (_, "/readyz"):

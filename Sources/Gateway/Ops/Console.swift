@@ -22,7 +22,7 @@ struct ConsoleFeed {
         return [
             "node": node, "version": pilegateVersion,
             "uptime_seconds": (monotonicMillis() - startedAt) / 1000,
-            "shards": counters.count - 1,
+            "shards": Counters.shards(in: counters),
             "connections": connections, "connections_limit": maxConnections, "sessions": broker.clientCount,
             "connects_total": total(.connectsAccepted), "connects_refused_total": total(.connectsRefused),
             "connections_closed_total": total(.connectionsClosed),

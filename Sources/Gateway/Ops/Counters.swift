@@ -153,6 +153,10 @@ public final class Counters: Sendable {
 
     @usableFromInline func slot(_ c: Counter) -> ManagedAtomic<UInt64> { values[c.rawValue] }
 
+    /// Shards counted in `sets`: one set each, then the Broker's and the reloader's
+    /// (Server.swift).
+    static func shards(in sets: [Counters]) -> Int { sets.count - 1 }
+
     /// Sum of one counter over several sets.
     public static func total(_ c: Counter, _ sets: [Counters]) -> UInt64 {
         sets.reduce(0) { $0 + $1.value(c) }

@@ -43,8 +43,7 @@ struct MemoryTrim {
     /// turn, 20,000 page faults a second. The trim threshold goes up with it, as
     /// glibc's own adjustment would, or arenas shrink and fault back in all the time.
     static func keepLargeBlocksOutOfTheHeap() {
-        guard let f = dlsym(nil, "mallopt") else { fatalError("mallopt not found in the C library") }
-        let mallopt = unsafeBitCast(f, to: (@convention(c) (Int32, Int32) -> Int32).self)
+        let mallopt = mallocFunction("mallopt", as: (@convention(c) (Int32, Int32) -> Int32).self)
         let M_TRIM_THRESHOLD: Int32 = -1, M_MMAP_THRESHOLD: Int32 = -3   // malloc.h
         precondition(mallopt(M_MMAP_THRESHOLD, Int32(largeBlock)) == 1 && mallopt(M_TRIM_THRESHOLD, 64 << 20) == 1,
                      "mallopt refused")
@@ -52,11 +51,13 @@ struct MemoryTrim {
 
     static let largeBlock = 1 << 20
 
-    /// glibc's malloc_trim (malloc.h is not in the Glibc module).
-    fileprivate static let trim: @convention(c) (Int) -> Int32 = {
-        guard let f = dlsym(nil, "malloc_trim") else { fatalError("malloc_trim not found in the C library") }
-        return unsafeBitCast(f, to: (@convention(c) (Int) -> Int32).self)
-    }()
+    fileprivate static let trim = mallocFunction("malloc_trim", as: (@convention(c) (Int) -> Int32).self)
+}
+
+/// A function of glibc's malloc.h, which is not in the Glibc module.
+func mallocFunction<F>(_ name: String, as type: F.Type) -> F {
+    guard let f = dlsym(nil, name) else { fatalError("\(name) not found in the C library") }
+    return unsafeBitCast(f, to: type)
 }
 
 extension Shard {

@@ -90,7 +90,7 @@ final class Metrics: @unchecked Sendable {   // used by the admin thread only
         queued = registry.makeGauge(descriptor: Metrics.metric("pilegate_queued_bytes",
                                                        "Bytes queued for clients in all sessions (against mqtt.queue_memory_budget)"))
         registry.makeGauge(descriptor: Metrics.metric("pilegate_shards", "Event-loop shards (rings) in this process"))
-            .set(Double(sets.count - 1))   // one Counters per shard, plus the Broker's
+            .set(Double(Counters.shards(in: sets)))
         registry.makeGauge(descriptor: Metrics.metric("pilegate_connections_limit", "server.max_connections"))
             .set(Double(maxConnections))
         if watch.active { makeStreamGauges() }
